@@ -1,0 +1,76 @@
+# The two commands a newcomer needs:  `make demo` (the main job) and `make test` (the tests).
+# Each bootstraps what it needs (Python venv from the lock, Azurite from npm, AIRFLOW_HOME) and is
+# quick on the second run.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+AIRFLOW_HOME := $(CURDIR)/.airflow
+# Environment for every airflow command: the project-local home and the local connections.
+AIRFLOW_ENV = eval "$$($(BIN)/python -m devtools.services env)" && export PATH="$(CURDIR)/$(BIN):$$PATH"
+
+.PHONY: help demo test services stop status airflow bootstrap venv node airflow-home lock clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+demo: bootstrap  ## The main job, end to end against the local services
+	@$(BIN)/python -m devtools.demo
+
+test: venv node  ## The whole test suite (lint, types, compose schema, unit, integration); PYTEST_ARGS=... to select
+	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then \
+	  if [ -n "$(PYTEST_ARGS)" ]; then echo "make test: no test matched PYTEST_ARGS='$(PYTEST_ARGS)'"; rc=0; \
+	  else echo "make test: pytest collected no tests at all" >&2; rc=1; fi; \
+	fi; exit $$rc
+
+services: bootstrap  ## Start Azurite (and the emulator) in the background on 127.0.0.1
+	@$(BIN)/python -m devtools.services start
+
+stop:  ## Stop the background services
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m devtools.services stop; fi
+
+status:  ## Show which background services run
+	@$(BIN)/python -m devtools.services status
+
+airflow: services  ## Airflow standalone on 127.0.0.1:8080 with the connections pre-set (Ctrl-C stops it)
+	@$(BIN)/python -m devtools.standalone
+
+bootstrap: venv node airflow-home
+
+venv: $(VENV)/.installed
+node: node_modules/.installed
+airflow-home: $(AIRFLOW_HOME)/.migrated
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: '$(PYTHON)' not found: install Python 3.11 or newer with venv (Debian/Ubuntu: apt-get install python3 python3-venv)" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "error: $$($(PYTHON) --version 2>&1) is too old: install Python 3.11 or newer (or run make PYTHON=python3.12 ...)" >&2; exit 1; }
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { echo "error: Python's venv module is missing: apt-get install python3-venv" >&2; exit 1; }
+	@echo "setup: Python environment in $(VENV) from the lock (first run: about a minute)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check "$$(grep -E '^uv==' requirements-dev.txt)" 2>&1 | grep -v 'is ignored' || true
+	@$(BIN)/uv pip sync -q --python $(BIN)/python --compile-bytecode requirements.txt requirements-dev.txt
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { echo "error: Node.js 20+ and npm not found: install them (Debian/Ubuntu: apt-get install nodejs npm)" >&2; exit 1; }
+	@node -e 'process.exit(parseInt(process.versions.node) >= 20 ? 0 : 1)' || { echo "error: Node.js $$(node --version) is too old: install Node.js 20 or newer" >&2; exit 1; }
+	@echo "setup: Azurite into node_modules from package-lock.json"
+	@npm ci --no-audit --no-fund --silent
+	@touch $@
+
+$(AIRFLOW_HOME)/.migrated: $(VENV)/.installed
+	@echo "setup: Airflow metadata database in .airflow/"
+	@mkdir -p $(AIRFLOW_HOME)/logs
+	@$(AIRFLOW_ENV) && airflow db migrate > $(AIRFLOW_HOME)/logs/db-migrate.log 2>&1 || { tail -20 $(AIRFLOW_HOME)/logs/db-migrate.log; exit 1; }
+	@touch $@
+
+lock:  ## Re-resolve requirements.txt / requirements-dev.txt from the .in files
+	$(BIN)/uv pip compile requirements.in -o requirements.txt --python-version 3.11 --no-header -q
+	$(BIN)/uv pip compile requirements-dev.in -o requirements-dev.txt --python-version 3.11 --no-header -q
+
+clean: stop  ## Remove everything the bootstrap created
+	rm -rf $(VENV) node_modules $(AIRFLOW_HOME) .mypy_cache .ruff_cache test-artifacts

@@ -1,0 +1,237 @@
+"""Start, stop and describe the local development services (Azurite, the Azure ML emulator).
+
+One place for how the services are launched and how Airflow reaches them: ``make services`` /
+``make stop`` / ``make demo`` / ``make airflow`` use the command line below, and the test suite
+imports the same functions to start throw-away instances on free ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+AIRFLOW_HOME = ROOT / ".airflow"
+RUN_DIR = AIRFLOW_HOME / "run"
+LOG_DIR = AIRFLOW_HOME / "logs"
+DATA_DIR = AIRFLOW_HOME / "data"
+
+HOST = "127.0.0.1"
+AZURITE_PORT = int(os.environ.get("AZURITE_PORT", "10000"))
+EMULATOR_PORT = int(os.environ.get("AZUREML_EMULATOR_PORT", "8765"))
+
+# Azurite's well-known development account. It is public (documented by Microsoft) and only
+# ever valid against the local emulator, so it may live in the repository.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def azurite_blob_endpoint(port: int = AZURITE_PORT) -> str:
+    return f"http://{HOST}:{port}/{AZURITE_ACCOUNT}"
+
+
+def azurite_connection_string(port: int = AZURITE_PORT) -> str:
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint={azurite_blob_endpoint(port)};"
+    )
+
+
+def airflow_connections(azurite_port: int = AZURITE_PORT) -> dict[str, str]:
+    """``AIRFLOW_CONN_*`` variables that point Airflow at the local services."""
+    wasb = {"conn_type": "wasb", "extra": {"connection_string": azurite_connection_string(azurite_port)}}
+    return {"AIRFLOW_CONN_WASB_DEFAULT": json.dumps(wasb)}
+
+
+def airflow_environment(home: Path = AIRFLOW_HOME, azurite_port: int = AZURITE_PORT) -> dict[str, str]:
+    """The environment every local Airflow process gets (CLI, standalone, tests' DAG runs)."""
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__API__HOST": HOST,
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        # The emulator and Azurite run on loopback; keep proxies out of the way.
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
+    env.update(airflow_connections(azurite_port))
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes] | None = None, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process {process.args!r} exited with {process.returncode} before port {port} opened")
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on {HOST}:{port} after {timeout:.0f}s")
+
+
+@dataclass
+class Service:
+    """A background service: how to start it and how to know it is up."""
+
+    name: str
+    port: int
+    argv: list[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def start(self, log_path: Path) -> subprocess.Popen[bytes]:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            # Own session: `stop` signals the whole group, so no child is left behind.
+            process = subprocess.Popen(
+                self.argv,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env},
+                start_new_session=True,
+            )
+        try:
+            wait_for_port(self.port, process)
+        except Exception:
+            stop_process(process.pid)
+            raise
+        return process
+
+
+def azurite_service(port: int = AZURITE_PORT, location: Path | None = None) -> Service:
+    binary = ROOT / "node_modules" / ".bin" / "azurite-blob"
+    argv = [str(binary), "--blobHost", HOST, "--blobPort", str(port), "--disableTelemetry", "--silent"]
+    # azure-storage-blob sends an API version newer than Azurite 3.35 knows; the wire format is
+    # unchanged for what we use, so let it through.
+    argv += ["--skipApiVersionCheck", "--loose"]
+    argv += ["--location", str(location)] if location else ["--inMemoryPersistence"]
+    return Service("azurite", port, argv)
+
+
+def local_services() -> list[Service]:
+    """The services `make services` runs, in start order."""
+    return [azurite_service(AZURITE_PORT, DATA_DIR / "azurite")]
+
+
+def stop_process(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM the process group of ``pid``, then SIGKILL whatever is left after ``timeout``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                return
+            _reap(pid)
+            time.sleep(0.1)
+
+
+def _reap(pid: int) -> None:
+    # Our own children stay zombies (and so "alive" to killpg) until waited for.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _pid_file(service: Service) -> Path:
+    return RUN_DIR / f"{service.name}.pid"
+
+
+def _running_pid(service: Service) -> int | None:
+    pid_file = _pid_file(service)
+    if not pid_file.exists():
+        return None
+    pid = int(pid_file.read_text().strip() or 0)
+    try:
+        os.killpg(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        pid_file.unlink(missing_ok=True)
+        return None
+    return pid
+
+
+def start_all() -> list[str]:
+    """Start every local service not already running; returns the names of those it started."""
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    started = []
+    for service in local_services():
+        if _running_pid(service):
+            print(f"{service.name}: already running on {HOST}:{service.port}")
+            continue
+        log_path = LOG_DIR / f"{service.name}.log"
+        process = service.start(log_path)
+        _pid_file(service).write_text(str(process.pid))
+        started.append(service.name)
+        print(f"{service.name}: started on {HOST}:{service.port} (pid {process.pid}, log {log_path.relative_to(ROOT)})")
+    return started
+
+
+def stop_all(names: list[str] | None = None) -> None:
+    """Stop the named local services (default: all), last started first."""
+    for service in reversed(local_services()):
+        if names is not None and service.name not in names:
+            continue
+        pid = _running_pid(service)
+        if pid is None:
+            print(f"{service.name}: not running")
+            continue
+        stop_process(pid)
+        _pid_file(service).unlink(missing_ok=True)
+        print(f"{service.name}: stopped (pid {pid})")
+
+
+def status() -> int:
+    down = 0
+    for service in local_services():
+        pid = _running_pid(service)
+        state = f"running, pid {pid}" if pid else "stopped"
+        print(f"{service.name}: {state} ({HOST}:{service.port})")
+        down += pid is None
+    return 1 if down else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devtools.services", description=__doc__)
+    parser.add_argument("command", choices=["start", "stop", "status", "env"])
+    args = parser.parse_args(argv)
+    if args.command == "start":
+        start_all()
+    elif args.command == "stop":
+        stop_all()
+    elif args.command == "status":
+        return status()
+    else:  # shell-quoted exports, for `eval "$(python -m devtools.services env)"`
+        import shlex
+
+        for key, value in airflow_environment().items():
+            print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

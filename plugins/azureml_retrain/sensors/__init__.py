@@ -1,0 +1,3 @@
+"""Sensors of the azureml_retrain package."""
+
+from __future__ import annotations

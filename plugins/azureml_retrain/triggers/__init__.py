@@ -1,0 +1,3 @@
+"""Triggers of the azureml_retrain package."""
+
+from __future__ import annotations
