@@ -1,0 +1,47 @@
+"""Blob locations: how operators name blobs (container + path + wasb connection), never by key or SAS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from azureml_retrain.exceptions import ConfigurationError
+
+
+@dataclass(frozen=True)
+class BlobLocation:
+    """A blob in the storage account behind a wasb connection."""
+
+    container: str
+    blob_name: str
+
+    @classmethod
+    def parse(cls, value: str | dict[str, Any] | BlobLocation, field: str = "blob") -> BlobLocation:
+        """Accept ``"container/path/to/blob"``, ``{"container": .., "blob_name": ..}`` or a BlobLocation.
+
+        ``field`` names the argument in errors, so a bad value points at what to fix.
+        """
+        if isinstance(value, BlobLocation):
+            return value
+        if isinstance(value, dict):
+            container = value.get("container")
+            blob_name = value.get("blob_name")
+            if isinstance(container, str) and isinstance(blob_name, str) and container and blob_name:
+                return cls(container, blob_name)
+            raise ConfigurationError(f"{field}: expected keys 'container' and 'blob_name', got {sorted(value)}")
+        if isinstance(value, str):
+            container, _, blob_name = value.strip().lstrip("/").partition("/")
+            if container and blob_name:
+                return cls(container, blob_name)
+        raise ConfigurationError(f"{field}: expected 'container/path/to/blob', got {value!r}")
+
+    @property
+    def relative_location(self) -> str:
+        """The BES/management-plane form: ``container/blob`` without a leading slash."""
+        return f"{self.container}/{self.blob_name}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"container": self.container, "blob_name": self.blob_name}
+
+    def __str__(self) -> str:
+        return self.relative_location

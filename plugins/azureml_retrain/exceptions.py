@@ -1,0 +1,53 @@
+"""Errors raised by the azureml_retrain package.
+
+Every message names what was being done, on which resource, and how to fix it; none carries a key,
+a SAS signature or a connection string.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk.exceptions import AirflowException
+
+
+class AzureMLRetrainError(AirflowException):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigurationError(AzureMLRetrainError, ValueError):
+    """A user-supplied argument, parameter or connection field is wrong; the message names it."""
+
+
+class AzureMLServiceError(AzureMLRetrainError):
+    """A service answered with an error (after retries, where the error was retryable)."""
+
+    def __init__(
+        self,
+        operation: str,
+        resource: str,
+        *,
+        status: int | None,
+        code: str | None,
+        message: str,
+        detail_codes: tuple[str, ...] = (),
+    ) -> None:
+        self.operation = operation
+        self.resource = resource
+        self.status = status
+        self.code = code
+        self.message = message
+        self.detail_codes = detail_codes
+        codes = "/".join(c for c in (code, *detail_codes) if c) or "no error code"
+        status_text = f"HTTP {status}" if status is not None else "no response"
+        super().__init__(f"{operation} failed for {resource}: {status_text} {codes}: {message}")
+
+
+class BesJobFailedError(AzureMLRetrainError):
+    """The BES job ended Failed or Cancelled; the message carries the job's Details."""
+
+
+class EvaluationError(AzureMLRetrainError):
+    """The evaluation results cannot be read or judged (missing column, NaN, empty file, ...)."""
+
+
+class PromotionVerificationError(AzureMLRetrainError):
+    """A promotion was sent but reading the target back does not show the new model serving."""

@@ -1,0 +1,333 @@
+"""The one HTTP request path shared by every Azure ML hook, with the one retry policy.
+
+Retried: connection errors, timeouts, 429 (honouring ``Retry-After``), 500/502/503/504 and a 2xx
+body that is not the JSON we asked for; with capped exponential backoff and jitter. Any other 4xx
+fails at once with the service's error code and message. A call that is not idempotent (BES submit)
+is retried only where the service cannot have acted on it: connect errors, 429 and 503.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, ClassVar
+
+import requests
+from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
+
+from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
+from azureml_retrain.redaction import redact, strip_query
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Statuses that say the request was refused before the service acted on it.
+NOT_PROCESSED_STATUSES = frozenset({429, 503})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently one HTTP call is retried."""
+
+    max_attempts: int = 5
+    base_delay: float = 1.0
+    max_delay: float = 30.0
+    # A Retry-After longer than this is not honoured: the call fails and Airflow's task retry,
+    # not a sleeping worker, takes over.
+    max_retry_after: float = 120.0
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before retry number ``attempt`` (1-based): capped exponential, "equal jitter"."""
+        ceiling = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = None
+    if seconds is not None:
+        return max(0.0, seconds)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def error_from_response(operation: str, resource: str, response: requests.Response) -> AzureMLServiceError:
+    """Build the error for a failed response from the service's error envelope.
+
+    Both planes answer ``{"error": {"code", "message", "details": [{"code", "message"}]}}``.
+    """
+    code: str | None = None
+    message = ""
+    detail_codes: tuple[str, ...] = ()
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        code = str(error.get("code") or "") or None
+        message = str(error.get("message") or "")
+        details = error.get("details")
+        if isinstance(details, list):
+            detail_codes = tuple(str(d.get("code")) for d in details if isinstance(d, dict) and d.get("code"))
+            detail_messages = [str(d.get("message")) for d in details if isinstance(d, dict) and d.get("message")]
+            if detail_messages and not message:
+                message = "; ".join(detail_messages)
+            elif detail_messages:
+                message = f"{message} ({'; '.join(detail_messages)})"
+    elif isinstance(body, dict) and "error_description" in body:  # OAuth2 authority
+        code = str(body.get("error") or "") or None
+        message = str(body.get("error_description") or "")
+    if not message:
+        message = (response.text or response.reason or "").strip()[:500] or "no error message in the response"
+    return AzureMLServiceError(
+        operation,
+        resource,
+        status=response.status_code,
+        code=code,
+        message=redact(message),
+        detail_codes=detail_codes,
+    )
+
+
+class AzureMLHttpHook(BaseHook):
+    """Base for the Azure ML hooks: connection loading, the request method and its retry policy.
+
+    Subclasses say how to authenticate (:meth:`auth_headers`) and which connection fields they need.
+    """
+
+    conn_name_attr: ClassVar[str] = "conn_id"
+    default_timeout: ClassVar[tuple[float, float]] = (10.0, 60.0)
+
+    def __init__(
+        self,
+        conn_id: str,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__()
+        self.conn_id = conn_id
+        self._retry_policy = retry_policy
+        self._sleep = sleep
+
+    # --- connection ------------------------------------------------------------------------
+
+    @cached_property
+    def connection(self) -> Any:
+        conn = self.get_connection(self.conn_id)
+        if conn.password:
+            mask_secret(conn.password)
+        return conn
+
+    @cached_property
+    def extras(self) -> dict[str, Any]:
+        extra = self.connection.extra_dejson
+        return dict(extra) if isinstance(extra, Mapping) else {}
+
+    def require(self, value: Any, field: str, hint: str) -> Any:
+        """Return a required connection field or fail naming it and how to set it."""
+        if value in (None, ""):
+            raise ConfigurationError(f"Connection '{self.conn_id}': {field} is required ({hint}).")
+        return value
+
+    @cached_property
+    def retry_policy(self) -> RetryPolicy:
+        if self._retry_policy is not None:
+            return self._retry_policy
+        extras = self.extras
+        try:
+            return RetryPolicy(
+                max_attempts=int(extras.get("max_attempts", RetryPolicy.max_attempts)),
+                base_delay=float(extras.get("retry_base_delay", RetryPolicy.base_delay)),
+                max_delay=float(extras.get("retry_max_delay", RetryPolicy.max_delay)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"Connection '{self.conn_id}': max_attempts / retry_base_delay / retry_max_delay must be numbers"
+            ) from exc
+
+    @cached_property
+    def timeout(self) -> tuple[float, float]:
+        connect, read = self.default_timeout
+        try:
+            return (
+                float(self.extras.get("connect_timeout", connect)),
+                float(self.extras.get("read_timeout", read)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"Connection '{self.conn_id}': connect_timeout / read_timeout must be numbers of seconds"
+            ) from exc
+
+    @cached_property
+    def session(self) -> requests.Session:
+        session = requests.Session()
+        session.headers["User-Agent"] = "azureml-retrain-airflow"
+        return session
+
+    def get_conn(self) -> requests.Session:
+        return self.session
+
+    def auth_headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    # --- the request method ----------------------------------------------------------------
+
+    def request(
+        self,
+        operation: str,
+        resource: str,
+        method: str,
+        url: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+        idempotent: bool = True,
+        expect_json: bool = True,
+        ok_statuses: frozenset[int] = frozenset(),
+    ) -> requests.Response:
+        """Send one logical call, retrying per the policy; return the successful response.
+
+        ``operation`` and ``resource`` name the call in logs and errors ("submit BES job",
+        "service .../services/abc"). ``ok_statuses`` are non-2xx statuses the caller handles (e.g.
+        304 from refresh). A 2xx whose body is not JSON counts as a transient failure when
+        ``expect_json``.
+        """
+        policy = self.retry_policy
+        attempt = 0
+        while True:
+            attempt += 1
+            response: requests.Response | None = None
+            outcome: _Outcome | None
+            try:
+                response = self.session.request(
+                    method, url, params=params, json=json_body, headers=self.auth_headers(), timeout=self.timeout
+                )
+            except requests.RequestException as exc:
+                outcome = self._classify_exception(exc, idempotent=idempotent)
+            else:
+                outcome = _classify_response(response, idempotent=idempotent, expect_json=expect_json, ok=ok_statuses)
+                if outcome is None:
+                    return response
+            if (
+                not outcome.retryable
+                or attempt >= policy.max_attempts
+                or (outcome.retry_after is not None and outcome.retry_after > policy.max_retry_after)
+            ):
+                raise self._final_error(
+                    operation, resource, response, outcome, f"{attempt} attempt(s) to {method} {strip_query(url)}"
+                )
+            delay = outcome.retry_after if outcome.retry_after is not None else policy.backoff(attempt)
+            self.log.warning(
+                "%s for %s: %s; retry %d/%d in %.1fs",
+                operation,
+                resource,
+                outcome.failure,
+                attempt,
+                policy.max_attempts - 1,
+                delay,
+            )
+            self._sleep(delay)
+
+    def _classify_exception(self, exc: requests.RequestException, *, idempotent: bool) -> _Outcome:
+        if isinstance(exc, requests.ConnectTimeout) or (
+            isinstance(exc, requests.ConnectionError) and not _was_sent(exc)
+        ):
+            # Never reached the service: always safe to try again.
+            return _Outcome(f"{type(exc).__name__}: {redact(str(exc))[:300]}", retryable=True)
+        if isinstance(exc, requests.Timeout):
+            return _Outcome(f"{type(exc).__name__} after {self.timeout[1]:.0f}s", retryable=idempotent)
+        if isinstance(exc, requests.ConnectionError):
+            # Reset or dropped after sending: the service may have acted on the call.
+            return _Outcome(f"{type(exc).__name__}: {redact(str(exc))[:300]}", retryable=idempotent)
+        return _Outcome(f"{type(exc).__name__}: {redact(str(exc))[:300]}", retryable=False)
+
+    @staticmethod
+    def _final_error(
+        operation: str, resource: str, response: requests.Response | None, outcome: _Outcome, attempts: str
+    ) -> AzureMLServiceError:
+        if response is None:
+            return AzureMLServiceError(
+                operation,
+                resource,
+                status=None,
+                code="ConnectionFailed",
+                message=f"{outcome.failure} (after {attempts})",
+            )
+        if 200 <= response.status_code < 300:
+            return AzureMLServiceError(
+                operation,
+                resource,
+                status=response.status_code,
+                code="MalformedResponse",
+                message=f"{outcome.failure} (after {attempts})",
+            )
+        return error_from_response(operation, resource, response)
+
+    def request_json(self, operation: str, resource: str, method: str, url: str, **kwargs: Any) -> Any:
+        response = self.request(operation, resource, method, url, **kwargs)
+        return response.json() if response.content else None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """Why an attempt did not succeed, and whether another attempt may."""
+
+    failure: str
+    retryable: bool
+    retry_after: float | None = None
+
+
+def _classify_response(
+    response: requests.Response, *, idempotent: bool, expect_json: bool, ok: frozenset[int]
+) -> _Outcome | None:
+    """None when the response is the success the caller wants."""
+    status = response.status_code
+    if status in ok:
+        return None
+    if 200 <= status < 300:
+        if not expect_json or _is_json(response):
+            return None
+        return _Outcome(f"HTTP {status} with a body that is not JSON", retryable=True)
+    if status in RETRYABLE_STATUSES:
+        return _Outcome(
+            f"HTTP {status}",
+            retryable=idempotent or status in NOT_PROCESSED_STATUSES,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )
+    return _Outcome(f"HTTP {status}", retryable=False)
+
+
+def _is_json(response: requests.Response) -> bool:
+    if not response.content:
+        return True  # an empty 2xx body is a valid "nothing to say"
+    try:
+        json.loads(response.content)
+    except ValueError:
+        return False
+    return True
+
+
+def _was_sent(exc: requests.ConnectionError) -> bool:
+    """Whether the request may have reached the service before the connection failed.
+
+    Refused/unreachable connections fail before sending; resets and protocol errors after it.
+    """
+    text = str(exc)
+    return not any(
+        marker in text for marker in ("Connection refused", "Name or service not known", "NewConnectionError")
+    )

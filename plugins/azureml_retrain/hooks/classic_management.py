@@ -1,0 +1,189 @@
+"""Classic web service management plane (``management.azureml.net``): web services and endpoints.
+
+Connection (type ``azureml_classic_management``): *Host* is the management host
+(``https://management.azureml.net`` or a regional one such as
+``https://europewest.management.azureml.net``); *Schema* is the workspace id; *Password* is the
+workspace authorization token (or the API key of the endpoint being managed).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk.log import mask_secret
+
+from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
+from azureml_retrain.hooks.base import AzureMLHttpHook
+
+DEFAULT_ENDPOINT = "default"
+ENDPOINT_NAME_RULE = re.compile(r"^[a-z0-9]{1,24}$")
+KEY_FIELDS = ("PrimaryKey", "SecondaryKey")
+
+
+def validate_endpoint_name(name: str, field: str = "endpoint_name") -> str:
+    if not ENDPOINT_NAME_RULE.match(name or ""):
+        raise ConfigurationError(f"{field}: {name!r} is not a valid endpoint name (1-24 lowercase letters and digits)")
+    return name
+
+
+class AzureMLClassicManagementHook(AzureMLHttpHook):
+    """List, create, patch, refresh and delete endpoints of classic web services in one workspace."""
+
+    conn_type = "azureml_classic_management"
+    default_conn_name = "azureml_classic_management_default"
+    hook_name = "Azure ML Studio classic management"
+
+    def __init__(self, conn_id: str = default_conn_name, *, workspace_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(conn_id, **kwargs)
+        self._workspace_id = workspace_id
+
+    @cached_property
+    def base_url(self) -> str:
+        host = str(self.require(self.connection.host, "Host", "e.g. https://management.azureml.net")).rstrip("/")
+        if not re.match(r"^https?://", host):
+            host = f"https://{host}"
+        return host
+
+    @cached_property
+    def workspace_id(self) -> str:
+        return str(
+            self._workspace_id
+            or self.connection.schema
+            or self.extras.get("workspace_id")
+            or self.require(None, "Schema (workspace id)", "the workspace id from the Studio settings page")
+        )
+
+    def auth_headers(self) -> dict[str, str]:
+        token = self.require(self.connection.password, "Password", "the workspace authorization token")
+        return {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+
+    def _url(self, *parts: str) -> str:
+        return "/".join([self.base_url, "workspaces", self.workspace_id, "webservices", *parts])
+
+    @staticmethod
+    def _mask_keys(endpoint: Any) -> Any:
+        """Register endpoint keys with the masker as soon as we see them."""
+        if isinstance(endpoint, Mapping):
+            for key_field in KEY_FIELDS:
+                if endpoint.get(key_field):
+                    mask_secret(str(endpoint[key_field]))
+        return endpoint
+
+    # --- web services --------------------------------------------------------------------------
+
+    def list_web_services(self) -> list[dict[str, Any]]:
+        body = self.request_json("list web services", f"workspace {self.workspace_id}", "GET", self._url())
+        return list(body or [])
+
+    def get_web_service(self, web_service_id: str) -> dict[str, Any]:
+        body = self.request_json("get web service", f"web service {web_service_id}", "GET", self._url(web_service_id))
+        return dict(body or {})
+
+    # --- endpoints -----------------------------------------------------------------------------
+
+    def list_endpoints(self, web_service_id: str) -> list[dict[str, Any]]:
+        body = self.request_json(
+            "list endpoints", f"web service {web_service_id}", "GET", self._url(web_service_id, "endpoints")
+        )
+        return [self._mask_keys(e) for e in body or []]
+
+    def get_endpoint(self, web_service_id: str, endpoint_name: str) -> dict[str, Any]:
+        body = self.request_json(
+            "get endpoint",
+            f"endpoint {endpoint_name} of web service {web_service_id}",
+            "GET",
+            self._url(web_service_id, "endpoints", endpoint_name),
+        )
+        return dict(self._mask_keys(body) or {})
+
+    def find_endpoint(self, web_service_id: str, endpoint_name: str) -> dict[str, Any] | None:
+        """The endpoint, or None if the web service has no endpoint by that name."""
+        try:
+            return self.get_endpoint(web_service_id, endpoint_name)
+        except AzureMLServiceError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def put_endpoint(
+        self,
+        web_service_id: str,
+        endpoint_name: str,
+        *,
+        description: str = "",
+        throttle_level: str = "Low",
+        max_concurrent_calls: int = 4,
+    ) -> None:
+        """Add (or update) a non-default endpoint."""
+        validate_endpoint_name(endpoint_name)
+        self.request(
+            "add endpoint",
+            f"endpoint {endpoint_name} of web service {web_service_id}",
+            "PUT",
+            self._url(web_service_id, "endpoints", endpoint_name),
+            json_body={
+                "Description": description,
+                "ThrottleLevel": throttle_level,
+                "MaxConcurrentCalls": max_concurrent_calls,
+            },
+            expect_json=False,
+        )
+
+    def delete_endpoint(self, web_service_id: str, endpoint_name: str) -> None:
+        self.request(
+            "delete endpoint",
+            f"endpoint {endpoint_name} of web service {web_service_id}",
+            "DELETE",
+            self._url(web_service_id, "endpoints", endpoint_name),
+            expect_json=False,
+        )
+
+    def patch_endpoint_resources(
+        self, web_service_id: str, endpoint_name: str, resources: list[Mapping[str, Any]]
+    ) -> None:
+        """Point the endpoint's updatable resources (its trained model) at new blobs.
+
+        ``resources`` items are ``{"Name": "<exp> [trained model]", "Location": {"BaseLocation",
+        "RelativeLocation", "SasBlobToken"}}``.
+        """
+        if endpoint_name == DEFAULT_ENDPOINT:
+            raise ConfigurationError(
+                "endpoint_name: the 'default' endpoint follows the experiment and cannot be patched; "
+                "patch a non-default endpoint of the predictive web service"
+            )
+        for resource in resources:
+            token = resource.get("Location", {}).get("SasBlobToken")
+            if token:
+                mask_secret(str(token))
+        self.request(
+            "patch endpoint resources",
+            f"endpoint {endpoint_name} of web service {web_service_id}",
+            "PATCH",
+            self._url(web_service_id, "endpoints", endpoint_name),
+            json_body={"Resources": [dict(r) for r in resources]},
+            expect_json=False,
+        )
+
+    def refresh_endpoint(self, web_service_id: str, endpoint_name: str, *, overwrite_resources: bool) -> bool:
+        """Copy the default endpoint's graph onto this one; False when nothing changed (304)."""
+        response = self.request(
+            "refresh endpoint",
+            f"endpoint {endpoint_name} of web service {web_service_id}",
+            "POST",
+            self._url(web_service_id, "endpoints", endpoint_name, "refresh"),
+            json_body={"OverwriteResources": str(overwrite_resources)},
+            expect_json=False,
+            ok_statuses=frozenset({304}),
+        )
+        return response.status_code != 304
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["port", "login"],
+            "relabeling": {"host": "Management host", "schema": "Workspace id", "password": "Authorization token"},
+            "placeholders": {"host": "https://management.azureml.net", "schema": "<workspace id>"},
+        }

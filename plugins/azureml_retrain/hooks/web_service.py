@@ -1,0 +1,293 @@
+"""Data plane of a web service endpoint: Batch Execution Service (BES) jobs and RRS scoring.
+
+Connection (type ``azureml_web_service``): *Host* is the endpoint's API location, for example
+``https://ussouthcentral.services.azureml.net/workspaces/<ws>/services/<id>`` (a pasted BES
+"Request URI" ending in ``/jobs?api-version=2.0`` works too); *Password* is the endpoint's API key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, ClassVar
+
+from airflow.sdk.log import mask_secret
+
+from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
+from azureml_retrain.hooks.base import AzureMLHttpHook, RetryPolicy
+
+API_VERSION = "2.0"
+
+
+class BesJobStatus:
+    """BES job states as the service names them, and the sets operators decide on."""
+
+    NOT_STARTED = "NotStarted"
+    RUNNING = "Running"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+    FINISHED = "Finished"
+
+    ACTIVE = frozenset({NOT_STARTED, RUNNING})
+    FAILURE = frozenset({FAILED, CANCELLED})
+    TERMINAL = FAILURE | {FINISHED}
+
+    # Studio's samples test the ordinal too; older docs spell "Not started"; one client "Canceled".
+    _ALIASES: ClassVar[dict[str, str]] = {
+        "0": NOT_STARTED,
+        "1": RUNNING,
+        "2": FAILED,
+        "3": CANCELLED,
+        "4": FINISHED,
+        "notstarted": NOT_STARTED,
+        "running": RUNNING,
+        "failed": FAILED,
+        "cancelled": CANCELLED,
+        "canceled": CANCELLED,
+        "finished": FINISHED,
+    }
+
+    @classmethod
+    def normalize(cls, value: object) -> str:
+        key = re.sub(r"[\s_]", "", str(value)).lower()
+        try:
+            return cls._ALIASES[key]
+        except KeyError:
+            raise ValueError(f"unknown BES job status {value!r}") from None
+
+
+@dataclass(frozen=True)
+class BesOutput:
+    """One output blob of a finished job. The SAS token is a secret: never put it in XCom."""
+
+    base_location: str
+    relative_location: str
+    sas_blob_token: str = field(repr=False, default="")
+
+    @property
+    def container(self) -> str:
+        return self.relative_location.lstrip("/").split("/", 1)[0]
+
+    @property
+    def blob_name(self) -> str:
+        return self.relative_location.lstrip("/").split("/", 1)[1]
+
+    def to_xcom(self) -> dict[str, str]:
+        """Locations only."""
+        return {
+            "base_location": self.base_location,
+            "relative_location": self.relative_location.lstrip("/"),
+            "container": self.container,
+            "blob_name": self.blob_name,
+        }
+
+
+@dataclass(frozen=True)
+class BesJob:
+    job_id: str
+    status: str
+    outputs: dict[str, BesOutput]
+    details: str | None
+
+    @classmethod
+    def from_response(cls, job_id: str, body: Any) -> BesJob:
+        if not isinstance(body, Mapping) or "StatusCode" not in body:
+            raise ValueError("BES job status response has no StatusCode")
+        status = BesJobStatus.normalize(body["StatusCode"])
+        outputs: dict[str, BesOutput] = {}
+        results = body.get("Results") or {}
+        if isinstance(results, Mapping):
+            for name, ref in results.items():
+                if not isinstance(ref, Mapping):
+                    continue
+                token = str(ref.get("SasBlobToken") or "")
+                if token:
+                    mask_secret(token)
+                outputs[str(name)] = BesOutput(
+                    base_location=str(ref.get("BaseLocation") or ""),
+                    relative_location=str(ref.get("RelativeLocation") or ""),
+                    sas_blob_token=token,
+                )
+        details = body.get("Details")
+        return cls(job_id=job_id, status=status, outputs=outputs, details=str(details) if details else None)
+
+
+def normalize_api_location(url: str) -> str:
+    """The endpoint's API location from what a user may paste: strip query, ``/jobs...``, ``/execute``."""
+    base = url.strip().split("?", 1)[0].rstrip("/")
+    base = re.sub(r"/(jobs(/.*)?|execute|swagger\.json)$", "", base)
+    if not re.match(r"^https?://", base) or not re.search(r"/(workspaces|subscriptions)/[^/]+/services/[^/]+$", base):
+        raise ConfigurationError(
+            "API location must look like https://<region>.services.azureml.net/workspaces/<ws>/services/<id> "
+            "(or /subscriptions/<id>/services/<id> for new web services); "
+            f"got {base!r}"
+        )
+    return base
+
+
+class AzureMLWebServiceHook(AzureMLHttpHook):
+    """Submit, start, watch and cancel BES jobs; score through RRS. One endpoint per hook."""
+
+    conn_type = "azureml_web_service"
+    default_conn_name = "azureml_web_service_default"
+    hook_name = "Azure ML Studio web service (BES/RRS)"
+
+    def __init__(
+        self,
+        conn_id: str = default_conn_name,
+        *,
+        api_location: str | None = None,
+        api_key: str | None = None,
+        retry_policy: RetryPolicy | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(conn_id, retry_policy=retry_policy, **kwargs)
+        self._api_location = api_location
+        self._api_key = api_key
+        if api_key:
+            mask_secret(api_key)
+
+    @classmethod
+    def for_endpoint(cls, api_location: str, api_key: str, **kwargs: Any) -> AzureMLWebServiceHook:
+        """A hook for an endpoint discovered at run time (e.g. from the management plane)."""
+        return cls(conn_id=f"endpoint:{api_location}", api_location=api_location, api_key=api_key, **kwargs)
+
+    @cached_property
+    def api_location(self) -> str:
+        host = self._api_location or self.require(
+            self.connection.host, "Host", "the endpoint's API location from its dashboard"
+        )
+        return normalize_api_location(str(host))
+
+    @cached_property
+    def api_key(self) -> str:
+        return str(self._api_key or self.require(self.connection.password, "Password", "the endpoint's API key"))
+
+    @cached_property
+    def extras(self) -> dict[str, Any]:
+        return {} if self._api_location else super().extras
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"}
+
+    @property
+    def resource(self) -> str:
+        """How errors and logs name this endpoint (no key, no host secrets)."""
+        return f"service {self.api_location.split('://', 1)[-1].split('/', 1)[-1]}"
+
+    def _jobs_url(self, job_id: str | None = None, suffix: str = "") -> str:
+        return f"{self.api_location}/jobs" + (f"/{job_id}" if job_id else "") + suffix
+
+    # --- BES ---------------------------------------------------------------------------------
+
+    def submit_job(self, request_body: Mapping[str, Any]) -> str:
+        """Create a job (it stays NotStarted until :meth:`start_job`); return its id."""
+        body = self.request_json(
+            "submit BES job",
+            self.resource,
+            "POST",
+            self._jobs_url(),
+            params={"api-version": API_VERSION},
+            json_body=request_body,
+            idempotent=False,
+        )
+        job_id = body.strip('"') if isinstance(body, str) else None
+        if not job_id or not re.fullmatch(r"[A-Za-z0-9-]{1,64}", job_id):
+            raise AzureMLServiceError(
+                "submit BES job",
+                self.resource,
+                status=200,
+                code="MalformedResponse",
+                message="expected the job id as a JSON string",
+            )
+        return job_id
+
+    def start_job(self, job_id: str) -> None:
+        self.request(
+            "start BES job",
+            f"job {job_id} of {self.resource}",
+            "POST",
+            self._jobs_url(job_id, "/start"),
+            params={"api-version": API_VERSION},
+            expect_json=False,
+        )
+
+    def get_job(self, job_id: str) -> BesJob:
+        body = self.request_json(
+            "get BES job status",
+            f"job {job_id} of {self.resource}",
+            "GET",
+            self._jobs_url(job_id),
+            params={"api-version": API_VERSION},
+        )
+        try:
+            return BesJob.from_response(job_id, body)
+        except ValueError as exc:
+            raise AzureMLServiceError(
+                "get BES job status",
+                f"job {job_id} of {self.resource}",
+                status=200,
+                code="MalformedResponse",
+                message=str(exc),
+            ) from exc
+
+    def cancel_job(self, job_id: str) -> None:
+        """DELETE the job: cancels it if it is running. Safe to repeat."""
+        self.request(
+            "cancel BES job",
+            f"job {job_id} of {self.resource}",
+            "DELETE",
+            self._jobs_url(job_id),
+            params={"api-version": API_VERSION},
+            expect_json=False,
+        )
+
+    # --- RRS ---------------------------------------------------------------------------------
+
+    def score(
+        self,
+        rows: list[Mapping[str, Any]],
+        *,
+        input_name: str = "input1",
+        global_parameters: Mapping[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Score rows through RRS (``format=swagger``); return one dict of output columns per row."""
+        body = self.request_json(
+            "score through RRS",
+            self.resource,
+            "POST",
+            f"{self.api_location}/execute",
+            params={"api-version": API_VERSION, "format": "swagger"},
+            json_body={
+                "Inputs": {input_name: [dict(r) for r in rows]},
+                "GlobalParameters": dict(global_parameters or {}),
+            },
+        )
+        results = body.get("Results") if isinstance(body, Mapping) else None
+        if not isinstance(results, Mapping) or not results:
+            raise AzureMLServiceError(
+                "score through RRS", self.resource, status=200, code="MalformedResponse", message="no Results"
+            )
+        first_output = next(iter(results.values()))
+        if not isinstance(first_output, list):
+            raise AzureMLServiceError(
+                "score through RRS",
+                self.resource,
+                status=200,
+                code="MalformedResponse",
+                message="Results output is not a list of rows",
+            )
+        return [dict(row) for row in first_output if isinstance(row, Mapping)]
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["schema", "port", "login"],
+            "relabeling": {"host": "API location", "password": "API key"},
+            "placeholders": {
+                "host": "https://ussouthcentral.services.azureml.net/workspaces/<ws>/services/<id>",
+                "extra": '{"max_attempts": 5, "read_timeout": 60}',
+            },
+        }

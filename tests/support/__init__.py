@@ -1,0 +1,3 @@
+"""Helpers shared by the tests."""
+
+from __future__ import annotations
