@@ -1,0 +1,308 @@
+"""SubmitBesJobOperator: run a training experiment through the Batch Execution Service (BES)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from typing import Any, ClassVar
+
+from airflow.sdk import BaseOperator, Context
+
+from azureml_retrain.blobs import BlobLocation
+from azureml_retrain.exceptions import AzureMLServiceError, BesJobFailedError, ConfigurationError
+from azureml_retrain.hooks.web_service import AzureMLWebServiceHook, BesJob, BesJobStatus
+from azureml_retrain.storage import REFERENCE_MODES, StorageAccount
+from azureml_retrain.triggers.bes_job import BesJobTrigger, is_transient, next_poll_interval
+
+DATASET_EXTENSIONS = (".csv", ".tsv", ".arff")
+MODEL_EXTENSION = ".ilearner"
+# Key in the task-instance state store (it survives retries, unlike XCom).
+JOB_STATE_KEY = "bes_job"
+
+
+def _validate_locations(value: Mapping[str, Any] | None, field: str, *, outputs: bool) -> dict[str, BlobLocation]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"{field}: expected a mapping of port name to blob location, got {type(value).__name__}"
+        )
+    locations = {}
+    for name, raw in value.items():
+        location = BlobLocation.parse(raw, field=f"{field}[{name!r}]")
+        allowed = (*DATASET_EXTENSIONS, MODEL_EXTENSION) if outputs else DATASET_EXTENSIONS
+        if not location.blob_name.lower().endswith(allowed):
+            raise ConfigurationError(
+                f"{field}[{name!r}]: {location} must end with one of {', '.join(allowed)} "
+                "(BES rejects other extensions: datasets are .csv/.tsv/.arff, trained models .ilearner)"
+            )
+        locations[str(name)] = location
+    return locations
+
+
+class SubmitBesJobOperator(BaseOperator):
+    """Submit a BES job to a training web service, start it, and wait until it ends.
+
+    Inputs and outputs are blob locations (``"container/path.csv"`` or ``{"container", "blob_name"}``)
+    in the storage account of ``wasb_conn_id``; the operator turns them into the credentials BES
+    needs at submit time. The job id is kept in the task-instance state store before the job is
+    started, so a retry or a re-run of the same task instance reattaches to the job instead of
+    starting another: NotStarted → start it, Running → wait, Finished → reuse its results,
+    Failed/Cancelled → submit a new job.
+
+    Returns (XCom) output locations only, never a SAS token or key::
+
+        {"job_id", "status", "submitted_at", "finished_at", "duration_seconds",
+         "outputs": {"output1": {"base_location", "relative_location", "container", "blob_name"}}}
+
+    :param inputs: web service input name → blob location (datasets: .csv, .tsv, .arff).
+    :param outputs: web service output name → blob location (.ilearner for models). Names are
+        case-sensitive and must match the experiment's Web Service Outputs.
+    :param global_parameters: the experiment's web service parameters (names case-sensitive).
+    :param azureml_conn_id: ``azureml_web_service`` connection of the training endpoint.
+    :param wasb_conn_id: storage connection holding the inputs and outputs.
+    :param reference_mode: ``"sas"`` (default: blob-scoped, short-lived tokens) or
+        ``"connection_string"`` (the account key travels to the service).
+    :param deferrable: wait in the triggerer (default) instead of holding a worker slot.
+    :param poll_interval: first wait between status polls (s); grows x1.5 up to ``max_poll_interval``.
+    :param job_timeout: the job is cancelled and the task fails if it has not ended by then,
+        measured from submission (a reattaching retry keeps the original deadline).
+    :param cancel_on_kill: cancel the remote job when the task is killed or marked failed.
+    """
+
+    template_fields: Sequence[str] = (
+        "inputs",
+        "outputs",
+        "global_parameters",
+        "azureml_conn_id",
+        "wasb_conn_id",
+        "reference_mode",
+    )
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "inputs": "json",
+        "outputs": "json",
+        "global_parameters": "json",
+    }
+    ui_color = "#cce5ff"
+
+    def __init__(
+        self,
+        *,
+        outputs: Mapping[str, Any],
+        inputs: Mapping[str, Any] | None = None,
+        global_parameters: Mapping[str, Any] | None = None,
+        azureml_conn_id: str = AzureMLWebServiceHook.default_conn_name,
+        wasb_conn_id: str = "wasb_default",
+        reference_mode: str = "sas",
+        deferrable: bool = True,
+        poll_interval: float = 5.0,
+        max_poll_interval: float = 60.0,
+        job_timeout: timedelta = timedelta(hours=6),
+        cancel_on_kill: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.inputs = inputs
+        self.outputs = outputs
+        self.global_parameters = global_parameters
+        self.azureml_conn_id = azureml_conn_id
+        self.wasb_conn_id = wasb_conn_id
+        self.reference_mode = reference_mode
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.job_timeout = job_timeout
+        self.cancel_on_kill = cancel_on_kill
+        if poll_interval <= 0 or max_poll_interval < poll_interval:
+            raise ConfigurationError("poll_interval must be > 0 and max_poll_interval >= poll_interval")
+        if job_timeout <= timedelta(0):
+            raise ConfigurationError("job_timeout must be a positive timedelta")
+        self._active_job_id: str | None = None
+
+    @cached_property
+    def hook(self) -> AzureMLWebServiceHook:
+        return AzureMLWebServiceHook(self.azureml_conn_id)
+
+    # --- request -------------------------------------------------------------------------------
+
+    def build_request(self) -> dict[str, Any]:
+        """The BES request body. It carries storage credentials: never log or return it."""
+        if self.reference_mode not in REFERENCE_MODES:
+            raise ConfigurationError(f"reference_mode: expected one of {REFERENCE_MODES}, got {self.reference_mode!r}")
+        inputs = _validate_locations(self.inputs, "inputs", outputs=False)
+        outputs = _validate_locations(self.outputs, "outputs", outputs=True)
+        if not outputs:
+            raise ConfigurationError("outputs: name at least one web service output and where to write it")
+        if self.global_parameters is not None and not isinstance(self.global_parameters, Mapping):
+            raise ConfigurationError("global_parameters: expected a mapping of parameter name to value")
+        storage = StorageAccount(self.wasb_conn_id)
+        mode: Any = self.reference_mode
+        return {
+            "Inputs": {n: storage.bes_reference(loc, mode=mode, write=False) for n, loc in inputs.items()},
+            "Outputs": {n: storage.bes_reference(loc, mode=mode, write=True) for n, loc in outputs.items()},
+            # BES samples send every value as a string.
+            "GlobalParameters": {str(k): str(v) for k, v in (self.global_parameters or {}).items()},
+        }
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        store = context.get("task_state_store")
+        record = self._reattach(store)
+        if record is None:
+            record = self._submit_and_start(store)
+        job_id = str(record["job_id"])
+        self._active_job_id = job_id
+        context["ti"].xcom_push(key="bes_job_id", value=job_id)
+        job = self.hook.get_job(job_id)
+        if job.status in BesJobStatus.TERMINAL:
+            return self._complete(job, record)
+        if self.deferrable:
+            remaining = max(0.0, float(record["deadline"]) - time.time())
+            self.defer(
+                trigger=BesJobTrigger(
+                    azureml_conn_id=self.azureml_conn_id,
+                    job_id=job_id,
+                    end_time=float(record["deadline"]),
+                    poll_interval=self.poll_interval,
+                    max_poll_interval=self.max_poll_interval,
+                    cancel_on_kill=self.cancel_on_kill,
+                    last_status=job.status,
+                ),
+                method_name="execute_complete",
+                # Backstop only: the trigger cancels the job and reports at its own deadline.
+                timeout=timedelta(seconds=remaining + 300),
+            )
+        return self._complete(self._wait(job, float(record["deadline"])), record)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        if not event or "job_id" not in event:
+            raise BesJobFailedError(f"{self.task_id}: did not receive a valid event from the trigger: {event!r}")
+        record = self._record(context.get("task_state_store")) or {"job_id": event["job_id"]}
+        if event["status"] == "timeout":
+            raise BesJobFailedError(
+                f"BES job {event['job_id']} did not end within job_timeout={self.job_timeout}; it was cancelled"
+            )
+        if event["status"] == "error":
+            raise BesJobFailedError(f"BES job {event['job_id']}: {event.get('message')}")
+        return self._complete(self.hook.get_job(str(event["job_id"])), record)
+
+    def on_kill(self) -> None:
+        if self._active_job_id and self.cancel_on_kill:
+            self.log.warning("Task killed: cancelling BES job %s", self._active_job_id)
+            self.hook.cancel_job(self._active_job_id)
+
+    # --- steps ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _record(store: Any) -> dict[str, Any] | None:
+        if store is None:
+            return None
+        value = store.get(JOB_STATE_KEY)
+        return dict(value) if isinstance(value, Mapping) and value.get("job_id") else None
+
+    def _reattach(self, store: Any) -> dict[str, Any] | None:
+        """The job an earlier try of this task instance left, if it can still be used."""
+        record = self._record(store)
+        if record is None:
+            return None
+        job_id = str(record["job_id"])
+        try:
+            job = self.hook.get_job(job_id)
+        except AzureMLServiceError as error:
+            if error.status == 404:
+                self.log.warning("BES job %s from an earlier try no longer exists; submitting a new one", job_id)
+                return None
+            raise
+        if job.status in BesJobStatus.FAILURE:
+            self.log.warning("BES job %s from an earlier try ended %s; submitting a new one", job_id, job.status)
+            return None
+        if job.status == BesJobStatus.NOT_STARTED:
+            self.log.info("Reattaching to BES job %s (submitted, not started): starting it", job_id)
+            self._start(job_id)
+        else:
+            self.log.info("Reattaching to BES job %s from an earlier try (%s)", job_id, job.status)
+        return record
+
+    def _submit_and_start(self, store: Any) -> dict[str, Any]:
+        body = self.build_request()
+        self.log.info(
+            "Submitting BES job: inputs %s, outputs %s, global parameters %s",
+            {n: r["RelativeLocation"] for n, r in body["Inputs"].items()},
+            {n: r["RelativeLocation"] for n, r in body["Outputs"].items()},
+            sorted(body["GlobalParameters"]),
+        )
+        job_id = self.hook.submit_job(body)
+        now = time.time()
+        record = {
+            "job_id": job_id,
+            "submitted_at": datetime.fromtimestamp(now, UTC).isoformat(),
+            "deadline": now + self.job_timeout.total_seconds(),
+        }
+        # Persist before starting: a crash from here on leaves a job a retry can find.
+        if store is not None:
+            store.set(JOB_STATE_KEY, record)
+        self._start(job_id)
+        self.log.info("BES job %s submitted and started", job_id)
+        return record
+
+    def _start(self, job_id: str) -> None:
+        try:
+            self.hook.start_job(job_id)
+        except AzureMLServiceError as error:
+            # A start whose response was lost and then retried meets a job already running.
+            if "CannotStartJob" in error.detail_codes and self.hook.get_job(job_id).status != BesJobStatus.NOT_STARTED:
+                return
+            raise
+
+    def _wait(self, job: BesJob, deadline: float) -> BesJob:
+        """Poll in the worker until the job ends (non-deferrable mode)."""
+        interval, status, started = self.poll_interval, job.status, time.monotonic()
+        while job.status not in BesJobStatus.TERMINAL:
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                self.log.warning("BES job %s: job_timeout reached; cancelling", job.job_id)
+                self.hook.cancel_job(job.job_id)
+                raise BesJobFailedError(
+                    f"BES job {job.job_id} did not end within job_timeout={self.job_timeout}; it was cancelled"
+                )
+            time.sleep(min(interval, remaining))
+            interval = next_poll_interval(interval, self.max_poll_interval)
+            try:
+                job = self.hook.get_job(job.job_id)
+            except AzureMLServiceError as error:
+                if not is_transient(error):
+                    raise
+                self.log.warning("BES job %s: status unavailable (%s); will poll again", job.job_id, error)
+                continue
+            if job.status != status:
+                self.log.info(
+                    "BES job %s: %s -> %s after %.0fs", job.job_id, status, job.status, time.monotonic() - started
+                )
+                status = job.status
+        return job
+
+    def _complete(self, job: BesJob, record: Mapping[str, Any]) -> dict[str, Any]:
+        self._active_job_id = None
+        if job.status in BesJobStatus.FAILURE:
+            raise BesJobFailedError(f"BES job {job.job_id} {job.status}: {job.details or 'no details given'}")
+        expected = set((self.outputs or {}).keys())
+        missing = sorted(expected - set(job.outputs))
+        if missing:
+            raise BesJobFailedError(f"BES job {job.job_id} finished without the outputs {missing}")
+        finished = datetime.now(UTC)
+        submitted_at = record.get("submitted_at")
+        duration = (
+            round((finished - datetime.fromisoformat(str(submitted_at))).total_seconds(), 3) if submitted_at else None
+        )
+        self.log.info("BES job %s finished%s", job.job_id, f" in {duration:.0f}s" if duration is not None else "")
+        return {
+            "job_id": job.job_id,
+            "status": job.status,
+            "submitted_at": submitted_at,
+            "finished_at": finished.isoformat(),
+            "duration_seconds": duration,
+            "outputs": {name: output.to_xcom() for name, output in job.outputs.items()},
+        }

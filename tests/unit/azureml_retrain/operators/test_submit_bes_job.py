@@ -1,0 +1,233 @@
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+
+import pytest
+from airflow.sdk.exceptions import TaskDeferred
+
+from azureml_retrain.exceptions import BesJobFailedError, ConfigurationError
+from azureml_retrain.hooks.base import RetryPolicy
+from azureml_retrain.hooks.web_service import AzureMLWebServiceHook
+from azureml_retrain.operators.submit_bes_job import JOB_STATE_KEY, SubmitBesJobOperator
+from azureml_retrain.triggers.bes_job import BesJobTrigger
+from support.airflow_context import DictStateStore, make_context
+from support.fake_transport import FakeTransport, Reply
+
+API = "https://ussouthcentral.services.azureml.net/workspaces/ws1/services/train1"
+KEY = "training-endpoint-api-key-0001"
+JOB = "0123456789abcdef0123456789abcdef"
+SAS = "?sv=2020-10-02&sr=b&sig=SECRETSIGNATURE123&sp=r"
+
+
+def status(code: str, details: str | None = None) -> Reply:
+    results = None
+    if code == "Finished":
+        results = {
+            "model": {
+                "ConnectionString": None,
+                "BaseLocation": "http://127.0.0.1:10000/devstoreaccount1/",
+                "RelativeLocation": "models/run1/model.ilearner",
+                "SasBlobToken": SAS,
+            },
+            "evaluation": {
+                "ConnectionString": None,
+                "BaseLocation": "http://127.0.0.1:10000/devstoreaccount1/",
+                "RelativeLocation": "models/run1/evaluation.csv",
+                "SasBlobToken": SAS,
+            },
+        }
+    return Reply(200, {"StatusCode": code, "Results": results, "Details": details})
+
+
+def make_operator(*script, **kwargs) -> tuple[SubmitBesJobOperator, FakeTransport]:
+    op = SubmitBesJobOperator(
+        task_id="train",
+        inputs={"input1": "training-data/2026-11-26/data.csv"},
+        outputs={"model": "models/run1/model.ilearner", "evaluation": "models/run1/evaluation.csv"},
+        global_parameters={"Learning rate": 0.1},
+        **kwargs,
+    )
+    hook = AzureMLWebServiceHook.for_endpoint(API, KEY, retry_policy=RetryPolicy(max_attempts=2), sleep=lambda _: None)
+    transport = FakeTransport(*script)
+    hook.session.mount("https://", transport)
+    op.hook = hook  # cached_property: the operator uses this instance
+    return op, transport
+
+
+def calls(transport: FakeTransport) -> list[str]:
+    return [
+        f"{r.method} {r.path_url.split('?')[0].removeprefix('/workspaces/ws1/services/train1')}"
+        for r in transport.requests
+    ]
+
+
+def test_build_request_sas_form_uses_blob_scoped_tokens():
+    op, _ = make_operator()
+    body = op.build_request()
+    model = body["Outputs"]["model"]
+    assert model["BaseLocation"].startswith("http://127.0.0.1:")
+    assert model["RelativeLocation"] == "models/run1/model.ilearner"
+    assert model["SasBlobToken"].startswith("?") and "sig=" in model["SasBlobToken"]
+    assert "sp=rcw" in model["SasBlobToken"]
+    assert "sr=b" in model["SasBlobToken"]
+    assert "sp=r&" in body["Inputs"]["input1"]["SasBlobToken"]
+    assert body["GlobalParameters"] == {"Learning rate": "0.1"}
+
+
+def test_build_request_connection_string_form():
+    op, _ = make_operator(reference_mode="connection_string")
+    ref = op.build_request()["Inputs"]["input1"]
+    assert set(ref) == {"ConnectionString", "RelativeLocation"}
+    assert "AccountKey=" in ref["ConnectionString"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("outputs", {"model": "models/run1/model.pkl"}, "outputs['model']: models/run1/model.pkl must end with"),
+        ("inputs", {"input1": "data/train.parquet"}, "inputs['input1']: data/train.parquet must end with"),
+        ("inputs", {"input1": "nocontainer"}, "inputs['input1']: expected 'container/path/to/blob'"),
+        ("reference_mode", "key", "reference_mode: expected one of"),
+    ],
+)
+def test_bad_arguments_name_the_field(field, value, message):
+    op, _ = make_operator()
+    setattr(op, field, value)
+    with pytest.raises(ConfigurationError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        op.build_request()
+
+
+def test_new_job_is_persisted_before_start_then_deferred():
+    store = DictStateStore()
+    op, transport = make_operator(Reply(200, JOB), Reply(200), status("Running"))
+    ctx = make_context(store)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(ctx)
+    assert calls(transport) == ["POST /jobs", f"POST /jobs/{JOB}/start", f"GET /jobs/{JOB}"]
+    assert store.data[JOB_STATE_KEY]["job_id"] == JOB
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, BesJobTrigger)
+    assert trigger.job_id == JOB
+    assert trigger.end_time == pytest.approx(time.time() + 6 * 3600, abs=60)
+    assert ctx["ti"].xcom == {"bes_job_id": JOB}
+    # The request carried credentials; nothing the operator kept does.
+    submitted = json.loads(transport.requests[0].body)
+    assert "sig=" in submitted["Inputs"]["input1"]["SasBlobToken"]
+
+
+@pytest.mark.parametrize(
+    ("previous", "expected_calls"),
+    [
+        ("Running", [f"GET /jobs/{JOB}", f"GET /jobs/{JOB}"]),
+        ("NotStarted", [f"GET /jobs/{JOB}", f"POST /jobs/{JOB}/start", f"GET /jobs/{JOB}"]),
+    ],
+)
+def test_retry_reattaches_instead_of_submitting(previous, expected_calls):
+    store = DictStateStore(
+        {JOB_STATE_KEY: {"job_id": JOB, "submitted_at": "2026-11-27T10:00:00+00:00", "deadline": time.time() + 60}}
+    )
+    script = [status(previous)] + ([Reply(200)] if previous == "NotStarted" else []) + [status("Running")]
+    op, transport = make_operator(*script)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(make_context(store))
+    assert calls(transport) == expected_calls
+    # The deadline is the original one, not reset by the retry.
+    assert deferred.value.trigger.end_time == store.data[JOB_STATE_KEY]["deadline"]
+
+
+def test_retry_reuses_results_of_a_finished_job():
+    store = DictStateStore(
+        {JOB_STATE_KEY: {"job_id": JOB, "submitted_at": "2026-11-27T10:00:00+00:00", "deadline": time.time() + 60}}
+    )
+    op, transport = make_operator(status("Finished"), status("Finished"))
+    result = op.execute(make_context(store))
+    assert [c.split()[0] for c in calls(transport)] == ["GET", "GET"]
+    assert result["job_id"] == JOB
+    assert result["outputs"]["model"] == {
+        "base_location": "http://127.0.0.1:10000/devstoreaccount1/",
+        "relative_location": "models/run1/model.ilearner",
+        "container": "models",
+        "blob_name": "run1/model.ilearner",
+    }
+    assert "SECRETSIGNATURE" not in json.dumps(result)
+
+
+@pytest.mark.parametrize("previous", ["Failed", "Cancelled"])
+def test_retry_after_a_failed_job_submits_a_new_one(previous):
+    store = DictStateStore({JOB_STATE_KEY: {"job_id": "old", "deadline": time.time() + 60}})
+    op, transport = make_operator(status(previous), Reply(200, JOB), Reply(200), status("Running"))
+    with pytest.raises(TaskDeferred):
+        op.execute(make_context(store))
+    assert calls(transport)[1] == "POST /jobs"
+    assert store.data[JOB_STATE_KEY]["job_id"] == JOB
+
+
+def test_non_deferrable_waits_in_the_worker(monkeypatch):
+    monkeypatch.setattr(time, "sleep", lambda _: None)
+    op, transport = make_operator(
+        Reply(200, JOB),
+        Reply(200),
+        status("NotStarted"),
+        status("Running"),
+        Reply(503),
+        status("Finished"),
+        deferrable=False,
+    )
+    result = op.execute(make_context())
+    assert result["status"] == "Finished"
+    assert set(result["outputs"]) == {"model", "evaluation"}
+
+
+def test_failed_job_fails_the_task_with_its_details(monkeypatch):
+    monkeypatch.setattr(time, "sleep", lambda _: None)
+    op, _ = make_operator(
+        Reply(200, JOB),
+        Reply(200),
+        status("Running"),
+        status("Failed", "Column 'age' not found in input1"),
+        deferrable=False,
+    )
+    with pytest.raises(BesJobFailedError, match="Failed: Column 'age' not found in input1"):
+        op.execute(make_context())
+
+
+def test_timeout_in_the_worker_cancels_the_job(monkeypatch):
+    monkeypatch.setattr(time, "sleep", lambda _: None)
+    op, transport = make_operator(
+        Reply(200, JOB),
+        Reply(200),
+        status("Running"),
+        Reply(200),
+        deferrable=False,
+        job_timeout=timedelta(seconds=0.001),
+    )
+    with pytest.raises(BesJobFailedError, match="cancelled"):
+        op.execute(make_context())
+    assert calls(transport)[-1] == f"DELETE /jobs/{JOB}"
+
+
+def test_execute_complete_paths():
+    op, _ = make_operator(status("Finished"))
+    ctx = make_context(DictStateStore({JOB_STATE_KEY: {"job_id": JOB, "submitted_at": "2026-11-27T10:00:00+00:00"}}))
+    assert op.execute_complete(ctx, {"status": "terminal", "job_id": JOB})["status"] == "Finished"
+    with pytest.raises(BesJobFailedError, match="did not end within job_timeout"):
+        op.execute_complete(ctx, {"status": "timeout", "job_id": JOB})
+    with pytest.raises(BesJobFailedError, match="valid event"):
+        op.execute_complete(ctx, None)
+
+
+def test_on_kill_cancels_the_running_job():
+    op, transport = make_operator(Reply(200))
+    op._active_job_id = JOB
+    op.on_kill()
+    assert calls(transport) == [f"DELETE /jobs/{JOB}"]
+
+
+def test_missing_output_in_results_is_an_error():
+    op, _ = make_operator(status("Finished"))
+    op.outputs = {**op.outputs, "extra": "models/run1/extra.csv"}
+    ctx = make_context(DictStateStore({JOB_STATE_KEY: {"job_id": JOB}}))
+    with pytest.raises(BesJobFailedError, match=r"without the outputs \['extra'\]"):
+        op.execute_complete(ctx, {"status": "terminal", "job_id": JOB})

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from azureml_retrain.hooks.base import RetryPolicy
+from azureml_retrain.hooks.web_service import AzureMLWebServiceHook
+from azureml_retrain.triggers.bes_job import BesJobTrigger, next_poll_interval
+from support.fake_transport import FakeTransport, Reply
+
+API = "https://ussouthcentral.services.azureml.net/workspaces/ws1/services/train1"
+JOB = "0123456789abcdef0123456789abcdef"
+
+
+def make_trigger(*script, end_time: float | None = None, **kwargs) -> tuple[BesJobTrigger, FakeTransport]:
+    trigger = BesJobTrigger(
+        azureml_conn_id="azureml_training",
+        job_id=JOB,
+        end_time=time.time() + 30 if end_time is None else end_time,
+        poll_interval=0.01,
+        max_poll_interval=0.02,
+        **kwargs,
+    )
+    hook = AzureMLWebServiceHook.for_endpoint(API, "k" * 20, retry_policy=RetryPolicy(max_attempts=1))
+    transport = FakeTransport(*script)
+    hook.session.mount("https://", transport)
+    trigger._hook = lambda: hook  # type: ignore[method-assign]
+    return trigger, transport
+
+
+def first_event(trigger: BesJobTrigger):
+    async def run():
+        return await trigger.run().__anext__()
+
+    return asyncio.run(run()).payload
+
+
+def job(code: str, details: str | None = None) -> Reply:
+    return Reply(200, {"StatusCode": code, "Results": None, "Details": details})
+
+
+def test_serialize_round_trip():
+    trigger = BesJobTrigger(azureml_conn_id="c", job_id=JOB, end_time=123.5, poll_interval=2, last_status="Running")
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "azureml_retrain.triggers.bes_job.BesJobTrigger"
+    clone = BesJobTrigger(**kwargs)
+    assert clone.serialize() == (classpath, kwargs)
+
+
+def test_polls_until_terminal():
+    trigger, transport = make_trigger(job("NotStarted"), job("Running"), job("Running"), job("Failed", "bad label"))
+    event = first_event(trigger)
+    assert event == {"status": "terminal", "job_id": JOB, "job_status": "Failed", "details": "bad label", "polls": 4}
+
+
+def test_transient_errors_do_not_cancel_the_job():
+    trigger, transport = make_trigger(Reply(503), Reply(500), job("Finished"))
+    assert first_event(trigger)["job_status"] == "Finished"
+    assert [r.method for r in transport.requests] == ["GET", "GET", "GET"]
+
+
+def test_non_transient_error_is_reported_without_cancelling():
+    trigger, transport = make_trigger(Reply(401, {"error": {"code": "Unauthorized", "message": "Invalid credentials"}}))
+    event = first_event(trigger)
+    assert event["status"] == "error" and "HTTP 401" in event["message"]
+    assert [r.method for r in transport.requests] == ["GET"]
+
+
+def test_deadline_cancels_the_job_and_reports_timeout():
+    trigger, transport = make_trigger(job("Running"), Reply(200), end_time=time.time() - 1)
+    event = first_event(trigger)
+    assert event["status"] == "timeout"
+    assert [r.method for r in transport.requests] == ["GET", "DELETE"]
+
+
+@pytest.mark.parametrize(("cancel_on_kill", "methods"), [(True, ["DELETE"]), (False, [])])
+def test_on_kill(cancel_on_kill, methods):
+    trigger, transport = make_trigger(Reply(200), cancel_on_kill=cancel_on_kill)
+    asyncio.run(trigger.on_kill())
+    assert [r.method for r in transport.requests] == methods
+
+
+def test_poll_interval_grows_and_is_capped():
+    intervals = [5.0]
+    for _ in range(10):
+        intervals.append(next_poll_interval(intervals[-1], 60.0))
+    assert intervals[:3] == [5.0, 7.5, 11.25]
+    assert max(intervals) == 60.0
