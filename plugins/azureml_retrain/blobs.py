@@ -45,3 +45,18 @@ class BlobLocation:
 
     def __str__(self) -> str:
         return self.relative_location
+
+
+def resolve_output(value: str | dict[str, Any] | BlobLocation, output_name: str, field: str) -> BlobLocation:
+    """A blob location given directly, or picked by name from SubmitBesJobOperator's XCom result.
+
+    ``value`` may be ``"container/path"``, ``{"container", "blob_name"}``, or the operator's return
+    value ``{"job_id": ..., "outputs": {output_name: {...}}}``.
+    """
+    if isinstance(value, dict) and "outputs" in value:
+        outputs = value["outputs"]
+        if not isinstance(outputs, dict) or output_name not in outputs:
+            available = sorted(outputs) if isinstance(outputs, dict) else []
+            raise ConfigurationError(f"{field}: the job has no output {output_name!r}; outputs: {available}")
+        return BlobLocation.parse(outputs[output_name], field=f"{field}.outputs[{output_name!r}]")
+    return BlobLocation.parse(value, field=field)

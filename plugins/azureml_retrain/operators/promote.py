@@ -1,0 +1,463 @@
+"""Promote a trained model to serving: classic endpoints (PATCH) and Resource Manager web services.
+
+Both operators follow one sequence: read what serves now, change it only if it differs (so a retry
+or re-run never promotes twice), read the target back until it shows the new model, optionally
+score a smoke-test payload, and put the previous model back if that smoke test fails. They return
+what served before, for rollback.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import Any, ClassVar
+
+from airflow.sdk import BaseOperator, Context
+
+from azureml_retrain.blobs import BlobLocation, resolve_output
+from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError, PromotionVerificationError
+from azureml_retrain.hooks.classic_management import (
+    DEFAULT_ENDPOINT,
+    AzureMLClassicManagementHook,
+    validate_endpoint_name,
+)
+from azureml_retrain.hooks.resource_manager import AzureMLResourceManagerHook, ProvisioningState, get_member
+from azureml_retrain.hooks.web_service import AzureMLWebServiceHook
+from azureml_retrain.storage import StorageAccount
+from azureml_retrain.triggers.arm_operation import ArmOperationTrigger
+
+TRAINED_MODEL_SUFFIX = "[trained model]"
+
+
+def smoke_test(hook: AzureMLWebServiceHook, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Score ``rows`` and check every row came back with a scored value."""
+    scored = hook.score(list(rows))
+    if len(scored) != len(rows) or not all(any(k.startswith("Scored") for k in row) for row in scored):
+        raise PromotionVerificationError(
+            f"smoke test through RRS returned {len(scored)} row(s) without scored columns for {len(rows)} input row(s)"
+        )
+    return {"rows": len(rows), "predictions": [{k: v for k, v in r.items() if k.startswith("Scored")} for r in scored]}
+
+
+class _PromoteBase(BaseOperator):
+    template_fields: Sequence[str] = ("model", "output_name", "trained_model_name", "wasb_conn_id", "smoke_test_rows")
+    template_fields_renderers: ClassVar[dict[str, str]] = {"model": "json", "smoke_test_rows": "json"}
+    ui_color = "#d4edda"
+
+    def __init__(
+        self,
+        *,
+        model: Any,
+        output_name: str = "output1",
+        trained_model_name: str | None = None,
+        wasb_conn_id: str = "wasb_default",
+        smoke_test_rows: Sequence[Mapping[str, Any]] | None = None,
+        verify_timeout: timedelta = timedelta(minutes=5),
+        verify_poll_interval: float = 5.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model = model
+        self.output_name = output_name
+        self.trained_model_name = trained_model_name
+        self.wasb_conn_id = wasb_conn_id
+        self.smoke_test_rows = smoke_test_rows
+        self.verify_timeout = verify_timeout
+        self.verify_poll_interval = verify_poll_interval
+
+    def model_location(self) -> BlobLocation:
+        location = resolve_output(self.model, self.output_name, field="model")
+        if not location.blob_name.lower().endswith(".ilearner"):
+            raise ConfigurationError(f"model: {location} is not a trained model (.ilearner)")
+        return location
+
+    def _wait_until(self, description: str, check: Any) -> None:
+        deadline = time.monotonic() + self.verify_timeout.total_seconds()
+        while not check():
+            if time.monotonic() >= deadline:
+                raise PromotionVerificationError(f"{description} not seen within {self.verify_timeout}")
+            time.sleep(self.verify_poll_interval)
+
+
+class PatchEndpointOperator(_PromoteBase):
+    """Point a non-default endpoint of a classic predictive web service at a new trained model.
+
+    Mints a fresh short-lived read-only SAS for the ``.ilearner`` at patch time, PATCHes the
+    endpoint's ``[trained model]`` resource, reads the endpoint back until it shows the new model,
+    and optionally scores ``smoke_test_rows`` through the endpoint's RRS API (a failure re-points
+    the endpoint at the previous model, when that model lives in the same storage account).
+
+    Returns ``{"target", "web_service_id", "endpoint_name", "resource_name", "changed",
+    "previous": {"base_location", "relative_location"}, "current": {...}, "smoke_test"}``.
+
+    :param web_service_id: the predictive web service.
+    :param endpoint_name: a non-default endpoint (``default`` cannot be patched).
+    :param model: the ``.ilearner`` blob, or SubmitBesJobOperator's result with ``output_name``.
+    :param trained_model_name: the resource name (``"<experiment> [trained model]"``); found on
+        the endpoint when it has exactly one.
+    :param create_endpoint: add the endpoint when it does not exist.
+    :param management_conn_id: ``azureml_classic_management`` connection of the workspace.
+    :param sas_lifetime: validity of the SAS handed to the service.
+    """
+
+    template_fields: Sequence[str] = (
+        *_PromoteBase.template_fields,
+        "web_service_id",
+        "endpoint_name",
+        "management_conn_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        web_service_id: str,
+        endpoint_name: str,
+        create_endpoint: bool = False,
+        endpoint_description: str = "Retrained model endpoint",
+        management_conn_id: str = AzureMLClassicManagementHook.default_conn_name,
+        sas_lifetime: timedelta = timedelta(hours=1),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.web_service_id = web_service_id
+        self.endpoint_name = endpoint_name
+        self.create_endpoint = create_endpoint
+        self.endpoint_description = endpoint_description
+        self.management_conn_id = management_conn_id
+        self.sas_lifetime = sas_lifetime
+
+    @cached_property
+    def hook(self) -> AzureMLClassicManagementHook:
+        return AzureMLClassicManagementHook(self.management_conn_id)
+
+    def _check_endpoint_name(self) -> None:
+        if self.endpoint_name == DEFAULT_ENDPOINT:
+            raise ConfigurationError(
+                "endpoint_name: the 'default' endpoint follows the predictive experiment and its trained model "
+                "cannot be replaced; add a non-default endpoint (create_endpoint=True) and patch that one"
+            )
+        validate_endpoint_name(self.endpoint_name)
+
+    def _endpoint(self) -> dict[str, Any]:
+        endpoint = self.hook.find_endpoint(self.web_service_id, self.endpoint_name)
+        if endpoint is not None:
+            return endpoint
+        if not self.create_endpoint:
+            raise ConfigurationError(
+                f"endpoint_name: web service {self.web_service_id} has no endpoint {self.endpoint_name!r}; "
+                "create it first or pass create_endpoint=True"
+            )
+        self.log.info("Adding endpoint %s to web service %s", self.endpoint_name, self.web_service_id)
+        self.hook.put_endpoint(self.web_service_id, self.endpoint_name, description=self.endpoint_description)
+        return self.hook.get_endpoint(self.web_service_id, self.endpoint_name)
+
+    def _resource(self, endpoint: Mapping[str, Any]) -> dict[str, Any]:
+        resources = [r for r in endpoint.get("Resources") or [] if isinstance(r, Mapping)]
+        names = [str(r.get("Name")) for r in resources]
+        if self.trained_model_name:
+            matches = [r for r in resources if r.get("Name") == self.trained_model_name]
+            if not matches:
+                raise ConfigurationError(
+                    f"trained_model_name: {self.trained_model_name!r} is not an updatable resource of endpoint "
+                    f"{self.endpoint_name}; updatable resources: {names} (names are case-sensitive)"
+                )
+            return dict(matches[0])
+        models = [r for r in resources if str(r.get("Name", "")).endswith(TRAINED_MODEL_SUFFIX)]
+        if len(models) != 1:
+            raise ConfigurationError(
+                f"trained_model_name: cannot tell which resource of endpoint {self.endpoint_name} to update "
+                f"(updatable resources: {names}); name it"
+            )
+        return dict(models[0])
+
+    @staticmethod
+    def _location(resource: Mapping[str, Any]) -> dict[str, str | None]:
+        location = resource.get("Location") or {}
+        return {
+            "base_location": location.get("BaseLocation"),
+            "relative_location": (location.get("RelativeLocation") or "").lstrip("/") or None,
+        }
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        self._check_endpoint_name()
+        model = self.model_location()
+        storage = StorageAccount(self.wasb_conn_id)
+        endpoint = self._endpoint()
+        resource = self._resource(endpoint)
+        previous = self._location(resource)
+        current = {"base_location": storage.base_location, "relative_location": model.relative_location}
+        result: dict[str, Any] = {
+            "target": f"{self.web_service_id}/{self.endpoint_name}",
+            "web_service_id": self.web_service_id,
+            "endpoint_name": self.endpoint_name,
+            "resource_name": resource["Name"],
+            "previous": previous,
+            "current": current,
+            "changed": previous != current,
+            "smoke_test": None,
+        }
+        if previous == current:
+            self.log.info("Endpoint %s already serves %s; nothing to do", self.endpoint_name, model)
+        else:
+            self._patch(str(resource["Name"]), storage, model)
+            self._wait_until(
+                f"endpoint {self.endpoint_name} serving {model}",
+                lambda: (
+                    self._location(self._resource(self.hook.get_endpoint(self.web_service_id, self.endpoint_name)))
+                    == current
+                ),
+            )
+            self.log.info(
+                "Endpoint %s now serves %s (was %s)", self.endpoint_name, model, previous["relative_location"]
+            )
+        if self.smoke_test_rows:
+            result["smoke_test"] = self._smoke_test(endpoint, storage, str(resource["Name"]), previous, result)
+        return result
+
+    def _patch(self, resource_name: str, storage: StorageAccount, model: BlobLocation) -> None:
+        self.hook.patch_endpoint_resources(
+            self.web_service_id,
+            self.endpoint_name,
+            [
+                {
+                    "Name": resource_name,
+                    "Location": {
+                        "BaseLocation": storage.base_location,
+                        "RelativeLocation": model.relative_location,
+                        "SasBlobToken": storage.sas_token(model, write=False, lifetime=self.sas_lifetime),
+                    },
+                }
+            ],
+        )
+
+    def _smoke_test(
+        self,
+        endpoint: Mapping[str, Any],
+        storage: StorageAccount,
+        resource_name: str,
+        previous: Mapping[str, str | None],
+        result: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        scoring = AzureMLWebServiceHook.for_endpoint(str(endpoint["ApiLocation"]), str(endpoint["PrimaryKey"]))
+        try:
+            return smoke_test(scoring, self.smoke_test_rows or [])
+        except (AzureMLServiceError, PromotionVerificationError) as error:
+            if (
+                result["changed"]
+                and previous["base_location"] == storage.base_location
+                and previous["relative_location"]
+            ):
+                self.log.error("Smoke test failed (%s); putting back %s", error, previous["relative_location"])
+                self._patch(resource_name, storage, BlobLocation.parse(str(previous["relative_location"])))
+                raise PromotionVerificationError(
+                    f"smoke test failed after promoting to {self.endpoint_name}: {error}; the previous model "
+                    f"{previous['relative_location']} was put back"
+                ) from error
+            raise PromotionVerificationError(
+                f"smoke test failed after promoting to {self.endpoint_name}: {error}; the previous model was not "
+                "in this storage account, so it could not be put back automatically"
+            ) from error
+
+
+def find_trained_model_asset(definition: Mapping[str, Any], name: str | None) -> tuple[str, dict[str, Any]]:
+    """The ``[trained model]`` asset of a web service definition (member names in any casing)."""
+    properties = get_member(definition, "properties") or {}
+    assets = get_member(properties, "assets") or {}
+    candidates = [
+        (str(asset_id), dict(asset))
+        for asset_id, asset in assets.items()
+        if isinstance(asset, Mapping) and str(get_member(asset, "type", "")).lower() == "resource"
+    ]
+    names = [str(get_member(a, "name")) for _, a in candidates]
+    if name:
+        matches = [c for c in candidates if str(get_member(c[1], "name", "")).lower() == name.lower()]
+    else:
+        matches = [c for c in candidates if str(get_member(c[1], "name", "")).lower().endswith(TRAINED_MODEL_SUFFIX)]
+    if len(matches) != 1:
+        raise ConfigurationError(
+            f"trained_model_name: the definition has {'no' if not matches else 'several'} matching "
+            f"trained-model asset(s) (Resource assets: {names}); name the one to update"
+        )
+    return matches[0]
+
+
+def _asset_uri(asset: Mapping[str, Any]) -> str | None:
+    info = get_member(asset, "locationInfo") or {}
+    uri = get_member(info, "uri")
+    return str(uri) if uri else None
+
+
+class UpdateWebServiceDefinitionOperator(_PromoteBase):
+    """Point a Resource Manager (new) web service's ``[trained model]`` asset at a new model.
+
+    GETs the definition, replaces the asset's ``locationInfo.uri`` with the blob's URL (no SAS:
+    the service reads it with its own storage account key), PATCHes the definition back, waits
+    for the async operation (in the triggerer when deferrable), GETs again to verify, and
+    optionally smoke-tests scoring through the service's data plane. Optionally writes the
+    definition before and after to ``export_to`` (``"container/prefix"``), as the PowerShell
+    export/import flow does with files.
+
+    Returns ``{"target", "web_service_name", "asset_id", "changed", "previous_uri", "current_uri",
+    "operation": {...}, "smoke_test"}``.
+    """
+
+    template_fields: Sequence[str] = (
+        *_PromoteBase.template_fields,
+        "web_service_name",
+        "arm_conn_id",
+        "export_to",
+    )
+
+    def __init__(
+        self,
+        *,
+        web_service_name: str,
+        arm_conn_id: str = AzureMLResourceManagerHook.default_conn_name,
+        export_to: str | None = None,
+        deferrable: bool = True,
+        poll_interval: float = 5.0,
+        operation_timeout: timedelta = timedelta(minutes=30),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.web_service_name = web_service_name
+        self.arm_conn_id = arm_conn_id
+        self.export_to = export_to
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.operation_timeout = operation_timeout
+
+    @cached_property
+    def hook(self) -> AzureMLResourceManagerHook:
+        return AzureMLResourceManagerHook(self.arm_conn_id)
+
+    def _export(self, definition: Mapping[str, Any], suffix: str, context: Context) -> str | None:
+        if not self.export_to:
+            return None
+        prefix = BlobLocation.parse(f"{self.export_to.rstrip('/')}/x", field="export_to")
+        run_id = str(context.get("run_id") or "run").replace(":", "_").replace("+", "_")
+        target = BlobLocation(
+            prefix.container, f"{prefix.blob_name[:-1]}{self.web_service_name}/{run_id}/{suffix}.json"
+        )
+        StorageAccount(self.wasb_conn_id).hook.load_string(
+            json.dumps(definition, indent=2, sort_keys=True),
+            container_name=target.container,
+            blob_name=target.blob_name,
+            overwrite=True,
+        )
+        return str(target)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        model = self.model_location()
+        storage = StorageAccount(self.wasb_conn_id)
+        new_uri = storage.blob_url(model)
+        definition = self.hook.get_web_service(self.web_service_name)
+        asset_id, asset = find_trained_model_asset(definition, self.trained_model_name)
+        previous_uri = _asset_uri(asset)
+        result: dict[str, Any] = {
+            "target": self.web_service_name,
+            "web_service_name": self.web_service_name,
+            "asset_id": asset_id,
+            "previous_uri": previous_uri,
+            "current_uri": new_uri,
+            "changed": previous_uri != new_uri,
+            "exported": {"before": self._export(definition, "before", context)},
+            "operation": None,
+            "smoke_test": None,
+        }
+        if previous_uri == new_uri:
+            self.log.info("Web service %s already serves %s; nothing to do", self.web_service_name, model)
+            return self._finish(result, context)
+        operation_url = self._patch_asset(definition, asset_id, new_uri)
+        if operation_url and self.deferrable:
+            self.defer(
+                trigger=ArmOperationTrigger(
+                    arm_conn_id=self.arm_conn_id,
+                    operation_url=operation_url,
+                    end_time=time.time() + self.operation_timeout.total_seconds(),
+                    poll_interval=self.poll_interval,
+                ),
+                method_name="execute_complete",
+                kwargs={"result": result},
+                timeout=self.operation_timeout + timedelta(minutes=5),
+            )
+        if operation_url:
+            result["operation"] = self._check_operation(
+                self.hook.wait_for_async_operation(
+                    operation_url, poll_interval=self.poll_interval, timeout=self.operation_timeout.total_seconds()
+                )
+            )
+        return self._finish(result, context)
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any] | None = None, result: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        if not event or not result:
+            raise PromotionVerificationError(f"{self.task_id}: did not receive a valid event from the trigger")
+        if event.get("status") != "terminal":
+            raise PromotionVerificationError(
+                f"update of web service {self.web_service_name} did not complete: {event.get('message', event)}"
+            )
+        result["operation"] = self._check_operation(event["operation"])
+        return self._finish(result, context)
+
+    def _patch_asset(self, definition: Mapping[str, Any], asset_id: str, uri: str) -> str | None:
+        properties = dict(get_member(definition, "properties") or {})
+        assets = {k: dict(v) for k, v in (get_member(properties, "assets") or {}).items()}
+        location_key = next((k for k in assets[asset_id] if k.lower() == "locationinfo"), "locationInfo")
+        location = dict(assets[asset_id].get(location_key) or {})
+        uri_key = next((k for k in location if k.lower() == "uri"), "uri")
+        location[uri_key] = uri
+        assets[asset_id][location_key] = location
+        properties[next((k for k in properties if k.lower() == "assets"), "assets")] = assets
+        self.log.info("Updating web service %s: asset %s -> %s", self.web_service_name, asset_id, uri)
+        return self.hook.patch_web_service(self.web_service_name, {"properties": properties})
+
+    def _check_operation(self, operation: Mapping[str, Any]) -> dict[str, Any]:
+        state = str(get_member(operation, "provisioningState", ProvisioningState.UNKNOWN))
+        if state != ProvisioningState.SUCCEEDED:
+            error = get_member(operation, "errorInfo") or {}
+            raise PromotionVerificationError(
+                f"update of web service {self.web_service_name} ended {state}: "
+                f"{get_member(error, 'code', '')} {get_member(error, 'message', '')}".strip()
+            )
+        return {"status": state, "id": get_member(operation, "id")}
+
+    def _finish(self, result: dict[str, Any], context: Context) -> dict[str, Any]:
+        definition = self.hook.get_web_service(self.web_service_name)
+        _, asset = find_trained_model_asset(definition, self.trained_model_name)
+        serving = _asset_uri(asset)
+        if serving != result["current_uri"]:
+            raise PromotionVerificationError(
+                f"web service {self.web_service_name} still serves {serving} after the update to "
+                f"{result['current_uri']}"
+            )
+        result["exported"]["after"] = self._export(definition, "after", context)
+        if self.smoke_test_rows:
+            result["smoke_test"] = self._smoke_test(definition, result)
+        return result
+
+    def _smoke_test(self, definition: Mapping[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+        swagger = str(get_member(get_member(definition, "properties") or {}, "swaggerLocation") or "")
+        keys = self.hook.list_keys(self.web_service_name)
+        scoring = AzureMLWebServiceHook.for_endpoint(swagger, keys.get("primary") or keys.get("Primary") or "")
+        try:
+            return smoke_test(scoring, self.smoke_test_rows or [])
+        except (AzureMLServiceError, PromotionVerificationError) as error:
+            if result["changed"] and result["previous_uri"]:
+                self.log.error("Smoke test failed (%s); putting back %s", error, result["previous_uri"])
+                latest = self.hook.get_web_service(self.web_service_name)
+                asset_id, _ = find_trained_model_asset(latest, self.trained_model_name)
+                url = self._patch_asset(latest, asset_id, str(result["previous_uri"]))
+                if url:
+                    self.hook.wait_for_async_operation(url, poll_interval=self.poll_interval)
+                raise PromotionVerificationError(
+                    f"smoke test failed after updating {self.web_service_name}: {error}; "
+                    f"the previous model {result['previous_uri']} was put back"
+                ) from error
+            raise PromotionVerificationError(
+                f"smoke test failed after updating {self.web_service_name}: {error}"
+            ) from error
