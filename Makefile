@@ -45,7 +45,7 @@ venv: $(VENV)/.installed
 node: node_modules/.installed
 airflow-home: $(AIRFLOW_HOME)/.migrated
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt plugins/pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: '$(PYTHON)' not found: install Python 3.11 or newer with venv (Debian/Ubuntu: apt-get install python3 python3-venv)" >&2; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "error: $$($(PYTHON) --version 2>&1) is too old: install Python 3.11 or newer (or run make PYTHON=python3.12 ...)" >&2; exit 1; }
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { echo "error: Python's venv module is missing: apt-get install python3-venv" >&2; exit 1; }
@@ -53,6 +53,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check "$$(grep -E '^uv==' requirements-dev.txt)" 2>&1 | grep -v 'is ignored' || true
 	@$(BIN)/uv pip sync -q --python $(BIN)/python --compile-bytecode requirements.txt requirements-dev.txt
+	@# Our package as an (editable) Airflow provider, so its connection types show in the UI.
+	@$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e plugins
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json

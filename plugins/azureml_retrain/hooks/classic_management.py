@@ -179,11 +179,3 @@ class AzureMLClassicManagementHook(AzureMLHttpHook):
             ok_statuses=frozenset({304}),
         )
         return response.status_code != 304
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["port", "login"],
-            "relabeling": {"host": "Management host", "schema": "Workspace id", "password": "Authorization token"},
-            "placeholders": {"host": "https://management.azureml.net", "schema": "<workspace id>"},
-        }

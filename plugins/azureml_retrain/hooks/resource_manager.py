@@ -201,14 +201,3 @@ class AzureMLResourceManagerHook(AzureMLHttpHook):
         for value in keys.values():
             mask_secret(value)
         return keys
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["schema", "port"],
-            "relabeling": {"host": "Resource Manager endpoint", "login": "Client ID", "password": "Client secret"},
-            "placeholders": {
-                "host": ARM_HOST,
-                "extra": '{"tenant_id": "...", "subscription_id": "...", "resource_group": "..."}',
-            },
-        }

@@ -280,14 +280,3 @@ class AzureMLWebServiceHook(AzureMLHttpHook):
                 message="Results output is not a list of rows",
             )
         return [dict(row) for row in first_output if isinstance(row, Mapping)]
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["schema", "port", "login"],
-            "relabeling": {"host": "API location", "password": "API key"},
-            "placeholders": {
-                "host": "https://ussouthcentral.services.azureml.net/workspaces/<ws>/services/<id>",
-                "extra": '{"max_attempts": 5, "read_timeout": 60}',
-            },
-        }

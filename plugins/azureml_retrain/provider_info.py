@@ -1,0 +1,100 @@
+"""Provider metadata: makes Airflow list our connection types (with labelled fields) in the UI.
+
+Read by Airflow's providers manager through the ``apache_airflow_provider`` entry point declared
+in ``plugins/pyproject.toml``; it imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_TIMEOUT_FIELDS: dict[str, Any] = {
+    "max_attempts": {
+        "label": "Attempts per call",
+        "description": "Tries of one HTTP call on connection errors, timeouts, 429 and 5xx (default 5).",
+        "schema": {"type": ["integer", "null"], "minimum": 1},
+    },
+    "read_timeout": {
+        "label": "Read timeout (s)",
+        "description": "Seconds to wait for a response before retrying (default 60).",
+        "schema": {"type": ["number", "null"], "minimum": 1},
+    },
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "azureml-retrain",
+        "name": "Azure ML retraining",
+        "description": "Retrain Azure Machine Learning Studio (classic) web services and promote better models.",
+        "connection-types": [
+            {
+                "connection-type": "azureml_web_service",
+                "hook-class-name": "azureml_retrain.hooks.web_service.AzureMLWebServiceHook",
+                "hook-name": "Azure ML Studio web service (BES/RRS)",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "login"],
+                    "relabeling": {"host": "API location", "password": "API key"},
+                    "placeholders": {
+                        "host": "https://ussouthcentral.services.azureml.net/workspaces/<ws>/services/<id>",
+                    },
+                },
+                "conn-fields": _TIMEOUT_FIELDS,
+            },
+            {
+                "connection-type": "azureml_classic_management",
+                "hook-class-name": "azureml_retrain.hooks.classic_management.AzureMLClassicManagementHook",
+                "hook-name": "Azure ML Studio classic management",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["port", "login"],
+                    "relabeling": {
+                        "host": "Management host",
+                        "schema": "Workspace id",
+                        "password": "Authorization token",
+                    },
+                    "placeholders": {"host": "https://management.azureml.net", "schema": "<workspace id>"},
+                },
+                "conn-fields": _TIMEOUT_FIELDS,
+            },
+            {
+                "connection-type": "azureml_resource_manager",
+                "hook-class-name": "azureml_retrain.hooks.resource_manager.AzureMLResourceManagerHook",
+                "hook-name": "Azure ML web services (Resource Manager)",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port"],
+                    "relabeling": {
+                        "host": "Resource Manager endpoint",
+                        "login": "Client ID",
+                        "password": "Client secret",
+                    },
+                    "placeholders": {"host": "https://management.azure.com"},
+                },
+                "conn-fields": {
+                    "tenant_id": {
+                        "label": "Tenant ID",
+                        "description": "Azure AD tenant of the service principal.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "subscription_id": {
+                        "label": "Subscription ID",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "resource_group": {
+                        "label": "Resource group",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "authority_host": {
+                        "label": "Authority host",
+                        "description": "Token authority; default https://login.microsoftonline.com.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "authority_ca_bundle": {
+                        "label": "Authority CA bundle",
+                        "description": "Path of a CA certificate file to trust for the authority.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    **_TIMEOUT_FIELDS,
+                },
+            },
+        ],
+    }
