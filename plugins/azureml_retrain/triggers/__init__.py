@@ -1,3 +1,8 @@
-"""Triggers of the azureml_retrain package."""
+"""Triggers: waits that run in the triggerer instead of holding a worker slot."""
 
 from __future__ import annotations
+
+from azureml_retrain.triggers.arm_operation import ArmOperationTrigger
+from azureml_retrain.triggers.bes_job import BesJobTrigger
+
+__all__ = ["ArmOperationTrigger", "BesJobTrigger"]
