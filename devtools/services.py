@@ -29,6 +29,7 @@ DATA_DIR = AIRFLOW_HOME / "data"
 HOST = "127.0.0.1"
 AZURITE_PORT = int(os.environ.get("AZURITE_PORT", "10000"))
 EMULATOR_PORT = int(os.environ.get("AZUREML_EMULATOR_PORT", "8765"))
+EMULATOR_TLS_PORT = int(os.environ.get("AZUREML_EMULATOR_TLS_PORT", "8766"))
 
 # Azurite's well-known development account. It is public (documented by Microsoft) and only
 # ever valid against the local emulator, so it may live in the repository.
@@ -130,9 +131,21 @@ def azurite_service(port: int = AZURITE_PORT, location: Path | None = None) -> S
     return Service("azurite", port, argv)
 
 
+def emulator_service(
+    port: int = EMULATOR_PORT, tls_port: int = EMULATOR_TLS_PORT, data_dir: Path | None = None
+) -> Service:
+    """The Azure ML Studio (classic) emulator; state persists in ``data_dir`` (in memory if None)."""
+    argv = [sys.executable, "-m", "emulator", "--host", HOST, "--port", str(port), "--tls-port", str(tls_port)]
+    argv += ["--data-dir", str(data_dir)] if data_dir else ["--in-memory"]
+    return Service("azureml-emulator", port, argv)
+
+
 def local_services() -> list[Service]:
     """The services `make services` runs, in start order."""
-    return [azurite_service(AZURITE_PORT, DATA_DIR / "azurite")]
+    return [
+        azurite_service(AZURITE_PORT, DATA_DIR / "azurite"),
+        emulator_service(EMULATOR_PORT, EMULATOR_TLS_PORT, DATA_DIR / "emulator"),
+    ]
 
 
 def stop_process(pid: int, timeout: float = 10.0) -> None:
