@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW_HOME = ROOT / ".airflow"
@@ -48,13 +49,80 @@ def azurite_connection_string(port: int = AZURITE_PORT) -> str:
     )
 
 
-def airflow_connections(azurite_port: int = AZURITE_PORT) -> dict[str, str]:
-    """``AIRFLOW_CONN_*`` variables that point Airflow at the local services."""
-    wasb = {"conn_type": "wasb", "extra": {"connection_string": azurite_connection_string(azurite_port)}}
-    return {"AIRFLOW_CONN_WASB_DEFAULT": json.dumps(wasb)}
+def emulator_url(port: int = EMULATOR_PORT) -> str:
+    return f"http://{HOST}:{port}"
 
 
-def airflow_environment(home: Path = AIRFLOW_HOME, azurite_port: int = AZURITE_PORT) -> dict[str, str]:
+def emulator_cert_path(data_dir: Path) -> Path:
+    """Where the emulator writes the certificate of its TLS (token authority) listener."""
+    return data_dir / "tls" / "cert.pem"
+
+
+@dataclass(frozen=True)
+class LocalPorts:
+    """Where the local services listen (fixed for `make`, free ports in tests)."""
+
+    azurite: int = AZURITE_PORT
+    emulator: int = EMULATOR_PORT
+    emulator_tls: int = EMULATOR_TLS_PORT
+    emulator_data_dir: Path = DATA_DIR / "emulator"
+
+
+def airflow_connections(ports: LocalPorts | None = None) -> dict[str, str]:
+    """``AIRFLOW_CONN_*`` variables that point Airflow at Azurite and the seeded emulator.
+
+    Ids and keys come from the emulator's seed file (development values, like Azurite's key).
+    """
+    from emulator.catalog import load_seed
+
+    ports = ports or LocalPorts()
+    seed = load_seed()
+    base = emulator_url(ports.emulator)
+    workspace = seed.workspaces[0]
+    classic_training = next(s for s in workspace.web_services if s.kind == "training")
+    training_endpoint = next(e for e in classic_training.endpoints if e.name == "default")
+    arm_training = next(s for s in seed.arm_web_services if s.kind == "training")
+    tenant = seed.tenants[0]
+    principal = tenant.service_principals[0]
+    connections: dict[str, dict[str, Any]] = {
+        "wasb_default": {
+            "conn_type": "wasb",
+            "extra": {"connection_string": azurite_connection_string(ports.azurite)},
+        },
+        "azureml_churn_training": {
+            "conn_type": "azureml_web_service",
+            "host": f"{base}/workspaces/{workspace.id}/services/{training_endpoint.service_id}",
+            "password": training_endpoint.primary_key,
+        },
+        "azureml_energy_training": {
+            "conn_type": "azureml_web_service",
+            "host": f"{base}/subscriptions/{arm_training.subscription}/services/{arm_training.data_plane_id}",
+            "password": arm_training.primary_key,
+        },
+        "azureml_classic_management_default": {
+            "conn_type": "azureml_classic_management",
+            "host": base,
+            "schema": workspace.id,
+            "password": workspace.authorization_token,
+        },
+        "azureml_resource_manager_default": {
+            "conn_type": "azureml_resource_manager",
+            "host": base,
+            "login": principal.client_id,
+            "password": principal.client_secret,
+            "extra": {
+                "tenant_id": tenant.id,
+                "subscription_id": arm_training.subscription,
+                "resource_group": arm_training.resource_group,
+                "authority_host": f"https://{HOST}:{ports.emulator_tls}",
+                "authority_ca_bundle": str(emulator_cert_path(ports.emulator_data_dir)),
+            },
+        },
+    }
+    return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(value) for conn_id, value in connections.items()}
+
+
+def airflow_environment(home: Path = AIRFLOW_HOME, ports: LocalPorts | None = None) -> dict[str, str]:
     """The environment every local Airflow process gets (CLI, standalone, tests' DAG runs)."""
     env = {
         "AIRFLOW_HOME": str(home),
@@ -68,7 +136,7 @@ def airflow_environment(home: Path = AIRFLOW_HOME, azurite_port: int = AZURITE_P
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",
     }
-    env.update(airflow_connections(azurite_port))
+    env.update(airflow_connections(ports))
     return env
 
 
@@ -99,6 +167,7 @@ class Service:
     port: int
     argv: list[str]
     env: Mapping[str, str] = field(default_factory=dict)
+    also_wait_for: tuple[int, ...] = ()
 
     def start(self, log_path: Path) -> subprocess.Popen[bytes]:
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +183,8 @@ class Service:
                 start_new_session=True,
             )
         try:
-            wait_for_port(self.port, process)
+            for port in (self.port, *self.also_wait_for):
+                wait_for_port(port, process, timeout=60)
         except Exception:
             stop_process(process.pid)
             raise
@@ -132,12 +202,23 @@ def azurite_service(port: int = AZURITE_PORT, location: Path | None = None) -> S
 
 
 def emulator_service(
-    port: int = EMULATOR_PORT, tls_port: int = EMULATOR_TLS_PORT, data_dir: Path | None = None
+    port: int = EMULATOR_PORT,
+    tls_port: int = EMULATOR_TLS_PORT,
+    data_dir: Path | None = None,
+    *,
+    in_memory: bool = False,
 ) -> Service:
-    """The Azure ML Studio (classic) emulator; state persists in ``data_dir`` (in memory if None)."""
+    """The Azure ML Studio (classic) emulator.
+
+    State persists in ``data_dir`` unless ``in_memory`` (or no ``data_dir``); the TLS certificate is
+    written under ``data_dir`` when one is given.
+    """
     argv = [sys.executable, "-m", "emulator", "--host", HOST, "--port", str(port), "--tls-port", str(tls_port)]
-    argv += ["--data-dir", str(data_dir)] if data_dir else ["--in-memory"]
-    return Service("azureml-emulator", port, argv)
+    if data_dir is not None:
+        argv += ["--data-dir", str(data_dir)]
+    if in_memory or data_dir is None:
+        argv.append("--in-memory")
+    return Service("azureml-emulator", port, argv, also_wait_for=(tls_port,))
 
 
 def local_services() -> list[Service]:

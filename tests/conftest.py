@@ -1,7 +1,8 @@
 """Test-wide setup: a throw-away AIRFLOW_HOME, and real local services started on free ports.
 
-The environment is set before anything imports Airflow, so no test ever touches a developer's
-`.airflow/` database.
+The environment (Airflow home, ``AIRFLOW_CONN_*`` for Azurite and the emulator) is set before
+anything imports Airflow, so no test ever touches a developer's `.airflow/` database, and hooks
+built inside tests reach the services these fixtures start.
 """
 
 from __future__ import annotations
@@ -10,17 +11,35 @@ import atexit
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from devtools.services import ROOT, airflow_environment, azurite_connection_string, azurite_service, free_port
+from devtools.services import (
+    ROOT,
+    LocalPorts,
+    airflow_environment,
+    azurite_connection_string,
+    azurite_service,
+    free_port,
+    stop_process,
+)
 
 _home = Path(tempfile.mkdtemp(prefix="airflow-test-home-"))
 atexit.register(shutil.rmtree, _home, ignore_errors=True)
-_AZURITE_PORT = free_port()
-os.environ.update(airflow_environment(home=_home, azurite_port=_AZURITE_PORT))
+PORTS = LocalPorts(
+    azurite=free_port(),
+    emulator=free_port(),
+    emulator_tls=free_port(),
+    emulator_data_dir=_home / "emulator",
+)
+os.environ.update(airflow_environment(home=_home, ports=PORTS))
 
 import pytest  # noqa: E402  (after the environment is set)
+from azure.storage.blob import BlobServiceClient  # noqa: E402
+
+from emulator.datasets import generate_csv  # noqa: E402
+from support.emulator import RunningEmulator, start_emulator  # noqa: E402
 
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -31,15 +50,65 @@ def azurite() -> Iterator[str]:
 
     ``AIRFLOW_CONN_WASB_DEFAULT`` already points at this port, so hooks built inside tests reach it.
     """
-    service = azurite_service(_AZURITE_PORT)
     ARTIFACTS.mkdir(exist_ok=True)
-    process = service.start(ARTIFACTS / "azurite.log")
+    process = azurite_service(PORTS.azurite).start(ARTIFACTS / "azurite.log")
     try:
-        yield azurite_connection_string(_AZURITE_PORT)
+        yield azurite_connection_string(PORTS.azurite)
     finally:
-        from devtools.services import stop_process
-
         stop_process(process.pid)
+
+
+@pytest.fixture(scope="session")
+def emulator_session(azurite: str) -> Iterator[RunningEmulator]:
+    """The Azure ML emulator as a real subprocess, on the ports the AIRFLOW_CONN_* point at."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    log_path = ARTIFACTS / "emulator.log"
+    log_path.unlink(missing_ok=True)
+    running = start_emulator(
+        log_path,
+        PORTS.emulator_data_dir,
+        port=PORTS.emulator,
+        tls_port=PORTS.emulator_tls,
+        in_memory=True,
+    )
+    try:
+        yield running
+    finally:
+        stop_process(running.pid)
+
+
+@pytest.fixture
+def emulator(emulator_session: RunningEmulator) -> RunningEmulator:
+    """The session's emulator, reset to its seed (no jobs, faults or knobs from earlier tests)."""
+    emulator_session.admin("POST", "reset")
+    return emulator_session
+
+
+@pytest.fixture(scope="session")
+def blob_service(azurite: str) -> BlobServiceClient:
+    return BlobServiceClient.from_connection_string(azurite)
+
+
+@pytest.fixture
+def container(blob_service: BlobServiceClient, request: pytest.FixtureRequest) -> str:
+    """A fresh container per test (names are 3-63 lowercase characters)."""
+    name = "t" + "".join(c for c in request.node.name.lower() if c.isalnum())[:40] + str(time.monotonic_ns())[-8:]
+    blob_service.create_container(name)
+    return name
+
+
+@pytest.fixture
+def upload(blob_service: BlobServiceClient, container: str) -> Callable[..., str]:
+    """Upload bytes or a generated dataset; returns ``container/blob``."""
+
+    def _upload(blob: str, data: bytes | None = None, *, dataset: str | None = None, **options: int) -> str:
+        if data is None:
+            assert dataset is not None
+            data = generate_csv(dataset, **options).encode()
+        blob_service.get_blob_client(container, blob).upload_blob(data, overwrite=True)
+        return f"{container}/{blob}"
+
+    return _upload
 
 
 @pytest.fixture(scope="session")

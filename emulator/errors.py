@@ -1,0 +1,133 @@
+"""The one catalogue of every error the emulator answers with: HTTP status, wire codes, envelope.
+
+Data-plane and classic management errors use the Studio envelope
+``{"error": {"code": <class>, "message": ..., "details": [{"code": <specific>, "message": ...}]}}``
+with the class/status pairs of the official web-service error list. ARM errors use the ARM envelope
+``{"error": {"code", "message", "target", "details"}}`` and the token authority answers like AAD
+(``{"error": ..., "error_description": ...}``). Handlers raise only through the functions here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+# Error class (top-level ``code``) -> (HTTP status, class message).
+_CLASSES: dict[str, tuple[int, str]] = {
+    "BadArgument": (400, "Invalid argument provided."),
+    "BadUserArgument": (400, "Invalid user argument provided."),
+    "InvalidOperation": (400, "The requested operation is invalid in the current state."),
+    "Unauthorized": (401, "Unauthorized access."),
+    "NotFound": (404, "Resource not found."),
+    "MethodNotAllowed": (405, "The requested method is not allowed on this resource."),
+    "TooManyRequests": (429, "Too many requests."),
+    "InternalError": (500, "The AzureML service has encountered an internal error."),
+    "NotImplemented": (501, "The operation is not supported by the emulator."),
+    "ServiceUnavailable": (503, "Service is temporarily unavailable."),
+}
+
+# Specific (``details[].code``) -> its class. Names come from the official error list; the few the
+# list lacks are marked "emulator" and documented in emulator/README.md.
+_DETAILS: dict[str, str] = {
+    "BadVersionCall": "BadArgument",
+    "BatchJobInputsNotSpecified": "BadArgument",
+    "BlobNotFound": "BadArgument",
+    "DuplicateInputInBatchCall": "BadArgument",
+    "InvalidBlob": "BadArgument",
+    "InvalidBlobConnectionString": "BadArgument",
+    "InvalidBlobExtension": "BadArgument",
+    "InvalidInputNames": "BadArgument",
+    "InvalidOutputOverrideName": "BadArgument",
+    "InvalidQueryParameter": "BadArgument",
+    "InvalidWebServiceResources": "BadArgument",
+    "InvalidEndpointName": "BadArgument",  # emulator
+    "MissingInputBlobInformation": "BadArgument",
+    "MissingOutputOverrideSpecification": "BadArgument",
+    "MissingRequestInput": "BadArgument",
+    "MissingRequiredGlobalParameters": "BadArgument",
+    "RequestBodyInvalid": "BadArgument",
+    "UnexpectedParameter": "BadArgument",
+    "InputMismatchError": "BadUserArgument",
+    "InputParseError": "BadUserArgument",
+    "CannotStartJob": "InvalidOperation",
+    "IncompatibleModel": "InvalidOperation",
+    "CannotDeleteDefaultEndpoint": "InvalidOperation",  # emulator
+    "CannotRefreshDefaultEndpoint": "InvalidOperation",  # emulator
+    "ScoreRequestUnauthorized": "Unauthorized",
+    "ManagementRequestUnauthorized": "Unauthorized",
+    "WorkspaceNotFound": "NotFound",
+    "WebServiceNotFound": "NotFound",
+    "WebServiceIdNotFoundInWorkspace": "NotFound",
+    "EndpointNotFound": "NotFound",  # emulator
+    "JobNotFound": "NotFound",  # emulator
+    "ModelPackageNotFound": "NotFound",
+    "ResourceNotFound": "NotFound",  # emulator: unknown path
+    "MethodNotAllowed": "MethodNotAllowed",  # emulator
+    "RequestThrottled": "ServiceUnavailable",
+    "TooManyRequests": "TooManyRequests",  # emulator (fault injection)
+    "ResourceDownload": "InternalError",
+    "UpdateWebServiceResourceFailed": "InternalError",
+    "InternalError": "InternalError",  # emulator (fault injection)
+    "NotImplemented": "NotImplemented",  # emulator
+}
+
+
+class EmulatorError(Exception):
+    """An error response: status, JSON body and extra headers, ready to send."""
+
+    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        super().__init__(f"{status} {body}")
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+
+
+def api_error(
+    detail_code: str, message: str, *, error_class: str | None = None, headers: dict[str, str] | None = None
+) -> EmulatorError:
+    """A data-plane / classic management error for ``detail_code``.
+
+    The class (and so the status) comes from the catalogue unless ``error_class`` overrides it: the
+    official list files some specifics under two classes (e.g. ``UnexpectedParameter`` is
+    ``BadArgument`` for BES and ``BadUserArgument`` for RRS).
+    """
+    class_code = error_class or _DETAILS[detail_code]
+    status, class_message = _CLASSES[class_code]
+    body = {
+        "error": {"code": class_code, "message": class_message, "details": [{"code": detail_code, "message": message}]}
+    }
+    return EmulatorError(status, body, headers)
+
+
+def api_error_status(detail_code: str) -> int:
+    return _CLASSES[_DETAILS[detail_code]][0]
+
+
+def arm_error(status: int, code: str, message: str, target: str | None = None) -> EmulatorError:
+    """An ARM error in the ARM envelope."""
+    return EmulatorError(status, {"error": {"code": code, "message": message, "target": target, "details": []}})
+
+
+def arm_not_found(subscription: str, resource_group: str, name: str) -> EmulatorError:
+    return arm_error(
+        404,
+        "ResourceNotFound",
+        f"The Resource 'Microsoft.MachineLearning/webServices/{name}' under resource group "
+        f"'{resource_group}' was not found.",
+    )
+
+
+def aad_error(status: int, error: str, description: str, aadsts: int) -> EmulatorError:
+    """An AAD token-endpoint error (the shape MSAL parses)."""
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    trace_id = str(uuid.uuid4())
+    body = {
+        "error": error,
+        "error_description": f"AADSTS{aadsts}: {description} Trace ID: {trace_id} Timestamp: {now}",
+        "error_codes": [aadsts],
+        "timestamp": now,
+        "trace_id": trace_id,
+        "correlation_id": str(uuid.uuid4()),
+    }
+    return EmulatorError(status, body)

@@ -1,0 +1,121 @@
+"""The admin API under ``/_emulator/`` (no auth; loopback clients only)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from emulator.control import FaultRuleSpec, JobFaultSpec
+from emulator.errors import api_error
+from emulator.routes.common import call, emulator, json_body
+
+router = APIRouter(prefix="/_emulator")
+
+
+def _loopback_only(request: Request) -> None:
+    host = request.client.host if request.client else ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise api_error("ResourceNotFound", "Admin routes answer loopback clients only.")
+
+
+def _parse(model: Any, body: Any) -> Any:
+    try:
+        return model.model_validate(body if body is not None else {})
+    except ValidationError as exc:
+        raise api_error("RequestBodyInvalid", exc.json(include_url=False, include_input=False)) from None
+
+
+@router.get("/health", name="admin.health")
+async def health(request: Request) -> JSONResponse:
+    _loopback_only(request)
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/state", name="admin.state")
+async def state(request: Request) -> JSONResponse:
+    _loopback_only(request)
+    return JSONResponse(await call(emulator(request).state_dump))
+
+
+@router.post("/reset", name="admin.reset")
+async def reset(request: Request) -> JSONResponse:
+    _loopback_only(request)
+    await call(emulator(request).reset)
+    return JSONResponse({"status": "reset"})
+
+
+@router.get("/requests", name="admin.requests")
+async def requests_log(request: Request) -> JSONResponse:
+    _loopback_only(request)
+    return JSONResponse({"requests": emulator(request).control.requests(request.query_params.get("route"))})
+
+
+@router.delete("/requests", name="admin.requests.clear")
+async def clear_requests(request: Request) -> Response:
+    _loopback_only(request)
+    emulator(request).control.clear_requests()
+    return Response(status_code=204)
+
+
+@router.get("/settings", name="admin.settings")
+async def get_settings(request: Request) -> JSONResponse:
+    _loopback_only(request)
+    return JSONResponse(emulator(request).control.knobs.model_dump())
+
+
+@router.patch("/settings", name="admin.settings.update")
+async def update_settings(request: Request) -> JSONResponse:
+    _loopback_only(request)
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise api_error("RequestBodyInvalid", "Send an object of setting name to value.")
+    try:
+        knobs = emulator(request).control.set_knobs(body)
+    except ValidationError as exc:
+        raise api_error("RequestBodyInvalid", exc.json(include_url=False, include_input=False)) from None
+    return JSONResponse(knobs.model_dump())
+
+
+@router.get("/faults", name="admin.faults")
+async def list_faults(request: Request) -> JSONResponse:
+    _loopback_only(request)
+    control = emulator(request).control
+    return JSONResponse({"rules": control.rules(), "jobs": control.job_faults()})
+
+
+@router.post("/faults", name="admin.faults.add")
+async def add_fault(request: Request) -> JSONResponse:
+    _loopback_only(request)
+    spec = _parse(FaultRuleSpec, await json_body(request))
+    return JSONResponse(emulator(request).control.add_rule(spec), status_code=201)
+
+
+@router.post("/faults/jobs", name="admin.faults.jobs.add")
+async def add_job_fault(request: Request) -> JSONResponse:
+    _loopback_only(request)
+    spec = _parse(JobFaultSpec, await json_body(request))
+    emulator(request).control.add_job_fault(spec)
+    return JSONResponse(spec.model_dump(), status_code=201)
+
+
+@router.delete("/faults", name="admin.faults.clear")
+async def clear_faults(request: Request) -> Response:
+    _loopback_only(request)
+    emulator(request).control.clear_faults()
+    return Response(status_code=204)
+
+
+@router.delete("/faults/{rule_id}", name="admin.faults.remove")
+async def remove_fault(request: Request, rule_id: str) -> Response:
+    _loopback_only(request)
+    if not emulator(request).control.remove_rule(rule_id):
+        raise api_error("ResourceNotFound", f"No fault rule '{rule_id}'.")
+    return Response(status_code=204)

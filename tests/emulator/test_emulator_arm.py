@@ -1,0 +1,223 @@
+"""ARM web services through real HTTP, with tokens from the emulator's authority via azure-identity."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import requests
+from azure.identity import ClientSecretCredential
+
+from support.emulator import ENERGY_COLUMNS, ENERGY_ROWS, error_codes, table_request
+
+API = "api-version=2017-01-01"
+SCOPE = "https://management.azure.com/.default"
+
+
+@pytest.fixture
+def credential(emulator) -> ClientSecretCredential:
+    tenant, client_id, secret = emulator.principal
+    return ClientSecretCredential(
+        tenant,
+        client_id,
+        secret,
+        authority=emulator.tls_url,
+        disable_instance_discovery=True,
+        connection_verify=emulator.cert_path,
+    )
+
+
+@pytest.fixture
+def arm(emulator, credential):
+    token = credential.get_token(SCOPE).token
+
+    def call(method: str, url: str, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
+        return requests.request(method, url, headers=headers, timeout=30, **kwargs)
+
+    return call
+
+
+def service_url(emulator, kind: str) -> str:
+    return emulator.arm_service(kind)["resource_url"]
+
+
+def wait_operation(arm, url: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = arm("GET", url).json()
+        if body["status"] in ("Succeeded", "Failed"):
+            return dict(body)
+        time.sleep(0.1)
+    raise AssertionError("operation did not finish")
+
+
+def test_azure_identity_gets_a_token_through_requests_ca_bundle(emulator, monkeypatch):
+    """The exact client path: ClientSecretCredential, https authority, REQUESTS_CA_BUNDLE."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", emulator.cert_path)
+    tenant, client_id, secret = emulator.principal
+    credential = ClientSecretCredential(
+        tenant, client_id, secret, authority=emulator.tls_url, disable_instance_discovery=True
+    )
+    token = credential.get_token(SCOPE)
+    assert token.token
+    assert token.expires_on > time.time() + 3000
+    response = requests.get(
+        service_url(emulator, "predictive") + "?" + API, headers={"Authorization": f"Bearer {token.token}"}, timeout=30
+    )
+    assert response.status_code == 200
+
+
+def test_wrong_secret_is_invalid_client(emulator):
+    tenant, client_id, _ = emulator.principal
+    response = requests.post(
+        f"{emulator.tls_url}/{tenant}/oauth2/v2.0/token",
+        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": "wrong", "scope": SCOPE},
+        verify=emulator.cert_path,
+        timeout=30,
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+    assert "error_description" in response.json()
+
+
+def test_tokens_expire(emulator, credential):
+    emulator.admin("PATCH", "settings", json={"token_lifetime_seconds": 1})
+    tenant, client_id, secret = emulator.principal
+    token = requests.post(
+        f"{emulator.tls_url}/{tenant}/oauth2/v2.0/token",
+        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret, "scope": SCOPE},
+        verify=emulator.cert_path,
+        timeout=30,
+    ).json()["access_token"]
+    time.sleep(1.2)
+    response = requests.get(
+        service_url(emulator, "predictive") + "?" + API, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "ExpiredAuthenticationToken"
+
+
+def test_arm_auth_errors(emulator, arm):
+    url = service_url(emulator, "predictive") + "?" + API
+    assert requests.get(url, timeout=30).json()["error"]["code"] == "AuthenticationFailed"
+    bad = requests.get(url, headers={"Authorization": "Bearer nope"}, timeout=30)
+    assert (bad.status_code, bad.json()["error"]["code"]) == (401, "InvalidAuthenticationToken")
+    other = arm(
+        "GET",
+        f"{emulator.url}/subscriptions/00000000-0000-0000-0000-000000000000/providers/Microsoft.MachineLearning/webServices?{API}",
+    )
+    assert (other.status_code, other.json()["error"]["code"]) == (403, "AuthorizationFailed")
+    version = arm("GET", service_url(emulator, "predictive") + "?api-version=2015-01-01")
+    assert (version.status_code, version.json()["error"]["code"]) == (400, "InvalidApiVersionParameter")
+
+
+def test_get_returns_the_graph_without_secrets(emulator, arm):
+    response = arm("GET", service_url(emulator, "predictive") + "?" + API)
+    assert response.status_code == 200
+    service = response.json()
+    properties = service["properties"]
+    assert service["type"] == "Microsoft.MachineLearning/webServices"
+    assert properties["packageType"] == "Graph"
+    assert properties["provisioningState"] == "Succeeded"
+    assert {"package", "assets", "input", "output", "parameters"} <= set(properties)
+    assert "keys" not in properties
+    assert properties["storageAccount"] == {"name": "devstoreaccount1"}
+    assert properties["swaggerLocation"].endswith(
+        f"/services/{emulator.arm_service('predictive')['data_plane_id']}/swagger.json"
+    )
+    text = response.text
+    assert emulator.arm_service("predictive")["primary_key"] not in text
+    assert "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq" not in text
+    models = [a for a in properties["assets"].values() if a["type"] == "Resource"]
+    assert models[0]["name"] == "Energy Efficiency [trained model]"
+    assert requests.get(properties["swaggerLocation"], timeout=30).status_code == 200
+
+
+def test_list_keys_and_lists(emulator, arm):
+    predictive = emulator.arm_service("predictive")
+    keys = arm("GET", service_url(emulator, "predictive") + "/listKeys?" + API).json()
+    assert keys == {"primary": predictive["primary_key"], "secondary": predictive["secondary_key"]}
+    group = arm("GET", service_url(emulator, "predictive").rsplit("/", 1)[0] + "?" + API).json()
+    assert sorted(s["name"] for s in group["value"]) == ["energy-predictive", "energy-training"]
+    assert group["nextLink"] is None
+    subscription = predictive["subscription"]
+    listed = arm(
+        "GET", f"{emulator.url}/subscriptions/{subscription}/providers/Microsoft.MachineLearning/webServices?{API}"
+    )
+    assert len(listed.json()["value"]) == 2
+
+
+def test_put_creates_then_updates_and_delete(emulator, arm):
+    source = arm("GET", service_url(emulator, "predictive") + "?" + API).json()
+    url = service_url(emulator, "predictive").replace("energy-predictive", "energy-copy") + "?" + API
+    # PascalCase members, as the spec's own examples mix them.
+    body = {
+        "Location": source["location"],
+        "Properties": {**source["properties"], "Keys": {"Primary": "k1-dev-only", "Secondary": "k2-dev-only"}},
+    }
+    created = arm("PUT", url, json=body)
+    assert created.status_code == 201, created.text
+    assert created.json()["properties"]["provisioningState"] == "Provisioning"
+    operation = wait_operation(arm, created.headers["Azure-AsyncOperation"])
+    assert operation["status"] == "Succeeded"
+    assert arm("GET", url).json()["properties"]["provisioningState"] == "Succeeded"
+    keys = arm("GET", url.replace("?", "/listKeys?")).json()
+    assert keys == {"primary": "k1-dev-only", "secondary": "k2-dev-only"}
+    updated = arm("PUT", url, json=body)
+    assert updated.status_code == 200
+    wait_operation(arm, updated.headers["Azure-AsyncOperation"])
+    assert arm("DELETE", url).status_code == 200
+    assert arm("GET", url).status_code == 404
+    assert arm("DELETE", url).status_code == 204
+
+
+def test_put_needs_a_known_experiment(emulator, arm):
+    source = arm("GET", service_url(emulator, "predictive") + "?" + API).json()
+    properties = source["properties"]
+    properties["assets"] = {k: v for k, v in properties["assets"].items() if v["type"] == "Resource"}
+    url = service_url(emulator, "predictive").replace("energy-predictive", "other") + "?" + API
+    response = arm("PUT", url, json={"location": "South Central US", "properties": properties})
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "InvalidRequestContent")
+
+
+def test_patch_with_a_bad_model_fails_and_keeps_the_old_one(emulator, arm, upload, energy_scoring, blob_service):
+    url = service_url(emulator, "predictive") + "?" + API
+    before = energy_scoring.execute(table_request(ENERGY_COLUMNS, ENERGY_ROWS)).json()
+    definition = arm("GET", url).json()
+    asset_id, asset = next((k, v) for k, v in definition["properties"]["assets"].items() if v["type"] == "Resource")
+    old_uri = asset["locationInfo"]["uri"]
+    relative = upload("bad.ilearner", b"not a model")
+    asset["locationInfo"]["uri"] = blob_service.url + relative
+    patched = arm("PATCH", url, json={"properties": {"assets": {asset_id: asset}}})
+    assert patched.status_code == 200
+    operation = wait_operation(arm, patched.headers["Azure-AsyncOperation"])
+    assert operation["status"] == "Failed"
+    assert operation["errorInfo"]["code"] == "IncompatibleModel"
+    assert operation["errorInfo"]["target"] == f"properties.assets.{asset_id}.locationInfo.uri"
+    after = arm("GET", url).json()
+    assert after["properties"]["provisioningState"] == "Failed"
+    assert after["properties"]["assets"][asset_id]["locationInfo"]["uri"] == old_uri
+    assert energy_scoring.execute(table_request(ENERGY_COLUMNS, ENERGY_ROWS)).json() == before
+
+
+def test_operation_is_provisioning_until_done(emulator, arm):
+    emulator.admin("PATCH", "settings", json={"operation_min_duration_seconds": 1})
+    url = service_url(emulator, "training") + "?" + API
+    patched = arm("PATCH", url, json={"tags": {"team": "ml"}})
+    assert patched.json()["properties"]["provisioningState"] == "Provisioning"
+    assert arm("GET", patched.headers["Azure-AsyncOperation"]).json()["status"] == "Provisioning"
+    busy = arm("PATCH", url, json={"tags": {"team": "ml2"}})
+    assert (busy.status_code, busy.json()["error"]["code"]) == (409, "Conflict")
+    assert wait_operation(arm, patched.headers["Azure-AsyncOperation"])["status"] == "Succeeded"
+    assert arm("GET", url).json()["tags"] == {"team": "ml"}
+
+
+def test_unknown_resource(emulator, arm):
+    url = service_url(emulator, "predictive").replace("energy-predictive", "nothing") + "?" + API
+    response = arm("GET", url)
+    assert (response.status_code, response.json()["error"]["code"]) == (404, "ResourceNotFound")
+    group = url.replace("retrain-dev-rg", "no-such-rg")
+    assert arm("GET", group).json()["error"]["code"] == "ResourceGroupNotFound"
+    assert error_codes(requests.get(emulator.url + "/nothing", timeout=30)) == (404, "NotFound", "ResourceNotFound")

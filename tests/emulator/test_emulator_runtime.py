@@ -1,0 +1,125 @@
+"""Admin routes, persistence across a restart, log redaction, CLI safety."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import requests
+
+from devtools.services import ROOT, stop_process
+from support.emulator import CHURN_COLUMNS, CHURN_ROWS, DataPlane, start_emulator, table_request
+
+
+def test_health_and_state(emulator):
+    assert emulator.admin("GET", "health").json() == {"status": "ok"}
+    state = emulator.admin("GET", "state").json()
+    assert state["cert_path"].endswith("tls/cert.pem")
+    assert state["persistent"] is False
+    assert {s["kind"] for s in state["workspaces"][0]["web_services"]} == {"training", "predictive"}
+    assert state["tenants"][0]["authority"] == emulator.tls_url
+
+
+def test_reset_goes_back_to_seed(emulator):
+    workspace = emulator.workspace
+    predictive = emulator.classic_service("predictive")
+    url = f"{emulator.url}/workspaces/{workspace['id']}/webservices/{predictive['id']}/endpoints/extra"
+    headers = {"Authorization": f"Bearer {workspace['authorization_token']}"}
+    assert requests.put(url, json={}, headers=headers, timeout=30).status_code == 200
+    emulator.admin("POST", "reset")
+    assert requests.get(url, headers=headers, timeout=30).status_code == 404
+
+
+def test_state_persists_across_restart_and_running_jobs_fail(tmp_path, azurite, upload, container):
+    from support.emulator import connection_reference
+
+    log_path = tmp_path / "emulator.log"
+    first = start_emulator(log_path, data_dir=tmp_path / "data")
+    try:
+        workspace = first.workspace
+        predictive = first.classic_service("predictive")
+        headers = {"Authorization": f"Bearer {workspace['authorization_token']}"}
+        url = f"{first.url}/workspaces/{workspace['id']}/webservices/{predictive['id']}/endpoints/kept"
+        created = requests.put(url, json={"Description": "survives"}, headers=headers, timeout=30).json()
+        training = first.classic_endpoint("training")
+        plane = DataPlane(training["api_location"], training["primary_key"])
+        body = {
+            "Inputs": {"input1": connection_reference(azurite, upload("p.csv", dataset="churn", rows=100))},
+            "Outputs": {
+                "output1": connection_reference(azurite, f"{container}/p.ilearner"),
+                "output2": connection_reference(azurite, f"{container}/p.csv"),
+            },
+        }
+        first.admin("POST", "faults/jobs", json={"outcome": "hang"})
+        running = plane.submit_ok(body)
+        plane.start(running)
+        waiting = plane.submit_ok(body)
+    finally:
+        stop_process(first.pid)
+
+    second = start_emulator(log_path, data_dir=tmp_path / "data")
+    try:
+        assert second.state["persistent"] is True
+        after = requests.get(url.replace(first.url, second.url), headers=headers, timeout=30).json()
+        assert (after["Description"], after["PrimaryKey"]) == ("survives", created["PrimaryKey"])
+        plane.base = plane.base.replace(first.url, second.url)
+        failed = plane.status(running)
+        assert failed["StatusCode"] == "Failed"
+        assert "restarted" in failed["Details"]
+        assert plane.status(waiting)["StatusCode"] == "NotStarted"
+        assert plane.start(waiting).status_code == 200
+        assert plane.wait(waiting)["StatusCode"] == "Finished"
+        scoring = DataPlane(
+            created["ApiLocation"].replace(first.url, second.url), created["PrimaryKey"]
+        )  # the seed model, reloaded from disk
+        assert scoring.execute(table_request(CHURN_COLUMNS, CHURN_ROWS)).status_code == 200
+    finally:
+        stop_process(second.pid)
+
+
+def test_log_never_contains_secrets(emulator, churn_training, churn_job, azurite):
+    # Exercise paths that carry secrets: connection strings, SAS results, keys, tokens, failures.
+    status = churn_training.run(churn_job())
+    sas = status["Results"]["output1"]["SasBlobToken"]
+    churn_training.submit({"Inputs": {"input1": {"ConnectionString": azurite, "RelativeLocation": "x/y.csv"}}})
+    requests.get(
+        f"{churn_training.base}/jobs/abc?api-version=2.0&sig=leak", headers=churn_training.headers(), timeout=30
+    )
+    tenant, client_id, secret = emulator.principal
+    requests.post(
+        f"{emulator.tls_url}/{tenant}/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": secret,
+            "scope": "https://management.azure.com/.default",
+        },
+        verify=emulator.cert_path,
+        timeout=30,
+    )
+    text = emulator.log_path.read_text()
+    assert "bes.submit POST" in text  # the log is really written
+    secrets = [
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq",
+        emulator.workspace["authorization_token"],
+        emulator.classic_endpoint("training")["primary_key"],
+        emulator.arm_service("predictive")["primary_key"],
+        secret,
+        sas.split("sig=")[1].split("&")[0],
+        "sig=leak",
+    ]
+    for value in secrets:
+        assert value not in text
+
+
+def test_non_loopback_host_is_refused():
+    result = subprocess.run(
+        [sys.executable, "-m", "emulator", "--host", "0.0.0.0", "--in-memory"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "non-loopback" in result.stderr
