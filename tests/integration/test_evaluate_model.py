@@ -11,6 +11,7 @@ import pytest
 
 from azureml_retrain.exceptions import EvaluationError
 from azureml_retrain.operators.evaluate import DECISION_XCOM_KEY, EvaluateModelOperator
+from support.dags import register_dag
 
 pytestmark = pytest.mark.integration
 
@@ -41,24 +42,6 @@ def container(azurite: str) -> str:
     name = f"evaluate-{uuid.uuid4().hex[:12]}"
     WasbHook(wasb_conn_id="wasb_default").create_container(name)
     return name
-
-
-def register(dag: Any) -> None:
-    """Write a DAG defined in a test to the metadata DB: Airflow 3.3's dag.test() only runs serialized DAGs
-    and looks for them in the configured bundles, which do not include this file."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
-    from airflow.serialization.serialized_objects import LazyDeserializedDAG
-    from airflow.utils.session import create_session
-
-    manager = DagBundlesManager()
-    with create_session() as session:
-        manager.sync_bundles_to_db(session=session)
-        session.commit()
-        bundle = next(iter(manager.get_all_dag_bundles()))
-        update_dag_parsing_results_in_db(
-            bundle.name, None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
-        )
 
 
 def upload(container: str, blob_name: str, text: str) -> None:
@@ -148,7 +131,7 @@ def test_branching_dag(container: str, airflow_db: None, threshold: float, ran: 
         )
         evaluate >> [EmptyOperator(task_id="promote"), EmptyOperator(task_id="keep_champion")]
 
-    register(dag)
+    register_dag(dag)
     run = dag.test()
     assert run.state == DagRunState.SUCCESS
     with create_session() as session:

@@ -1,0 +1,342 @@
+"""Wait until a run's window of training data has fully arrived in Azure Blob Storage.
+
+Unlike ``WasbPrefixSensor``, which succeeds as soon as one blob exists, this sensor accepts a window
+only when its blobs are complete and settled (enough files and bytes, none empty, the optional marker
+present, unchanged for ``stable_for`` seconds), and it returns exactly which blobs (names, sizes,
+etags) it accepted. The acceptance rules live in
+:func:`azureml_retrain.triggers.blob_arrival.assess_arrival`, shared with the deferred trigger.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, cast
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk.exceptions import AirflowSensorTimeout
+
+from azureml_retrain.exceptions import AzureMLRetrainError, ConfigurationError
+from azureml_retrain.triggers.blob_arrival import (
+    RESULT_KEYS,
+    ArrivalCriteria,
+    Assessment,
+    BlobArrivalTrigger,
+    BlobInfo,
+    Listing,
+    Observation,
+    assess_arrival,
+    describe_error,
+    glob_to_regex,
+    is_transient_error,
+    server_time,
+    utcnow,
+    validate_container,
+    validate_counts,
+)
+from azureml_retrain.windows import Window, resolve_window
+
+if TYPE_CHECKING:
+    from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
+    from airflow.sdk import Context
+    from azure.storage.blob import ContainerClient
+
+#: Key under which reschedule-mode pokes remember their last observation in the task state store.
+STATE_KEY = "blob_arrival_observation"
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?\}")
+_WINDOW_PLACEHOLDERS = ("window_start", "window_end")
+
+
+def format_with_window(template: str, window: Window, argument: str) -> str:
+    """Replace ``{window_start}``/``{window_end}`` placeholders, with an optional strftime format.
+
+    ``incoming/{window_start:%Y-%m-%d}/`` becomes ``incoming/2026-11-26/``; a bare ``{window_end}`` becomes
+    the ISO 8601 form. Other ``{name}`` placeholders are rejected (a typo would otherwise make the sensor
+    wait for a path that never exists).
+
+    :raise ConfigurationError: naming ``argument`` on an unknown placeholder
+    """
+
+    def substitute(match: re.Match[str]) -> str:
+        name, spec = match.group(1), match.group(2)
+        if name not in _WINDOW_PLACEHOLDERS:
+            raise ConfigurationError(
+                f"{argument}: unknown placeholder {{{name}}} in {template!r}; "
+                "only {window_start} and {window_end} (optionally with a strftime format, e.g. "
+                "{window_start:%Y-%m-%d}) are available"
+            )
+        value: datetime = window.start if name == "window_start" else window.end
+        return value.strftime(spec) if spec else value.isoformat()
+
+    return _PLACEHOLDER.sub(substitute, template)
+
+
+class BlobArrivalSensor(BaseSensorOperator):
+    """Wait until the run's window of data has arrived, completely and stably, under a blob prefix.
+
+    The run's window comes from :func:`azureml_retrain.windows.resolve_window`: explicit
+    ``window_start``/``window_end`` (arguments, else run params), else a non-empty data interval, else
+    the latest complete interval of the DAG's schedule before the run (so manual runs without a logical
+    date work). ``prefix``, ``pattern`` and ``marker`` may use ``{window_start}``/``{window_end}``
+    placeholders with a strftime format (``incoming/{window_start:%Y-%m-%d}/``) on top of Jinja.
+
+    Accepts when (see :func:`azureml_retrain.triggers.blob_arrival.assess_arrival`): at least
+    ``min_files`` blobs under the prefix match ``pattern``, none empty, totalling ``min_total_bytes``;
+    the ``marker`` exists (if set) and is not older than the data; and nothing changed for
+    ``stable_for`` seconds. Returns (XCom) ``{"container", "prefix", "window": {"start", "end"},
+    "blobs": [{"name", "etag", "size", "last_modified"}], "total_bytes", "marker"}``.
+
+    Modes: deferrable (default) pokes once, then defers to
+    :class:`~azureml_retrain.triggers.blob_arrival.BlobArrivalTrigger` with an absolute deadline and what
+    the poke observed; ``deferrable=False`` runs the usual poke loop (``mode="poke"`` or
+    ``mode="reschedule"``).
+
+    :param container: blob container (templated)
+    :param prefix: folder of the window's blobs, e.g. ``incoming/{window_start:%Y-%m-%d}/`` (templated);
+        only this prefix (narrowed by the literal start of ``pattern``) is ever listed
+    :param pattern: glob matched against blob names relative to ``prefix`` (``*`` stays within a folder,
+        ``**`` crosses folders, ``?``, ``[abc]``, ``[!abc]``); None selects every blob (templated)
+    :param marker: name relative to ``prefix`` of a blob that must exist, e.g. ``_SUCCESS`` (templated)
+    :param min_files: minimum number of selected blobs
+    :param min_total_bytes: minimum total size in bytes of the selected blobs
+    :param stable_for: how long (seconds or timedelta) the selection must stay unchanged
+    :param ignore_empty_blobs: leave 0-byte blobs out of the selection instead of waiting for them
+    :param window_start: explicit window start, ISO 8601 (templated); needs ``window_end``
+    :param window_end: explicit window end, ISO 8601 (templated)
+    :param fallback_schedule: cron expression (UTC) or timedelta used to derive a window when the run has
+        none, instead of the DAG's schedule
+    :param wasb_conn_id: the wasb connection (templated)
+    :param deferrable: free the worker slot while waiting (default True); needs ``mode="poke"``
+    """
+
+    template_fields: Sequence[str] = (
+        "container",
+        "prefix",
+        "pattern",
+        "marker",
+        "wasb_conn_id",
+        "window_start",
+        "window_end",
+    )
+    ui_color = "#cfe8fc"
+
+    def __init__(
+        self,
+        *,
+        container: str,
+        prefix: str,
+        pattern: str | None = None,
+        marker: str | None = None,
+        min_files: int = 1,
+        min_total_bytes: int = 1,
+        stable_for: timedelta | float = 60,
+        ignore_empty_blobs: bool = False,
+        window_start: str | datetime | None = None,
+        window_end: str | datetime | None = None,
+        fallback_schedule: str | timedelta | None = None,
+        wasb_conn_id: str = "wasb_default",
+        deferrable: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.container = container
+        self.prefix = prefix
+        self.pattern = pattern
+        self.marker = marker
+        self.min_files = min_files
+        self.min_total_bytes = min_total_bytes
+        self.stable_for = stable_for.total_seconds() if isinstance(stable_for, timedelta) else stable_for
+        self.ignore_empty_blobs = ignore_empty_blobs
+        self.window_start = window_start
+        self.window_end = window_end
+        self.fallback_schedule = fallback_schedule
+        self.wasb_conn_id = wasb_conn_id
+        self.deferrable = deferrable
+        self._criteria: ArrivalCriteria | None = None
+        self._observation: Observation | None = None
+        self._validate_arguments()
+
+    def _validate_arguments(self) -> None:
+        """Cheap checks at DAG parse time; templated values are checked again once rendered."""
+        if not isinstance(self.container, str) or not self.container.strip():
+            raise ConfigurationError(f"container: must be a non-empty container name, got {self.container!r}")
+        if not _templated(self.container):
+            validate_container(self.container)
+        if not isinstance(self.prefix, str):
+            raise ConfigurationError(f"prefix: expected a string, got {type(self.prefix).__name__}")
+        if self.pattern is not None and not _templated(self.pattern):
+            glob_to_regex(self.pattern)
+        if self.marker is not None and (not isinstance(self.marker, str) or not self.marker.strip()):
+            raise ConfigurationError(f"marker: expected a blob name such as '_SUCCESS' or None, got {self.marker!r}")
+        validate_counts(self.min_files, self.min_total_bytes, self.stable_for)
+        if not isinstance(self.wasb_conn_id, str) or not self.wasb_conn_id:
+            raise ConfigurationError(f"wasb_conn_id: must be a non-empty connection id, got {self.wasb_conn_id!r}")
+        if isinstance(self.fallback_schedule, timedelta) and self.fallback_schedule <= timedelta(0):
+            raise ConfigurationError(f"fallback_schedule: a timedelta must be positive, got {self.fallback_schedule}")
+        if self.deferrable and self.mode == "reschedule":
+            raise ConfigurationError(
+                "mode='reschedule' needs deferrable=False: a deferrable sensor already frees its worker slot "
+                "while waiting; choose one of the two"
+            )
+
+    # ----------------------------------------------------------------------------------------------
+    # Execution
+    # ----------------------------------------------------------------------------------------------
+
+    def criteria(self, context: Context) -> ArrivalCriteria:
+        """Resolve the run's window and the rendered arguments into the criteria to check (cached)."""
+        if self._criteria is None:
+            window = resolve_window(
+                context, start=self.window_start, end=self.window_end, fallback_schedule=self.fallback_schedule
+            )
+            self._criteria = ArrivalCriteria(
+                container=self.container.strip(),
+                prefix=format_with_window(self.prefix, window, "prefix"),
+                window_start=window.start,
+                window_end=window.end,
+                pattern=format_with_window(self.pattern, window, "pattern") if self.pattern else None,
+                marker=format_with_window(self.marker, window, "marker") if self.marker else None,
+                min_files=self.min_files,
+                min_total_bytes=self.min_total_bytes,
+                stable_for=float(self.stable_for),
+                ignore_empty_blobs=self.ignore_empty_blobs,
+            )
+            self.log.info(
+                "Waiting for data in %s/%s (window %s -> %s, from %s; listing prefix %r)",
+                self._criteria.container,
+                self._criteria.prefix,
+                window.start.isoformat(),
+                window.end.isoformat(),
+                window.source,
+                self._criteria.list_prefix,
+            )
+        return self._criteria
+
+    def execute(self, context: Context) -> Any:
+        self._criteria, self._observation = None, None
+        criteria = self.criteria(context)
+        if not self.deferrable:
+            return super().execute(context)
+        end_time = time.time() + self.timeout
+        assessment = self.check(criteria, previous=None)
+        if assessment is not None and assessment.ready:
+            return assessment.result
+        self.defer(
+            trigger=BlobArrivalTrigger.from_criteria(
+                criteria,
+                end_time=end_time,
+                wasb_conn_id=self.wasb_conn_id,
+                poll_interval=max(float(self.poke_interval), 0.01),
+                observation=assessment.observation if assessment else None,
+            ),
+            method_name="execute_complete",
+            # A backstop only: the trigger itself yields a timeout event at end_time.
+            timeout=timedelta(seconds=self.timeout + max(float(self.poke_interval), 1.0) * 2 + 60),
+        )
+        return None  # pragma: no cover - defer() raises
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        criteria = self.criteria(context)
+        store = context.get("task_state_store") if self.reschedule else None
+        previous = self._observation if store is None else self._load_observation(store, criteria)
+        assessment = self.check(criteria, previous=previous)
+        if assessment is None:
+            return PokeReturnValue(is_done=False)
+        self._observation = assessment.observation
+        if store is not None and not assessment.ready:
+            self._save_observation(store, criteria, assessment.observation)
+        return PokeReturnValue(is_done=assessment.ready, xcom_value=assessment.result)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger: return the accepted blobs, or fail with the trigger's message."""
+        if not event or "status" not in event:
+            raise AzureMLRetrainError(f"Task {self.task_id}: did not receive a valid event from the triggerer")
+        if event["status"] == "success":
+            result = {key: event.get(key) for key in RESULT_KEYS}
+            self.log.info(
+                "Accepted %d blob(s), %s bytes in %s/%s",
+                len(result["blobs"] or []),
+                result["total_bytes"],
+                result["container"],
+                result["prefix"],
+            )
+            return result
+        message = str(event.get("message", "no message"))
+        if event["status"] == "timeout":
+            raise AirflowSensorTimeout(f"Task {self.task_id}: {message}")
+        raise AzureMLRetrainError(f"Task {self.task_id}: {message}")
+
+    def check(self, criteria: ArrivalCriteria, previous: Observation | None) -> Assessment | None:
+        """List and assess once; None after a transient listing error (the next check retries)."""
+        try:
+            listing = list_blobs_sync(self.hook, criteria.container, criteria.list_prefix)
+        except Exception as error:
+            if not is_transient_error(error):
+                raise
+            self.log.warning(
+                "Transient error listing %s/%s, retrying at the next poke: %s",
+                criteria.container,
+                criteria.list_prefix,
+                describe_error(error),
+            )
+            return None
+        assessment = assess_arrival(criteria, listing, now=listing.server_time or utcnow(), previous=previous)
+        self.log.info("%d blob(s) listed: %s", len(listing.blobs), assessment.reason)
+        return assessment
+
+    @cached_property
+    def hook(self) -> WasbHook:
+        """The sync hook, built at run time and reused across pokes of one execution."""
+        from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
+
+        return WasbHook(wasb_conn_id=self.wasb_conn_id)
+
+    def _load_observation(self, store: Any, criteria: ArrivalCriteria) -> Observation | None:
+        try:
+            stored = store.get(STATE_KEY)
+        except Exception as error:
+            self.log.warning("Could not read the task state store (%s); judging by last_modified only", error)
+            return None
+        if not isinstance(stored, dict) or stored.get("criteria") != criteria.key():
+            return None
+        return Observation.from_json(stored)
+
+    def _save_observation(self, store: Any, criteria: ArrivalCriteria, observation: Observation) -> None:
+        try:
+            store.set(STATE_KEY, {**observation.to_json(), "criteria": criteria.key()})
+        except Exception as error:
+            self.log.warning("Could not write the task state store (%s); judging by last_modified only", error)
+
+
+def list_blobs_sync(hook: WasbHook, container: str, prefix: str) -> Listing:
+    """List every blob under ``prefix`` (flat) with the hook's client; ``ContainerNotFound`` is a result.
+
+    The service filters by ``name_starts_with``, so only blobs under the prefix are ever transferred.
+    """
+    from azure.core.exceptions import ResourceNotFoundError
+
+    dates: list[str | None] = []
+
+    def on_response(response: Any) -> None:
+        dates.append(response.http_response.headers.get("Date"))
+
+    # WasbHook types its cached client as sync-or-async; the sync hook always builds a sync one.
+    container_client = cast("ContainerClient", hook.blob_service_client.get_container_client(container))
+    try:
+        blobs = tuple(
+            BlobInfo.from_properties(item)
+            for item in container_client.list_blobs(name_starts_with=prefix, raw_response_hook=on_response)
+        )
+    except ResourceNotFoundError as error:
+        if getattr(error, "error_code", None) != "ContainerNotFound":
+            raise
+        return Listing((), server_time(dates), len(dates), container_exists=False)
+    return Listing(blobs, server_time(dates), len(dates))
+
+
+def _templated(value: str) -> bool:
+    return "{{" in value or "{%" in value
