@@ -1,0 +1,264 @@
+"""The promotion ledger: per serving target, an append-only history of what it serves, in blob storage.
+
+Each target (a classic endpoint or a Resource Manager web service) has one append blob of JSON
+lines: promotions, rollbacks, and the model found serving when the ledger started. The last record
+says what serves now and with which metrics (the champion EvaluateModel compares against).
+
+Promotions to one target are serialised with a blob lease (a lock that expires by itself if its
+holder dies), and are compare-and-set: a promotion applies only if the ledger still shows the model
+the run evaluated against, and a model trained on an older data window never replaces one trained
+on a newer window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any, Literal
+
+from azureml_retrain.exceptions import AzureMLRetrainError, ConfigurationError
+
+DEFAULT_LEDGER_CONTAINER = "model-ledger"
+RecordKind = Literal["baseline", "promotion", "rollback"]
+LEASE_SECONDS = 60
+# "Nothing to compare against": an empty ledger.
+NO_MODEL = ""
+
+
+class PromotionConflictError(AzureMLRetrainError):
+    """Another run changed the target since this run evaluated against it, or holds its lock."""
+
+
+@dataclass(frozen=True)
+class LedgerRecord:
+    """One change of what a target serves."""
+
+    kind: RecordKind
+    target: str
+    model_uri: str
+    previous_model_uri: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    window: dict[str, str] | None = None
+    dag_id: str | None = None
+    run_id: str | None = None
+    reason: str | None = None
+    recorded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any]) -> LedgerRecord:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in value.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def target_blob_stem(target: str) -> str:
+    """A blob-name-safe form of a target name."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", target).strip("-.")
+    if not stem:
+        raise ConfigurationError(f"target: {target!r} has no usable characters for a ledger name")
+    return stem
+
+
+def window_end(record: LedgerRecord | None) -> datetime | None:
+    if record is None or not record.window or not record.window.get("end"):
+        return None
+    return datetime.fromisoformat(record.window["end"])
+
+
+@dataclass
+class PromotionLedger:
+    """The ledger of all targets, in ``container`` of the storage behind ``wasb_conn_id``."""
+
+    wasb_conn_id: str = "wasb_default"
+    container: str = DEFAULT_LEDGER_CONTAINER
+    lock_timeout: float = 300.0
+
+    @cached_property
+    def _client(self) -> Any:
+        from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
+
+        return WasbHook(wasb_conn_id=self.wasb_conn_id).blob_service_client.get_container_client(self.container)
+
+    def _ensure_container(self) -> None:
+        from azure.core.exceptions import ResourceExistsError
+
+        with contextlib.suppress(ResourceExistsError):
+            self._client.create_container()
+
+    def _records_blob(self, target: str) -> Any:
+        return self._client.get_blob_client(f"records/{target_blob_stem(target)}.jsonl")
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def read(self, target: str) -> tuple[list[LedgerRecord], str | None]:
+        """All records of ``target`` (oldest first) and the blob's etag (None: no ledger yet)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        blob = self._records_blob(target)
+        try:
+            downloader = blob.download_blob()
+        except ResourceNotFoundError:
+            return [], None
+        text = downloader.readall().decode("utf-8")
+        records = [LedgerRecord.from_dict(json.loads(line)) for line in text.splitlines() if line.strip()]
+        return records, str(downloader.properties.etag)
+
+    def records(self, target: str) -> list[LedgerRecord]:
+        return self.read(target)[0]
+
+    def head(self, target: str) -> LedgerRecord | None:
+        """The latest record: what ``target`` serves now, as far as the ledger knows."""
+        records = self.records(target)
+        return records[-1] if records else None
+
+    def champion_metrics(self, target: str) -> dict[str, Any] | None:
+        head = self.head(target)
+        return dict(head.metrics) if head and head.metrics else None
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def append(self, record: LedgerRecord, *, etag: str | None) -> None:
+        """Append ``record``, only if the ledger is still at ``etag`` (None: only if it is empty)."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+
+        self._ensure_container()
+        blob = self._records_blob(record.target)
+        line = (json.dumps(record.to_dict(), sort_keys=True) + "\n").encode()
+        try:
+            if etag is None:
+                blob.create_append_blob(match_condition=MatchConditions.IfMissing)
+                etag = str(blob.get_blob_properties().etag)
+            blob.append_block(line, etag=etag, match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceExistsError) as error:
+            raise PromotionConflictError(
+                f"ledger of {record.target} changed while this run was writing to it; nothing was recorded"
+            ) from error
+
+    def note_decision(self, dag_id: str, entry: Mapping[str, Any]) -> None:
+        """Append why a run did not promote to the DAG's decision log (no compare-and-set needed)."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError
+
+        self._ensure_container()
+        blob = self._client.get_blob_client(f"decisions/{target_blob_stem(dag_id)}.jsonl")
+        with contextlib.suppress(ResourceExistsError):
+            blob.create_append_blob(match_condition=MatchConditions.IfMissing)
+        entry = {"recorded_at": datetime.now(UTC).isoformat(), **entry}
+        blob.append_block((json.dumps(entry, sort_keys=True, default=str) + "\n").encode())
+
+    def decisions(self, dag_id: str) -> list[dict[str, Any]]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            text = self._client.get_blob_client(f"decisions/{target_blob_stem(dag_id)}.jsonl").download_blob().readall()
+        except ResourceNotFoundError:
+            return []
+        return [json.loads(line) for line in text.decode().splitlines() if line.strip()]
+
+    # --- the promotion guard -------------------------------------------------------------------
+
+    @contextmanager
+    def lock(self, target: str) -> Iterator[None]:
+        """Hold the target's lease (renewed in the background) for the duration of the block."""
+        from azure.core.exceptions import HttpResponseError, ResourceExistsError
+        from azure.storage.blob import BlobLeaseClient
+
+        self._ensure_container()
+        lock_blob = self._client.get_blob_client(f"locks/{target_blob_stem(target)}")
+        with contextlib.suppress(ResourceExistsError):
+            lock_blob.upload_blob(b"", overwrite=False)
+        lease = BlobLeaseClient(lock_blob)
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                lease.acquire(lease_duration=LEASE_SECONDS)
+                break
+            except HttpResponseError as error:
+                if error.status_code != 409 or time.monotonic() >= deadline:
+                    raise PromotionConflictError(
+                        f"another run is promoting to {target} (its lock was held for over {self.lock_timeout:.0f}s)"
+                    ) from error
+                time.sleep(2)
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(LEASE_SECONDS / 3):
+                try:
+                    lease.renew()
+                except HttpResponseError:
+                    return
+
+        renewer = threading.Thread(target=renew, name=f"lease-{target}", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            renewer.join(timeout=5)
+            with contextlib.suppress(HttpResponseError):  # expired already: nothing to release
+                lease.release()
+
+    @contextmanager
+    def guard(
+        self,
+        target: str,
+        *,
+        expected_model_uri: str | None,
+        window: Mapping[str, str] | None,
+        allow_older_window: bool = False,
+    ) -> Iterator[PromotionGuard]:
+        """Lock ``target`` and check the compare-and-set conditions; yields the guard to record with.
+
+        :param expected_model_uri: the model the run evaluated against (``NO_MODEL`` for an empty
+            ledger); None skips this check.
+        :param window: the new model's data window; refused if older than the serving model's.
+        """
+        with self.lock(target):
+            records, etag = self.read(target)
+            head = records[-1] if records else None
+            if expected_model_uri is not None and (head.model_uri if head else NO_MODEL) != expected_model_uri:
+                raise PromotionConflictError(
+                    f"{target} changed since this run evaluated against it: it now serves "
+                    f"{head.model_uri if head else 'no recorded model'}, not {expected_model_uri or 'no model'}; "
+                    "re-run to evaluate against the current model"
+                )
+            newer = window_end(head)
+            if window and newer and not allow_older_window and datetime.fromisoformat(window["end"]) < newer:
+                raise PromotionConflictError(
+                    f"{target} serves a model trained on data up to {newer.isoformat()}; a model trained on an "
+                    f"older window (up to {window['end']}) does not replace it"
+                )
+            yield PromotionGuard(self, target, head, etag)
+
+
+@dataclass
+class PromotionGuard:
+    """What a locked promotion sees, and how it records its outcome."""
+
+    ledger: PromotionLedger
+    target: str
+    head: LedgerRecord | None
+    etag: str | None
+
+    def record(self, record: LedgerRecord, *, baseline_uri: str | None = None) -> None:
+        """Append ``record``; on an empty ledger, first record what served before (``baseline_uri``)."""
+        etag = self.etag
+        if self.head is None and baseline_uri:
+            self.ledger.append(
+                LedgerRecord(kind="baseline", target=self.target, model_uri=baseline_uri, reason="serving before"),
+                etag=etag,
+            )
+            etag = self.ledger.read(self.target)[1]
+        self.ledger.append(record, etag=etag)
+        self.etag = self.ledger.read(self.target)[1]

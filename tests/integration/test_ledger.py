@@ -1,0 +1,96 @@
+"""The promotion ledger against real Azurite: append-only records, compare-and-set, the lease lock."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from azureml_retrain.ledger import NO_MODEL, LedgerRecord, PromotionConflictError, PromotionLedger
+
+WINDOW_1 = {"start": "2026-11-24T00:00:00+00:00", "end": "2026-11-25T00:00:00+00:00"}
+WINDOW_2 = {"start": "2026-11-25T00:00:00+00:00", "end": "2026-11-26T00:00:00+00:00"}
+
+
+@pytest.fixture
+def ledger(azurite: str, container: str) -> PromotionLedger:
+    return PromotionLedger(container=container, lock_timeout=3)
+
+
+def promotion(uri: str, window=WINDOW_2, **kwargs) -> LedgerRecord:
+    return LedgerRecord(kind="promotion", target="ws/retrain01", model_uri=uri, window=window, **kwargs)
+
+
+def test_first_promotion_records_the_baseline_then_the_promotion(ledger):
+    with ledger.guard("ws/retrain01", expected_model_uri=NO_MODEL, window=WINDOW_2) as guard:
+        assert guard.head is None
+        guard.record(promotion("m2", metrics={"AUC": 0.8}, previous_model_uri="m0"), baseline_uri="m0")
+    records = ledger.records("ws/retrain01")
+    assert [(r.kind, r.model_uri) for r in records] == [("baseline", "m0"), ("promotion", "m2")]
+    assert ledger.champion_metrics("ws/retrain01") == {"AUC": 0.8}
+
+
+def test_compare_and_set_refuses_a_changed_target(ledger):
+    with ledger.guard("ws/retrain01", expected_model_uri=None, window=WINDOW_1) as guard:
+        guard.record(promotion("m1", window=WINDOW_1))
+    with (
+        pytest.raises(PromotionConflictError, match="changed since this run evaluated"),
+        ledger.guard("ws/retrain01", expected_model_uri="m0", window=WINDOW_2),
+    ):
+        pytest.fail("must not enter")
+    assert [r.model_uri for r in ledger.records("ws/retrain01")] == ["m1"]
+
+
+def test_an_older_window_never_replaces_a_newer_model(ledger):
+    with ledger.guard("ws/retrain01", expected_model_uri=None, window=WINDOW_2) as guard:
+        guard.record(promotion("m2"))
+    with (
+        pytest.raises(PromotionConflictError, match="older window"),
+        ledger.guard("ws/retrain01", expected_model_uri="m2", window=WINDOW_1),
+    ):
+        pytest.fail("must not enter")
+    with ledger.guard("ws/retrain01", expected_model_uri="m2", window=WINDOW_1, allow_older_window=True) as guard:
+        assert guard.head.model_uri == "m2"
+
+
+def test_concurrent_append_is_detected(ledger):
+    records, etag = ledger.read("ws/retrain01")
+    ledger.append(promotion("a"), etag=None)
+    with pytest.raises(PromotionConflictError):
+        ledger.append(promotion("b"), etag=None)  # still thinks the ledger is empty
+    _, etag = ledger.read("ws/retrain01")
+    ledger.append(promotion("b"), etag=etag)
+    with pytest.raises(PromotionConflictError):
+        ledger.append(promotion("c"), etag=etag)  # stale etag
+    assert [r.model_uri for r in ledger.records("ws/retrain01")] == ["a", "b"]
+
+
+def test_lock_serialises_two_promotions(ledger):
+    order: list[str] = []
+    inside = threading.Event()
+
+    def first():
+        with ledger.lock("ws/retrain01"):
+            order.append("first-in")
+            inside.set()
+            time.sleep(1.0)
+            order.append("first-out")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    inside.wait(10)
+    with ledger.lock("ws/retrain01"):
+        order.append("second-in")
+    thread.join()
+    assert order == ["first-in", "first-out", "second-in"]
+
+
+def test_lock_gives_up_with_a_clear_error(ledger, azurite):
+    other = PromotionLedger(container=ledger.container, lock_timeout=0.5)
+    with (
+        ledger.lock("ws/retrain01"),
+        pytest.raises(PromotionConflictError, match="another run is promoting to ws/retrain01"),
+        other.lock("ws/retrain01"),
+    ):
+        pytest.fail("must not enter")
