@@ -48,6 +48,20 @@ def get_member(mapping: Mapping[str, Any], name: str, default: Any = None) -> An
     return default
 
 
+def operation_state(operation: Mapping[str, Any]) -> str:
+    """State of an async operation body: the ML spec's ``provisioningState``, else ARM's generic ``status``."""
+    state = get_member(operation, "provisioningState") or get_member(operation, "status")
+    return str(state) if state else ProvisioningState.UNKNOWN
+
+
+def operation_error(operation: Mapping[str, Any]) -> str:
+    """``code message`` of a failed operation (``errorInfo`` in the ML spec, ``error`` in generic ARM)."""
+    error = get_member(operation, "errorInfo") or get_member(operation, "error") or {}
+    if not isinstance(error, Mapping):
+        return str(error)
+    return f"{get_member(error, 'code', '') or ''} {get_member(error, 'message', '') or ''}".strip()
+
+
 class AzureMLResourceManagerHook(AzureMLHttpHook):
     """Get, patch and watch ``Microsoft.MachineLearning/webServices`` with an Azure AD token."""
 
@@ -176,7 +190,7 @@ class AzureMLResourceManagerHook(AzureMLHttpHook):
         deadline = time.monotonic() + timeout
         while True:
             status = self.get_async_operation(url)
-            state = str(get_member(status, "provisioningState", ProvisioningState.UNKNOWN))
+            state = operation_state(status)
             if state in ProvisioningState.TERMINAL:
                 return status
             if time.monotonic() >= deadline:

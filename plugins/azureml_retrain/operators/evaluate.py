@@ -99,7 +99,7 @@ class EvaluateModelOperator(BaseOperator, BranchMixIn):
     def __init__(
         self,
         *,
-        evaluation_results: str | dict[str, Any],
+        evaluation_results: Any,
         rules: dict[str, Any] | str,
         champion_metrics: dict[str, Any] | str | None = None,
         output_name: str = "output2",

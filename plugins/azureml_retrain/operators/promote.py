@@ -24,7 +24,13 @@ from azureml_retrain.hooks.classic_management import (
     AzureMLClassicManagementHook,
     validate_endpoint_name,
 )
-from azureml_retrain.hooks.resource_manager import AzureMLResourceManagerHook, ProvisioningState, get_member
+from azureml_retrain.hooks.resource_manager import (
+    AzureMLResourceManagerHook,
+    ProvisioningState,
+    get_member,
+    operation_error,
+    operation_state,
+)
 from azureml_retrain.hooks.web_service import AzureMLWebServiceHook
 from azureml_retrain.storage import StorageAccount
 from azureml_retrain.triggers.arm_operation import ArmOperationTrigger
@@ -87,8 +93,10 @@ class PatchEndpointOperator(_PromoteBase):
 
     Mints a fresh short-lived read-only SAS for the ``.ilearner`` at patch time, PATCHes the
     endpoint's ``[trained model]`` resource, reads the endpoint back until it shows the new model,
-    and optionally scores ``smoke_test_rows`` through the endpoint's RRS API (a failure re-points
-    the endpoint at the previous model, when that model lives in the same storage account).
+    and optionally scores ``smoke_test_rows`` through the endpoint's RRS API. A smoke-test failure
+    re-points the endpoint at the previous model (with a fresh SAS when it is in this storage
+    account, else at the location the endpoint reported, e.g. a model the service holds itself) and
+    reads it back, then fails the task.
 
     Returns ``{"target", "web_service_id", "endpoint_name", "resource_name", "changed",
     "previous": {"base_location", "relative_location"}, "current": {...}, "smoke_test"}``.
@@ -196,19 +204,16 @@ class PatchEndpointOperator(_PromoteBase):
             "resource_name": resource["Name"],
             "previous": previous,
             "current": current,
-            "changed": previous != current,
+            "changed": not _same_location(previous, current),
             "smoke_test": None,
         }
-        if previous == current:
+        if not result["changed"]:
             self.log.info("Endpoint %s already serves %s; nothing to do", self.endpoint_name, model)
         else:
             self._patch(str(resource["Name"]), storage, model)
             self._wait_until(
                 f"endpoint {self.endpoint_name} serving {model}",
-                lambda: (
-                    self._location(self._resource(self.hook.get_endpoint(self.web_service_id, self.endpoint_name)))
-                    == current
-                ),
+                lambda: _same_location(self._serving(), current),
             )
             self.log.info(
                 "Endpoint %s now serves %s (was %s)", self.endpoint_name, model, previous["relative_location"]
@@ -216,6 +221,10 @@ class PatchEndpointOperator(_PromoteBase):
         if self.smoke_test_rows:
             result["smoke_test"] = self._smoke_test(endpoint, storage, str(resource["Name"]), previous, result)
         return result
+
+    def _serving(self) -> dict[str, str | None]:
+        """The model location the endpoint reports now."""
+        return self._location(self._resource(self.hook.get_endpoint(self.web_service_id, self.endpoint_name)))
 
     def _patch(self, resource_name: str, storage: StorageAccount, model: BlobLocation) -> None:
         self.hook.patch_endpoint_resources(
@@ -245,21 +254,69 @@ class PatchEndpointOperator(_PromoteBase):
         try:
             return smoke_test(scoring, self.smoke_test_rows or [])
         except (AzureMLServiceError, PromotionVerificationError) as error:
-            if (
-                result["changed"]
-                and previous["base_location"] == storage.base_location
-                and previous["relative_location"]
-            ):
-                self.log.error("Smoke test failed (%s); putting back %s", error, previous["relative_location"])
-                self._patch(resource_name, storage, BlobLocation.parse(str(previous["relative_location"])))
+            failed = f"smoke test failed after promoting to {self.endpoint_name}: {error}"
+            if not result["changed"]:
                 raise PromotionVerificationError(
-                    f"smoke test failed after promoting to {self.endpoint_name}: {error}; the previous model "
-                    f"{previous['relative_location']} was put back"
+                    f"{failed}; this run changed nothing (the endpoint already served "
+                    f"{result['current']['relative_location']})"
+                ) from error
+            if not previous["relative_location"]:
+                raise PromotionVerificationError(
+                    f"{failed}; the endpoint reported no previous model location, so none could be put back"
+                ) from error
+            self.log.error("Smoke test failed (%s); putting back %s", error, _describe(previous))
+            try:
+                self._put_back(resource_name, storage, previous)
+            except (AzureMLServiceError, PromotionVerificationError) as put_back_error:
+                raise PromotionVerificationError(
+                    f"{failed}; putting back the previous model {_describe(previous)} failed too "
+                    f"({put_back_error}): the endpoint still serves {result['current']['relative_location']}"
                 ) from error
             raise PromotionVerificationError(
-                f"smoke test failed after promoting to {self.endpoint_name}: {error}; the previous model was not "
-                "in this storage account, so it could not be put back automatically"
+                f"{failed}; the previous model {_describe(previous)} was put back"
             ) from error
+
+    def _put_back(self, resource_name: str, storage: StorageAccount, previous: Mapping[str, str | None]) -> None:
+        """Re-point the endpoint at the model it served before, and read it back."""
+        if _same_base(previous["base_location"], storage.base_location):
+            # In our storage account: the service needs a fresh SAS to read it again.
+            self._patch(resource_name, storage, BlobLocation.parse(str(previous["relative_location"])))
+        else:
+            # A model the service holds itself (e.g. the experiment's own trained model) or one in another
+            # account: hand back the location exactly as the endpoint reported it.
+            self.hook.patch_endpoint_resources(
+                self.web_service_id,
+                self.endpoint_name,
+                [
+                    {
+                        "Name": resource_name,
+                        "Location": {
+                            "BaseLocation": previous["base_location"],
+                            "RelativeLocation": previous["relative_location"],
+                            "SasBlobToken": None,
+                        },
+                    }
+                ],
+            )
+        self._wait_until(
+            f"endpoint {self.endpoint_name} serving the previous model again",
+            lambda: _same_location(self._serving(), previous),
+        )
+
+
+def _same_base(left: str | None, right: str | None) -> bool:
+    """Whether two storage base locations name the same account endpoint (trailing slash, host case ignored)."""
+    return (left or "").rstrip("/").lower() == (right or "").rstrip("/").lower()
+
+
+def _same_location(left: Mapping[str, str | None], right: Mapping[str, str | None]) -> bool:
+    return _same_base(left.get("base_location"), right.get("base_location")) and (
+        (left.get("relative_location") or "").lstrip("/") == (right.get("relative_location") or "").lstrip("/")
+    )
+
+
+def _describe(location: Mapping[str, str | None]) -> str:
+    return f"{location.get('base_location') or ''}{location.get('relative_location') or ''}"
 
 
 def find_trained_model_asset(definition: Mapping[str, Any], name: str | None) -> tuple[str, dict[str, Any]]:
@@ -417,12 +474,10 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
         return self.hook.patch_web_service(self.web_service_name, {"properties": properties})
 
     def _check_operation(self, operation: Mapping[str, Any]) -> dict[str, Any]:
-        state = str(get_member(operation, "provisioningState", ProvisioningState.UNKNOWN))
+        state = operation_state(operation)
         if state != ProvisioningState.SUCCEEDED:
-            error = get_member(operation, "errorInfo") or {}
             raise PromotionVerificationError(
-                f"update of web service {self.web_service_name} ended {state}: "
-                f"{get_member(error, 'code', '')} {get_member(error, 'message', '')}".strip()
+                f"update of web service {self.web_service_name} ended {state}: {operation_error(operation)}".strip()
             )
         return {"status": state, "id": get_member(operation, "id")}
 
@@ -447,17 +502,38 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
         try:
             return smoke_test(scoring, self.smoke_test_rows or [])
         except (AzureMLServiceError, PromotionVerificationError) as error:
-            if result["changed"] and result["previous_uri"]:
-                self.log.error("Smoke test failed (%s); putting back %s", error, result["previous_uri"])
-                latest = self.hook.get_web_service(self.web_service_name)
-                asset_id, _ = find_trained_model_asset(latest, self.trained_model_name)
-                url = self._patch_asset(latest, asset_id, str(result["previous_uri"]))
-                if url:
-                    self.hook.wait_for_async_operation(url, poll_interval=self.poll_interval)
+            failed = f"smoke test failed after updating {self.web_service_name}: {error}"
+            if not result["changed"]:
                 raise PromotionVerificationError(
-                    f"smoke test failed after updating {self.web_service_name}: {error}; "
-                    f"the previous model {result['previous_uri']} was put back"
+                    f"{failed}; this run changed nothing (the service already served {result['current_uri']})"
+                ) from error
+            if not result["previous_uri"]:
+                raise PromotionVerificationError(
+                    f"{failed}; the definition had no previous model uri, so none could be put back"
+                ) from error
+            self.log.error("Smoke test failed (%s); putting back %s", error, result["previous_uri"])
+            try:
+                self._put_back(str(result["previous_uri"]))
+            except (AzureMLServiceError, PromotionVerificationError) as put_back_error:
+                raise PromotionVerificationError(
+                    f"{failed}; putting back the previous model {result['previous_uri']} failed too "
+                    f"({put_back_error}): check which model the service serves"
                 ) from error
             raise PromotionVerificationError(
-                f"smoke test failed after updating {self.web_service_name}: {error}"
+                f"{failed}; the previous model {result['previous_uri']} was put back"
             ) from error
+
+    def _put_back(self, previous_uri: str) -> None:
+        """PATCH the previous uri back, wait for the operation, and read the definition back."""
+        latest = self.hook.get_web_service(self.web_service_name)
+        asset_id, _ = find_trained_model_asset(latest, self.trained_model_name)
+        url = self._patch_asset(latest, asset_id, previous_uri)
+        if url:
+            self._check_operation(
+                self.hook.wait_for_async_operation(
+                    url, poll_interval=self.poll_interval, timeout=self.operation_timeout.total_seconds()
+                )
+            )
+        _, asset = find_trained_model_asset(self.hook.get_web_service(self.web_service_name), self.trained_model_name)
+        if _asset_uri(asset) != previous_uri:
+            raise PromotionVerificationError(f"the service shows {_asset_uri(asset)} after the put-back")

@@ -10,7 +10,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from azureml_retrain.exceptions import AzureMLServiceError
-from azureml_retrain.hooks.resource_manager import AzureMLResourceManagerHook, ProvisioningState, get_member
+from azureml_retrain.hooks.resource_manager import AzureMLResourceManagerHook, ProvisioningState, operation_state
 from azureml_retrain.triggers.bes_job import is_transient, next_poll_interval
 
 
@@ -66,7 +66,7 @@ class ArmOperationTrigger(BaseTrigger):
                     return
                 self.log.warning("operation status unavailable (%s); will poll again", error)
             else:
-                state = str(get_member(operation, "provisioningState", ProvisioningState.UNKNOWN))
+                state = operation_state(operation)
                 if state in ProvisioningState.TERMINAL:
                     yield TriggerEvent({"status": "terminal", "operation": operation})
                     return

@@ -1,0 +1,318 @@
+"""SubmitBesJobOperator against the emulator and Azurite, over real HTTP, in both modes.
+
+Deferral is driven as the triggerer would: ``execute`` raises ``TaskDeferred``; the trigger is
+rebuilt from ``serialize()`` (as the triggerer does), its ``run()`` is iterated with asyncio, and
+``execute_complete`` is called with the event. A "crash" is simulated by dropping the operator after
+its first ``execute`` and running a new instance with the same task state store, as a retry does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import io
+import json
+import threading
+import time
+import zipfile
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import TaskDeferred
+
+from azureml_retrain.exceptions import AzureMLServiceError, BesJobFailedError
+from azureml_retrain.operators.submit_bes_job import JOB_STATE_KEY, SubmitBesJobOperator
+from azureml_retrain.triggers.bes_job import BesJobTrigger
+from support.airflow_context import DictStateStore, make_context
+from support.emulator import RunningEmulator
+from support.retrain import add_fault, job_fault, jobs, requests_log, route_count, run_deferrable, run_trigger, status
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def churn_input(upload: Callable[..., str]) -> str:
+    return upload("in/churn.csv", dataset="churn", rows=200, window=2, seed=1)
+
+
+def churn_op(container: str, data: str, **kwargs: Any) -> SubmitBesJobOperator:
+    kwargs.setdefault("deferrable", False)
+    return SubmitBesJobOperator(
+        task_id=kwargs.pop("task_id", "train"),
+        inputs={"input1": data},
+        outputs={"output1": f"{container}/out/model.ilearner", "output2": f"{container}/out/evaluation.csv"},
+        azureml_conn_id="azureml_churn_training",
+        poll_interval=0.2,
+        max_poll_interval=0.5,
+        **kwargs,
+    )
+
+
+def rebuilt(trigger: BesJobTrigger) -> BesJobTrigger:
+    """The trigger as the triggerer process builds it: from its serialized form."""
+    classpath, kwargs = trigger.serialize()
+    module, name = classpath.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    assert json.loads(json.dumps(kwargs)) == kwargs  # JSON-safe, no secrets needed to rebuild it
+    return cls(**kwargs)  # type: ignore[no-any-return]
+
+
+def wait_for_job_status(emulator: RunningEmulator, wanted: str, timeout: float = 15.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = jobs(emulator)
+        if current and current[-1]["status"] == wanted:
+            return current[-1]
+        time.sleep(0.05)
+    raise AssertionError(f"no job reached {wanted}: {jobs(emulator)}")
+
+
+def assert_outputs_written(blob_service: Any, result: dict[str, Any]) -> None:
+    model = result["outputs"]["output1"]
+    data = blob_service.get_blob_client(model["container"], model["blob_name"]).download_blob().readall()
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert "ilearner.json" in archive.namelist()
+    evaluation = result["outputs"]["output2"]
+    text = blob_service.get_blob_client(evaluation["container"], evaluation["blob_name"]).download_blob().readall()
+    assert text.decode("utf-8-sig").splitlines()[0].startswith("Accuracy,Precision,Recall,F-Score,AUC")
+
+
+# --- happy paths ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reference_mode", ["sas", "connection_string"])
+def test_non_deferrable_trains_and_returns_locations_only(
+    emulator, container, churn_input, blob_service, reference_mode
+):
+    context = make_context()
+    result = churn_op(container, churn_input, reference_mode=reference_mode).execute(context)
+
+    assert result["status"] == "Finished"
+    assert set(result["outputs"]) == {"output1", "output2"}
+    assert result["outputs"]["output1"]["relative_location"] == f"{container}/out/model.ilearner"
+    assert "sig=" not in json.dumps(result) and "AccountKey" not in json.dumps(result)
+    assert context["ti"].xcom == {"bes_job_id": result["job_id"]}
+    assert context["task_state_store"].get(JOB_STATE_KEY)["job_id"] == result["job_id"]
+    assert_outputs_written(blob_service, result)
+    assert route_count(emulator, "bes.submit") == 1
+    assert route_count(emulator, "bes.start") == 1
+    assert [j["status"] for j in jobs(emulator)] == ["Finished"]
+
+
+def test_deferrable_defers_then_completes_from_the_trigger_event(emulator, container, churn_input, blob_service):
+    emulator.admin("PATCH", "settings", json={"job_min_duration_seconds": 0.6})
+    op = churn_op(container, churn_input, deferrable=True)
+    context = make_context()
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    assert deferred.value.method_name == "execute_complete"
+    trigger = rebuilt(deferred.value.trigger)
+    event = run_trigger(trigger)
+    assert event["status"] == "terminal" and event["job_status"] == "Finished"
+
+    result = churn_op(container, churn_input, deferrable=True).execute_complete(context, event)
+    assert result["job_id"] == event["job_id"] == context["ti"].xcom["bes_job_id"]
+    assert_outputs_written(blob_service, result)
+    assert route_count(emulator, "bes.submit") == 1
+
+
+def test_arm_training_service_with_required_global_parameter(emulator, upload, container):
+    data = upload("in/energy.csv", dataset="energy", rows=200, window=1, seed=1)
+    op = SubmitBesJobOperator(
+        task_id="train_energy",
+        inputs={"input1": data},
+        outputs={"output1": f"{container}/energy/model.ilearner", "output2": f"{container}/energy/evaluation.csv"},
+        global_parameters={"Training window": "2026-11"},
+        azureml_conn_id="azureml_energy_training",
+        deferrable=False,
+        poll_interval=0.2,
+    )
+    assert op.execute(make_context())["status"] == "Finished"
+
+    op.global_parameters = {}
+    with pytest.raises(AzureMLServiceError, match="MissingRequiredGlobalParameters") as error:
+        op.execute(make_context())
+    assert error.value.status == 400
+    assert "Training window" in str(error.value)
+
+
+# --- reattach after a crash -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("retry_deferrable", [True, False])
+def test_retry_after_crash_while_running_reattaches_to_the_same_job(emulator, container, churn_input, retry_deferrable):
+    emulator.admin("PATCH", "settings", json={"job_min_duration_seconds": 1.0})
+    store = DictStateStore()
+    with pytest.raises(TaskDeferred):  # first try: submitted, started, deferred ... then the worker dies
+        churn_op(container, churn_input, deferrable=True).execute(make_context(store))
+    first_job = store.get(JOB_STATE_KEY)["job_id"]
+    assert jobs(emulator)[0]["status"] == "Running"
+
+    retry = churn_op(container, churn_input, deferrable=retry_deferrable)
+    result = run_deferrable(retry, make_context(store))
+
+    assert result["job_id"] == first_job
+    assert result["outputs"]["output1"]["relative_location"] == f"{container}/out/model.ilearner"
+    assert route_count(emulator, "bes.submit") == 1
+    assert route_count(emulator, "bes.start") == 1
+    assert [j["id"] for j in jobs(emulator)] == [first_job]
+
+
+def test_retry_after_the_job_finished_reuses_its_results(emulator, container, churn_input):
+    store = DictStateStore()
+    with pytest.raises(TaskDeferred):
+        churn_op(container, churn_input, deferrable=True).execute(make_context(store))
+    finished = wait_for_job_status(emulator, "Finished")
+
+    result = churn_op(container, churn_input).execute(make_context(store))
+    assert result["job_id"] == finished["id"]
+    assert set(result["outputs"]) == {"output1", "output2"}
+    assert route_count(emulator, "bes.submit") == 1
+
+
+def test_retry_after_submit_without_start_starts_the_submitted_job(emulator, container, churn_input):
+    # The start call fails (an injected 400: not retried), as if the worker died between submit and start.
+    add_fault(emulator, "bes.start", status(400))
+    store = DictStateStore()
+    with pytest.raises(AzureMLServiceError, match="start BES job failed"):
+        churn_op(container, churn_input).execute(make_context(store))
+    job_id = store.get(JOB_STATE_KEY)["job_id"]
+    assert jobs(emulator) == [
+        {"id": job_id, "service_id": jobs(emulator)[0]["service_id"], "status": "NotStarted", "details": None}
+    ]
+
+    result = churn_op(container, churn_input).execute(make_context(store))
+    assert result["job_id"] == job_id
+    assert route_count(emulator, "bes.submit") == 1
+    assert [r["status"] for r in requests_log(emulator, "bes.start")] == [400, 200]
+
+
+def test_retry_whose_stored_job_no_longer_exists_submits_a_new_one(emulator, container, churn_input):
+    store = DictStateStore({JOB_STATE_KEY: {"job_id": "0" * 32, "submitted_at": None, "deadline": time.time() + 60}})
+    result = churn_op(container, churn_input).execute(make_context(store))
+    assert result["job_id"] != "0" * 32
+    assert next(r["status"] for r in requests_log(emulator, "bes.status")) == 404
+    assert route_count(emulator, "bes.submit") == 1
+
+
+def test_retry_after_a_failed_job_submits_a_new_one(emulator, container, churn_input):
+    job_fault(emulator, "fail", details="Module execution failed: out of memory", count=1)
+    store = DictStateStore()
+    with pytest.raises(BesJobFailedError):
+        churn_op(container, churn_input).execute(make_context(store))
+    failed = store.get(JOB_STATE_KEY)["job_id"]
+
+    result = churn_op(container, churn_input).execute(make_context(store))
+    assert result["job_id"] != failed
+    assert route_count(emulator, "bes.submit") == 2
+    assert [j["status"] for j in jobs(emulator)] == ["Failed", "Finished"]
+
+
+# --- cancel on kill ---------------------------------------------------------------------------------
+
+
+def test_on_kill_cancels_the_running_job_non_deferrable(emulator, container, churn_input):
+    job_fault(emulator, "hang")
+    op = churn_op(container, churn_input)
+    outcome: dict[str, BaseException | None] = {}
+
+    def run() -> None:
+        try:
+            op.execute(make_context())
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    running = wait_for_job_status(emulator, "Running")
+    deadline = time.monotonic() + 10
+    while op._active_job_id is None and time.monotonic() < deadline:  # execute has reached its wait loop
+        time.sleep(0.02)
+    op.on_kill()
+    worker.join(timeout=15)
+
+    assert not worker.is_alive()
+    assert isinstance(outcome.get("error"), BesJobFailedError)
+    assert "Cancelled" in str(outcome["error"])
+    assert [r["method"] for r in requests_log(emulator, "bes.delete")] == ["DELETE"]
+    assert jobs(emulator) == [{**running, "status": "Cancelled"}]
+
+
+def test_trigger_on_kill_cancels_the_job_deferrable(emulator, container, churn_input):
+    job_fault(emulator, "hang")
+    with pytest.raises(TaskDeferred) as deferred:
+        churn_op(container, churn_input, deferrable=True).execute(make_context())
+    trigger = rebuilt(deferred.value.trigger)
+
+    async def kill_while_polling() -> dict[str, Any]:
+        runner = asyncio.ensure_future(trigger.run().__anext__())
+        await asyncio.sleep(0.5)  # a few polls: the job hangs in Running
+        assert not runner.done()
+        # What the triggerer does when a user marks the task failed: cancel run(), then on_kill().
+        runner.cancel()
+        await trigger.on_kill()
+        return dict((await rebuilt(trigger).run().__anext__()).payload)
+
+    event = asyncio.run(kill_while_polling())
+    assert event["job_status"] == "Cancelled"
+    assert jobs(emulator)[0]["status"] == "Cancelled"
+    assert route_count(emulator, "bes.delete") == 1
+    with pytest.raises(BesJobFailedError, match="Cancelled"):
+        churn_op(container, churn_input, deferrable=True).execute_complete(make_context(), event)
+
+
+# --- transient errors, auth, failed jobs -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("deferrable", [False, True])
+def test_throttling_and_unavailability_are_retried_with_one_job(
+    emulator, container, churn_input, blob_service, deferrable
+):
+    add_fault(emulator, "bes.submit", status(429, retry_after=1))
+    add_fault(emulator, "bes.start", status(503))
+    add_fault(emulator, "bes.status", None, status(503), status(429, retry_after=0))
+
+    started = time.monotonic()
+    result = run_deferrable(churn_op(container, churn_input, deferrable=deferrable))
+    assert time.monotonic() - started >= 1.0  # Retry-After honoured
+    assert [r["status"] for r in requests_log(emulator, "bes.submit")] == [429, 200]
+    assert [r["status"] for r in requests_log(emulator, "bes.start")] == [503, 200]
+    assert [r["status"] for r in requests_log(emulator, "bes.status")][:3] == [200, 503, 429]
+    assert len(jobs(emulator)) == 1
+    assert_outputs_written(blob_service, result)
+
+
+def test_wrong_endpoint_key_is_a_clear_401_without_retries(emulator, container, churn_input, monkeypatch):
+    endpoint = emulator.classic_endpoint("training")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AZUREML_CHURN_TRAINING",
+        json.dumps(
+            {"conn_type": "azureml_web_service", "host": endpoint["api_location"], "password": "wrong-key-0123456789"}
+        ),
+    )
+    with pytest.raises(AzureMLServiceError) as error:
+        churn_op(container, churn_input).execute(make_context())
+    assert error.value.status == 401
+    assert error.value.code == "Unauthorized"
+    assert "submit BES job failed" in str(error.value)
+    assert "wrong-key-0123456789" not in str(error.value)
+    assert route_count(emulator, "bes.submit") == 1
+    assert jobs(emulator) == []
+
+
+@pytest.mark.parametrize("deferrable", [False, True])
+def test_failed_job_raises_with_the_job_details(emulator, container, churn_input, deferrable):
+    job_fault(emulator, "fail", details="Error 0018: Dataset contains invalid data (column Tenure, line 7).")
+    with pytest.raises(BesJobFailedError) as error:
+        run_deferrable(churn_op(container, churn_input, deferrable=deferrable))
+    message = str(error.value)
+    assert "Failed" in message
+    assert "Error 0018: Dataset contains invalid data (column Tenure, line 7)." in message
+    assert route_count(emulator, "bes.submit") == 1
+
+
+def test_bad_training_data_fails_the_job_with_the_service_details(emulator, upload, container):
+    data = upload("in/bad.csv", b"Tenure,MonthlyCharges\n1,2\n")
+    with pytest.raises(BesJobFailedError, match=r"Failed: .*(column|Churn|rows)"):
+        churn_op(container, data).execute(make_context())
