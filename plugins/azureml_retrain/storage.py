@@ -69,27 +69,20 @@ class StorageAccount:
         now = datetime.now(UTC)
         start, expiry = now - timedelta(minutes=5), now + lifetime  # tolerate clock skew
         permission = BlobSasPermissions(read=True, write=write, create=write)
-        if self._account_key:
-            token = generate_blob_sas(
-                account_name=self.account_name,
-                container_name=location.container,
-                blob_name=location.blob_name,
-                account_key=self._account_key,
-                permission=permission,
-                start=start,
-                expiry=expiry,
-            )
-        else:
-            delegation_key = self.client.get_user_delegation_key(start, expiry)
-            token = generate_blob_sas(
-                account_name=self.account_name,
-                container_name=location.container,
-                blob_name=location.blob_name,
-                user_delegation_key=delegation_key,
-                permission=permission,
-                start=start,
-                expiry=expiry,
-            )
+        signing: dict[str, Any] = (
+            {"account_key": self._account_key}
+            if self._account_key
+            else {"user_delegation_key": self.client.get_user_delegation_key(start, expiry)}
+        )
+        token = generate_blob_sas(
+            account_name=self.account_name,
+            container_name=location.container,
+            blob_name=location.blob_name,
+            permission=permission,
+            start=start,
+            expiry=expiry,
+            **signing,
+        )
         mask_secret(token)
         return f"?{token}"
 

@@ -64,8 +64,12 @@ def probe_dag_import(path: Path) -> dict:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     probe = json.loads(result.stdout.strip().splitlines()[-1])
-    # Python's own imports read .py/.pyc files; anything else is I/O done by the DAG file.
-    probe["data_files"] = [f for f in probe["opened"] if not f.endswith((".py", ".pyc", ".pth", ".so"))]
+    # Python's own imports read .py/.pyc files, and the DAG bundle may read its own config files
+    # (dags/retraining/*.yaml); anything else is I/O done by the DAG file.
+    dags_folder = str(ROOT / "dags") + "/"
+    probe["data_files"] = [
+        f for f in probe["opened"] if not f.endswith((".py", ".pyc", ".pth", ".so")) and not f.startswith(dags_folder)
+    ]
     return probe
 
 

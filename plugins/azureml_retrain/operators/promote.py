@@ -4,6 +4,11 @@ Both operators follow one sequence: read what serves now, change it only if it d
 or re-run never promotes twice), read the target back until it shows the new model, optionally
 score a smoke-test payload, and put the previous model back if that smoke test fails. They return
 what served before, for rollback.
+
+With ``ledger_container`` set, a promotion also goes through the target's promotion ledger
+(:mod:`azureml_retrain.ledger`): it holds the target's lock, applies only if the ledger still shows
+``expected_model_uri`` and the new model's window is not older than the serving one's, and records
+the change (with the metrics, window and run) once it is verified.
 """
 
 from __future__ import annotations
@@ -48,9 +53,44 @@ def smoke_test(hook: AzureMLWebServiceHook, rows: Sequence[Mapping[str, Any]]) -
     return {"rows": len(rows), "predictions": [{k: v for k, v in r.items() if k.startswith("Scored")} for r in scored]}
 
 
+def split_model_uri(uri: str) -> dict[str, str | None]:
+    """``{"base_location", "relative_location"}`` of a model URI given by URL (last path segment apart)."""
+    base, _, relative = uri.rpartition("/")
+    return {"base_location": f"{base}/", "relative_location": relative}
+
+
+def location_uri(location: Mapping[str, str | None]) -> str:
+    """One string naming a model location, as the ledger records it."""
+    return f"{location.get('base_location') or ''}{(location.get('relative_location') or '').lstrip('/')}"
+
+
+def _challenger_metrics(value: Any) -> dict[str, Any]:
+    """Metrics from an EvaluateModelOperator decision (its ``challenger``) or a plain metrics dict."""
+    if not isinstance(value, Mapping):
+        return {}
+    metrics = value.get("challenger") if "challenger" in value else value
+    return dict(metrics) if isinstance(metrics, Mapping) else {}
+
+
 class _PromoteBase(BaseOperator):
-    template_fields: Sequence[str] = ("model", "output_name", "trained_model_name", "wasb_conn_id", "smoke_test_rows")
-    template_fields_renderers: ClassVar[dict[str, str]] = {"model": "json", "smoke_test_rows": "json"}
+    template_fields: Sequence[str] = (
+        "model",
+        "output_name",
+        "trained_model_name",
+        "wasb_conn_id",
+        "smoke_test_rows",
+        "target_name",
+        "ledger_container",
+        "expected_model_uri",
+        "window",
+        "metrics",
+    )
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "model": "json",
+        "smoke_test_rows": "json",
+        "window": "json",
+        "metrics": "json",
+    }
     ui_color = "#d4edda"
 
     def __init__(
@@ -63,6 +103,13 @@ class _PromoteBase(BaseOperator):
         smoke_test_rows: Sequence[Mapping[str, Any]] | None = None,
         verify_timeout: timedelta = timedelta(minutes=5),
         verify_poll_interval: float = 5.0,
+        target_name: str | None = None,
+        ledger_container: str | None = None,
+        expected_model_uri: str | None = None,
+        window: Mapping[str, str] | None = None,
+        metrics: Any = None,
+        allow_older_window: bool = False,
+        record_kind: str = "promotion",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -73,12 +120,78 @@ class _PromoteBase(BaseOperator):
         self.smoke_test_rows = smoke_test_rows
         self.verify_timeout = verify_timeout
         self.verify_poll_interval = verify_poll_interval
+        self.target_name = target_name
+        self.ledger_container = ledger_container
+        self.expected_model_uri = expected_model_uri
+        self.window = window
+        self.metrics = metrics
+        self.allow_older_window = allow_older_window
+        self.record_kind = record_kind
+        if record_kind not in ("promotion", "rollback"):
+            raise ConfigurationError(f"record_kind: expected 'promotion' or 'rollback', got {record_kind!r}")
 
     def model_location(self) -> BlobLocation:
         location = resolve_output(self.model, self.output_name, field="model")
         if not location.blob_name.lower().endswith(".ilearner"):
             raise ConfigurationError(f"model: {location} is not a trained model (.ilearner)")
         return location
+
+    def target_model(self, storage: StorageAccount) -> dict[str, str | None]:
+        """Where the model to serve is: a blob of ``wasb_conn_id`` (path or SubmitBesJob result), or
+        any model URI (``https://...``, or a service-held ``aml://...`` model, e.g. for a rollback)."""
+        if isinstance(self.model, str) and "://" in self.model:
+            if _same_base(self.model[: len(storage.base_location)], storage.base_location):
+                relative = self.model[len(storage.base_location) :]
+                return {"base_location": storage.base_location, "relative_location": relative}
+            return split_model_uri(self.model)
+        return {"base_location": storage.base_location, "relative_location": self.model_location().relative_location}
+
+    # --- the ledger ------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if not self.ledger_container:
+            return self.promote(context)
+        from azureml_retrain.ledger import LedgerRecord, PromotionLedger
+
+        ledger = PromotionLedger(self.wasb_conn_id, self.ledger_container)
+        target = self.target_name or self.default_target_name
+        with ledger.guard(
+            target,
+            expected_model_uri=self.expected_model_uri,
+            window=self.window,
+            allow_older_window=self.allow_older_window or self.record_kind == "rollback",
+        ) as guard:
+            result = self.promote(context)
+            result["target"] = target
+            # Also record a change the ledger missed (a retry after the PATCH landed but before it was recorded).
+            behind = guard.head is not None and guard.head.model_uri != result["model_uri"]
+            if result["changed"] or behind:
+                previous = result["previous_model_uri"] if result["changed"] else guard.head.model_uri  # type: ignore[union-attr]
+                guard.record(
+                    LedgerRecord(
+                        kind=self.record_kind,  # type: ignore[arg-type]
+                        target=target,
+                        model_uri=result["model_uri"],
+                        previous_model_uri=previous,
+                        metrics=_challenger_metrics(self.metrics),
+                        window=dict(self.window) if self.window else None,
+                        dag_id=self.dag_id,
+                        run_id=str(context.get("run_id") or ""),
+                        reason=None if result["changed"] else "found already serving; recorded late",
+                    ),
+                    baseline_uri=previous,
+                )
+                self.log.info(
+                    "Recorded the %s of %s in the ledger of %s", self.record_kind, result["model_uri"], target
+                )
+        return result
+
+    @property
+    def default_target_name(self) -> str:
+        raise NotImplementedError
+
+    def promote(self, context: Context) -> dict[str, Any]:
+        raise NotImplementedError
 
     def _wait_until(self, description: str, check: Any) -> None:
         deadline = time.monotonic() + self.verify_timeout.total_seconds()
@@ -189,35 +302,39 @@ class PatchEndpointOperator(_PromoteBase):
             "relative_location": (location.get("RelativeLocation") or "").lstrip("/") or None,
         }
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    @property
+    def default_target_name(self) -> str:
+        return f"{self.web_service_id}/{self.endpoint_name}"
+
+    def promote(self, context: Context) -> dict[str, Any]:
         self._check_endpoint_name()
-        model = self.model_location()
         storage = StorageAccount(self.wasb_conn_id)
+        current = self.target_model(storage)
+        model = location_uri(current)
         endpoint = self._endpoint()
         resource = self._resource(endpoint)
         previous = self._location(resource)
-        current = {"base_location": storage.base_location, "relative_location": model.relative_location}
         result: dict[str, Any] = {
-            "target": f"{self.web_service_id}/{self.endpoint_name}",
+            "target": self.default_target_name,
             "web_service_id": self.web_service_id,
             "endpoint_name": self.endpoint_name,
             "resource_name": resource["Name"],
             "previous": previous,
             "current": current,
+            "previous_model_uri": location_uri(previous) if previous["relative_location"] else None,
+            "model_uri": model,
             "changed": not _same_location(previous, current),
             "smoke_test": None,
         }
         if not result["changed"]:
             self.log.info("Endpoint %s already serves %s; nothing to do", self.endpoint_name, model)
         else:
-            self._patch(str(resource["Name"]), storage, model)
+            self._patch_location(str(resource["Name"]), storage, current)
             self._wait_until(
                 f"endpoint {self.endpoint_name} serving {model}",
                 lambda: _same_location(self._serving(), current),
             )
-            self.log.info(
-                "Endpoint %s now serves %s (was %s)", self.endpoint_name, model, previous["relative_location"]
-            )
+            self.log.info("Endpoint %s now serves %s (was %s)", self.endpoint_name, model, result["previous_model_uri"])
         if self.smoke_test_rows:
             result["smoke_test"] = self._smoke_test(endpoint, storage, str(resource["Name"]), previous, result)
         return result
@@ -278,29 +395,31 @@ class PatchEndpointOperator(_PromoteBase):
 
     def _put_back(self, resource_name: str, storage: StorageAccount, previous: Mapping[str, str | None]) -> None:
         """Re-point the endpoint at the model it served before, and read it back."""
-        if _same_base(previous["base_location"], storage.base_location):
-            # In our storage account: the service needs a fresh SAS to read it again.
-            self._patch(resource_name, storage, BlobLocation.parse(str(previous["relative_location"])))
-        else:
-            # A model the service holds itself (e.g. the experiment's own trained model) or one in another
-            # account: hand back the location exactly as the endpoint reported it.
-            self.hook.patch_endpoint_resources(
-                self.web_service_id,
-                self.endpoint_name,
-                [
-                    {
-                        "Name": resource_name,
-                        "Location": {
-                            "BaseLocation": previous["base_location"],
-                            "RelativeLocation": previous["relative_location"],
-                            "SasBlobToken": None,
-                        },
-                    }
-                ],
-            )
+        self._patch_location(resource_name, storage, previous)
         self._wait_until(
             f"endpoint {self.endpoint_name} serving the previous model again",
             lambda: _same_location(self._serving(), previous),
+        )
+
+    def _patch_location(self, resource_name: str, storage: StorageAccount, location: Mapping[str, str | None]) -> None:
+        """PATCH the resource to ``location``: with a fresh SAS when it is in our storage account, else
+        exactly as given (a model the service holds itself, or one in another account)."""
+        if _same_base(location["base_location"], storage.base_location):
+            self._patch(resource_name, storage, BlobLocation.parse(str(location["relative_location"])))
+            return
+        self.hook.patch_endpoint_resources(
+            self.web_service_id,
+            self.endpoint_name,
+            [
+                {
+                    "Name": resource_name,
+                    "Location": {
+                        "BaseLocation": location["base_location"],
+                        "RelativeLocation": location["relative_location"],
+                        "SasBlobToken": None,
+                    },
+                }
+            ],
         )
 
 
@@ -407,10 +526,14 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
         )
         return str(target)
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        model = self.model_location()
+    @property
+    def default_target_name(self) -> str:
+        return self.web_service_name
+
+    def promote(self, context: Context) -> dict[str, Any]:
         storage = StorageAccount(self.wasb_conn_id)
-        new_uri = storage.blob_url(model)
+        new_uri = location_uri(self.target_model(storage))
+        model = new_uri
         definition = self.hook.get_web_service(self.web_service_name)
         asset_id, asset = find_trained_model_asset(definition, self.trained_model_name)
         previous_uri = _asset_uri(asset)
@@ -420,6 +543,8 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
             "asset_id": asset_id,
             "previous_uri": previous_uri,
             "current_uri": new_uri,
+            "previous_model_uri": previous_uri,
+            "model_uri": new_uri,
             "changed": previous_uri != new_uri,
             "exported": {"before": self._export(definition, "before", context)},
             "operation": None,
@@ -429,7 +554,8 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
             self.log.info("Web service %s already serves %s; nothing to do", self.web_service_name, model)
             return self._finish(result, context)
         operation_url = self._patch_asset(definition, asset_id, new_uri)
-        if operation_url and self.deferrable:
+        # Under the ledger's lock the wait stays in the worker, so the lock covers the whole change.
+        if operation_url and self.deferrable and not self.ledger_container:
             self.defer(
                 trigger=ArmOperationTrigger(
                     arm_conn_id=self.arm_conn_id,

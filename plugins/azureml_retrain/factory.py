@@ -1,0 +1,539 @@
+"""Build one retraining DAG per config: wait for data → train (BES) → evaluate → promote → record.
+
+::
+
+    wait_for_data ─ plan ─ train ─ evaluate ─ decide ─┬─ promote_classic_endpoints[*] ─┬─ report
+                                                      ├─ promote_arm_web_services[*]  ─┘
+                                                      └─ skip_promotion
+
+* ``plan`` fixes everything the run needs before spending money: the window, the input (exactly the
+  blobs the sensor accepted), output paths no other run uses, the rules, and per target the model
+  the run evaluates against (the ledger's head, also the champion's metrics).
+* ``decide`` applies the run's ``promote`` param (auto/never/force), keeps backfills from promoting
+  unless asked, and stops dry runs.
+* Promotion is mapped over the config's targets: one failing target does not stop the others, and
+  ``report`` lists which were promoted. Each promotion holds the target's ledger lock and applies
+  only if the target still serves the model the run evaluated against.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from azureml_retrain.config import ArmWebServiceTarget, ClassicEndpointTarget, RetrainingConfig, load_configs
+
+PROMOTE_MODES = ("auto", "never", "force")
+CLASSIC_TASK = "promote_classic_endpoints"
+ARM_TASK = "promote_arm_web_services"
+SKIP_TASK = "skip_promotion"
+
+
+def model_asset(config: RetrainingConfig) -> Any:
+    """The Airflow Asset updated each time a run promotes a new model of this config."""
+    from airflow.sdk import Asset
+
+    return Asset(name=f"azureml_model_{config.model}", uri=f"azureml-model://retrain/{config.model}")
+
+
+def run_slug(run_id: str) -> str:
+    """A blob-path-safe, unique-per-run form of the run id."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", run_id).strip("-")
+
+
+def params_for(config: RetrainingConfig) -> dict[str, Any]:
+    """The manual-trigger form."""
+    from airflow.sdk import Param
+
+    return {
+        "window_start": Param(
+            None,
+            type=["null", "string"],
+            title="Window start",
+            description="ISO date/time; empty: the latest complete interval of the schedule.",
+        ),
+        "window_end": Param(
+            None,
+            type=["null", "string"],
+            title="Window end",
+            description="ISO date/time, exclusive; give it together with the start.",
+        ),
+        "data_prefix": Param(
+            None,
+            type=["null", "string"],
+            title="Training data override",
+            description=f"Folder in container '{config.data.container}' to train on instead of the window's "
+            f"('{config.data.prefix}').",
+        ),
+        "rules": Param(
+            None,
+            type=["null", "object"],
+            title="Evaluation rules override",
+            description="Replaces the config's rules for this run, e.g. "
+            '{"metric": "AUC", "threshold": 0.7, "min_absolute_improvement": 0.01}.',
+        ),
+        "promote": Param(
+            "auto",
+            enum=list(PROMOTE_MODES),
+            title="Promote",
+            description="auto: if the evaluation says so; never: train and evaluate only; "
+            "force: promote even if the evaluation rejects the model (the ledger guard still applies).",
+        ),
+        "promote_backfill": Param(
+            False,
+            type="boolean",
+            title="Let a backfill run promote",
+            description="Backfill runs only train and evaluate unless this is set; a model trained on an older "
+            "window never replaces one trained on a newer window.",
+        ),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Resolve the window, check the data and plan the run, then stop before training.",
+        ),
+    }
+
+
+def build_plan(config: RetrainingConfig, arrival: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Everything the run does, decided once (see the module docstring)."""
+    from azureml_retrain.ledger import NO_MODEL, PromotionLedger
+    from azureml_retrain.windows import parse_datetime
+
+    params = context["params"]
+    dag_run = context["dag_run"]
+    start = parse_datetime(arrival["window"]["start"], "window_start")
+    end = parse_datetime(arrival["window"]["end"], "window_end")
+    assert start is not None and end is not None
+    folder = f"{config.outputs.prefix.strip('/')}/{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}/{run_slug(str(dag_run.run_id))}"
+    blobs = sorted(b["name"] for b in arrival["blobs"])
+    # BES writes the model and evaluation into this container but does not create it: a missing
+    # container fails the training job (after the data wait) with a "blob not found".
+    ensure_container(config.data.wasb_conn_id, config.outputs.container)
+    if len(blobs) == 1:
+        training_input = f"{arrival['container']}/{blobs[0]}"
+    else:
+        training_input = stage_training_input(config, arrival, f"{folder}/input.csv")
+    ledger = PromotionLedger(config.data.wasb_conn_id, config.ledger_container)
+    heads = {t.name: ledger.head(t.name) for t in config.targets}
+    primary = heads[config.targets[0].name]
+    rules = params.get("rules") or config.evaluation.rules()
+    return {
+        "window": {"start": start.isoformat(), "end": end.isoformat()},
+        "run_type": str(getattr(dag_run.run_type, "value", dag_run.run_type)),
+        "promote": params.get("promote") or "auto",
+        "promote_backfill": bool(params.get("promote_backfill")),
+        "dry_run": bool(params.get("dry_run")),
+        "input": training_input,
+        "input_blobs": [{k: b[k] for k in ("name", "etag", "size")} for b in arrival["blobs"]],
+        "model": f"{config.outputs.container}/{folder}/model.ilearner",
+        "evaluation": f"{config.outputs.container}/{folder}/evaluation.csv",
+        "rules": rules,
+        "champion_metrics": dict(primary.metrics) if primary and primary.metrics else None,
+        "expected_models": {name: (head.model_uri if head else NO_MODEL) for name, head in heads.items()},
+    }
+
+
+def ensure_container(wasb_conn_id: str, container: str) -> None:
+    """Create ``container`` when it does not exist yet (idempotent)."""
+    from azure.core.exceptions import ResourceExistsError
+
+    from azureml_retrain.storage import StorageAccount
+
+    try:
+        StorageAccount(wasb_conn_id).client.create_container(container)
+    except ResourceExistsError:
+        pass
+
+
+def stage_training_input(config: RetrainingConfig, arrival: dict[str, Any], blob_name: str) -> str:
+    """Concatenate the accepted CSV blobs (header once) into one input blob for BES.
+
+    Each blob is read at the etag the sensor accepted, so the run trains on exactly those bytes.
+    """
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceModifiedError
+
+    from azureml_retrain.exceptions import ConfigurationError
+    from azureml_retrain.storage import StorageAccount
+
+    client = StorageAccount(config.data.wasb_conn_id).client
+    header: str | None = None
+    lines: list[str] = []
+    for blob in sorted(arrival["blobs"], key=lambda b: b["name"]):
+        try:
+            data = (
+                client.get_blob_client(arrival["container"], blob["name"])
+                .download_blob(etag=blob["etag"], match_condition=MatchConditions.IfNotModified)
+                .readall()
+                .decode("utf-8-sig")
+            )
+        except ResourceModifiedError as error:
+            raise ConfigurationError(
+                f"{arrival['container']}/{blob['name']} changed after the sensor accepted it; re-run the window"
+            ) from error
+        rows = data.splitlines()
+        if not rows:
+            continue
+        if header is None:
+            header = rows[0]
+        elif rows[0] != header:
+            raise ConfigurationError(
+                f"{arrival['container']}/{blob['name']}: header differs from the first file's; "
+                "all files of a window must have the same columns"
+            )
+        lines.extend(r for r in rows[1:] if r.strip())
+    text = "\n".join([header or "", *lines]) + "\n"
+    client.get_blob_client(config.outputs.container, blob_name).upload_blob(text.encode(), overwrite=False)
+    return f"{config.outputs.container}/{blob_name}"
+
+
+def choose_branches(config: RetrainingConfig, plan: dict[str, Any], decision: dict[str, Any]) -> list[str]:
+    """Which promotion tasks run: the evaluation's verdict under the run's promote mode."""
+    has_classic = any(isinstance(t, ClassicEndpointTarget) for t in config.targets)
+    has_arm = any(isinstance(t, ArmWebServiceTarget) for t in config.targets)
+    promote = [task for task, present in ((CLASSIC_TASK, has_classic), (ARM_TASK, has_arm)) if present]
+    if plan["promote"] == "never":
+        return [SKIP_TASK]
+    if plan["run_type"] == "backfill" and not plan["promote_backfill"]:
+        return [SKIP_TASK]
+    if plan["promote"] == "force" or decision.get("promote"):
+        return promote
+    return [SKIP_TASK]
+
+
+def skip_reason(plan: dict[str, Any], decision: dict[str, Any]) -> str:
+    if plan["promote"] == "never":
+        return "not promoted: the run's promote param is 'never'"
+    if plan["run_type"] == "backfill" and not plan["promote_backfill"]:
+        return "not promoted: backfill runs only train and evaluate (set promote_backfill to let them promote)"
+    return f"not promoted: {decision.get('reason', 'the evaluation rejected the model')}"
+
+
+def target_kwargs(config: RetrainingConfig, plan: dict[str, Any], kind: type) -> list[dict[str, Any]]:
+    """Per-target arguments for the mapped promotion task of ``kind``."""
+    items = []
+    for target in config.targets:
+        if not isinstance(target, kind):
+            continue
+        common = {
+            "target_name": target.name,
+            "trained_model_name": target.trained_model_name,
+            "expected_model_uri": plan["expected_models"][target.name],
+        }
+        if isinstance(target, ClassicEndpointTarget):
+            items.append(
+                {
+                    **common,
+                    "web_service_id": target.web_service_id,
+                    "endpoint_name": target.endpoint_name,
+                    "create_endpoint": target.create_endpoint,
+                    "management_conn_id": target.management_conn_id,
+                }
+            )
+        else:
+            items.append({**common, "web_service_name": target.web_service_name, "arm_conn_id": target.arm_conn_id})
+    return items
+
+
+def build_dag(config: RetrainingConfig) -> Any:
+    from airflow.sdk import DAG, CronDataIntervalTimetable, TriggerRule, task
+
+    from azureml_retrain.operators import (
+        EvaluateModelOperator,
+        PatchEndpointOperator,
+        SubmitBesJobOperator,
+        UpdateWebServiceDefinitionOperator,
+    )
+    from azureml_retrain.sensors import BlobArrivalSensor
+
+    asset = model_asset(config)
+    doc = (
+        f"### Retrain `{config.model}`\n\n{config.description}\n\n"
+        f"Every `{config.schedule}` ({config.timezone}) this DAG trains on the interval that just ended: it waits "
+        f"for the data under `{config.data.container}/{config.data.prefix}`, runs the training web service through "
+        f"BES, evaluates the new model on `{config.evaluation.metric}` against the one serving, and promotes it to "
+        f"{', '.join(f'`{t.name}`' for t in config.targets)}. Trigger it by hand for any window with the form; "
+        "backfills train and evaluate past windows without promoting unless asked."
+    )
+    with DAG(
+        dag_id=config.dag_id,
+        description=config.description,
+        doc_md=doc,
+        schedule=CronDataIntervalTimetable(config.schedule, timezone=config.timezone),
+        start_date=config.start_date,
+        catchup=config.catchup,
+        max_active_runs=config.max_active_runs,
+        tags=["azureml", "retraining", config.model, *config.tags],
+        params=params_for(config),
+        render_template_as_native_obj=True,
+        default_args={
+            "owner": config.owner,
+            "retries": config.retries,
+            "retry_delay": timedelta(seconds=30),
+            "retry_exponential_backoff": True,
+        },
+    ) as dag:
+        data = config.data
+        wait_for_data = BlobArrivalSensor(
+            task_id="wait_for_data",
+            container=data.container,
+            prefix="{{ params.data_prefix or '" + data.prefix.replace("'", "\\'") + "' }}",
+            pattern=data.pattern,
+            marker=data.marker,
+            min_files=data.min_files,
+            stable_for=data.stable_for_seconds,
+            wasb_conn_id=data.wasb_conn_id,
+            poke_interval=data.poke_interval_seconds,
+            timeout=data.timeout_hours * 3600,
+        )
+
+        @task
+        def plan(arrival: Any, **context: Any) -> dict[str, Any]:
+            return build_plan(config, arrival, context)
+
+        # XComArg: indexing it selects a key of the plan at run time.
+        run_plan: Any = plan(wait_for_data.output)
+
+        @task.short_circuit
+        def not_a_dry_run(run: Any) -> bool:
+            return not run["dry_run"]
+
+        training = config.training
+        train = SubmitBesJobOperator(
+            task_id="train",
+            azureml_conn_id=training.azureml_conn_id,
+            wasb_conn_id=data.wasb_conn_id,
+            inputs={training.input_name: run_plan["input"]},
+            outputs={training.model_output: run_plan["model"], training.evaluation_output: run_plan["evaluation"]},
+            global_parameters=dict(training.global_parameters),
+            poll_interval=training.poll_interval_seconds,
+            job_timeout=timedelta(minutes=training.job_timeout_minutes),
+        )
+        evaluate = EvaluateModelOperator(
+            task_id="evaluate",
+            evaluation_results=train.output,
+            output_name=training.evaluation_output,
+            rules=run_plan["rules"],
+            champion_metrics=run_plan["champion_metrics"],
+            wasb_conn_id=data.wasb_conn_id,
+        )
+
+        @task.branch
+        def decide(run: Any, verdict: Any, **context: Any) -> list[str]:
+            from azureml_retrain.ledger import PromotionLedger
+
+            branches = choose_branches(config, run, verdict)
+            PromotionLedger(data.wasb_conn_id, config.ledger_container).note_decision(
+                config.dag_id,
+                {
+                    "run_id": context["run_id"],
+                    "window": run["window"],
+                    "promote": branches != [SKIP_TASK],
+                    "reason": skip_reason(run, verdict) if branches == [SKIP_TASK] else verdict.get("reason"),
+                    "decision": verdict,
+                },
+            )
+            return branches
+
+        decision = decide(run_plan, evaluate.output)
+
+        @task
+        def classic_targets(run: Any) -> list[dict[str, Any]]:
+            return target_kwargs(config, run, ClassicEndpointTarget)
+
+        @task
+        def arm_targets(run: Any) -> list[dict[str, Any]]:
+            return target_kwargs(config, run, ArmWebServiceTarget)
+
+        promotion_args = {
+            "model": train.output,
+            "output_name": training.model_output,
+            "wasb_conn_id": data.wasb_conn_id,
+            "smoke_test_rows": config.smoke_test_rows or None,
+            "ledger_container": config.ledger_container,
+            "window": run_plan["window"],
+            "metrics": evaluate.output,
+            "allow_older_window": False,
+            "verify_poll_interval": 1.0,
+        }
+        promote_classic = PatchEndpointOperator.partial(task_id=CLASSIC_TASK, **promotion_args).expand_kwargs(
+            classic_targets(run_plan)
+        )
+        promote_arm = UpdateWebServiceDefinitionOperator.partial(
+            task_id=ARM_TASK, deferrable=False, **promotion_args
+        ).expand_kwargs(arm_targets(run_plan))
+
+        @task
+        def skip_promotion(run: Any, verdict: Any) -> dict[str, Any]:
+            """The no-promotion branch: says why (also in the DAG's decision log)."""
+            return {"promoted": [], "reason": skip_reason(run, verdict)}
+
+        @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[asset])
+        def report(**context: Any) -> dict[str, Any]:
+            """Which targets now serve the new model; emits the model's Asset event if any does."""
+            from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+            summary = summarise_promotions(config, promotion_results(context["ti"]))
+            if not summary["promoted"] and not summary["already_serving"]:
+                if summary["failed"]:
+                    raise AirflowFailException(f"no target was promoted; failed: {summary['failed']}")
+                raise AirflowSkipException("nothing was promoted in this run")
+            context["outlet_events"][asset].extra = {k: v for k, v in summary.items() if k != "results"}
+            return summary
+
+        @task(trigger_rule=TriggerRule.ALL_DONE)
+        def all_targets_promoted(**context: Any) -> None:
+            """Fails the run when a target failed, after the others were promoted and reported."""
+            from airflow.sdk.exceptions import AirflowFailException
+
+            summary = summarise_promotions(config, promotion_results(context["ti"]))
+            if summary["failed"] and (summary["promoted"] or summary["already_serving"]):
+                raise AirflowFailException(
+                    f"promoted to {summary['promoted'] + summary['already_serving']}, but not to {summary['failed']}"
+                )
+
+        skipped = skip_promotion(run_plan, evaluate.output)
+        wait_for_data >> run_plan >> not_a_dry_run(run_plan) >> train >> evaluate >> decision
+        decision >> [promote_classic, promote_arm, skipped]
+        [promote_classic, promote_arm] >> report() >> all_targets_promoted()
+    return dag
+
+
+def promotion_results(ti: Any) -> list[dict[str, Any]]:
+    """Return values of every promotion that succeeded (mapped over targets)."""
+    results: list[dict[str, Any]] = []
+    for task_id in (CLASSIC_TASK, ARM_TASK):
+        # map_indexes left unset: every map index's value.
+        values = ti.xcom_pull(task_ids=task_id, default=None)
+        if isinstance(values, dict):
+            values = [values]
+        results.extend(v for v in values or [] if isinstance(v, dict))
+    return results
+
+
+def summarise_promotions(config: RetrainingConfig, results: list[dict[str, Any]]) -> dict[str, Any]:
+    promoted = sorted(r["target"] for r in results if r.get("changed"))
+    unchanged = sorted(r["target"] for r in results if not r.get("changed"))
+    failed = sorted({t.name for t in config.targets} - set(promoted) - set(unchanged))
+    return {"promoted": promoted, "already_serving": unchanged, "failed": failed}
+
+
+def build_dags(folder: Path) -> dict[str, Any]:
+    """``{dag_id: DAG}`` for every config in ``folder``, plus the rollback DAG over all their targets."""
+    configs = load_configs(folder)
+    dags = {config.dag_id: build_dag(config) for config in configs}
+    if configs:
+        dags[ROLLBACK_DAG_ID] = build_rollback_dag(configs)
+    return dags
+
+
+ROLLBACK_DAG_ID = "rollback_model"
+ROLLBACK_CLASSIC_TASK = "roll_back_classic_endpoint"
+ROLLBACK_ARM_TASK = "roll_back_arm_web_service"
+
+
+def plan_rollback(config: RetrainingConfig, target_name: str, to_model_uri: str | None) -> dict[str, Any]:
+    """The promotion arguments that put ``target_name`` back on an earlier model from its ledger.
+
+    Default: the model that served before the current one. An explicit ``to_model_uri`` must be one
+    the ledger recorded for this target.
+    """
+    from azureml_retrain.exceptions import ConfigurationError
+    from azureml_retrain.ledger import PromotionLedger
+
+    target = next((t for t in config.targets if t.name == target_name), None)
+    if target is None:
+        raise ConfigurationError(f"target: {target_name!r} is not a target of {config.model}")
+    records = PromotionLedger(config.data.wasb_conn_id, config.ledger_container).records(target_name)
+    if not records:
+        raise ConfigurationError(f"target: {target_name} has no ledger yet, so there is nothing to roll back to")
+    head = records[-1]
+    known = [r.model_uri for r in records]
+    wanted = to_model_uri or head.previous_model_uri
+    if not wanted:
+        raise ConfigurationError(
+            f"target: the ledger of {target_name} does not say what served before {head.model_uri}"
+        )
+    if wanted not in known:
+        raise ConfigurationError(f"to_model_uri: {wanted} was never served by {target_name}; the ledger knows {known}")
+    if wanted == head.model_uri:
+        raise ConfigurationError(f"to_model_uri: {target_name} already serves {wanted}")
+    restored = next(r for r in reversed(records) if r.model_uri == wanted)
+    kind = ClassicEndpointTarget if isinstance(target, ClassicEndpointTarget) else ArmWebServiceTarget
+    (arguments,) = target_kwargs(config, {"expected_models": {target_name: head.model_uri}}, kind)
+    return {
+        "task_id": ROLLBACK_CLASSIC_TASK if kind is ClassicEndpointTarget else ROLLBACK_ARM_TASK,
+        "kwargs": {
+            **arguments,
+            "model": wanted,
+            "metrics": restored.metrics,
+            "window": restored.window,
+            "wasb_conn_id": config.data.wasb_conn_id,
+            "ledger_container": config.ledger_container,
+            "smoke_test_rows": config.smoke_test_rows or None,
+        },
+    }
+
+
+def build_rollback_dag(configs: list[RetrainingConfig]) -> Any:
+    """A manual DAG that re-points a target at an earlier model from its ledger, verifies, records."""
+    from airflow.sdk import DAG, Param, task
+
+    from azureml_retrain.operators import PatchEndpointOperator, UpdateWebServiceDefinitionOperator
+
+    by_target = {t.name: c for c in configs for t in c.targets}
+    with DAG(
+        dag_id=ROLLBACK_DAG_ID,
+        description="Put a serving target back on an earlier model from its promotion ledger.",
+        doc_md=(
+            "### Roll back a model\n\nTrigger with a target; by default it goes back to the model that served "
+            "before the current one (or to `to_model_uri`, any model the target's ledger recorded). The change "
+            "is verified like a promotion and recorded in the ledger as a rollback."
+        ),
+        schedule=None,
+        start_date=min(c.start_date for c in configs),
+        catchup=False,
+        tags=["azureml", "retraining", "rollback"],
+        params={
+            "target": Param(
+                sorted(by_target)[0], enum=sorted(by_target), title="Target", description="What to roll back."
+            ),
+            "to_model_uri": Param(
+                None,
+                type=["null", "string"],
+                title="Model to go back to",
+                description="A model URI from the target's ledger; empty: the one that served before the current one.",
+            ),
+        },
+        default_args={"owner": configs[0].owner, "retries": 1, "retry_delay": timedelta(seconds=10)},
+    ) as dag:
+
+        @task
+        def plan(**context: Any) -> dict[str, Any]:
+            params = context["params"]
+            return plan_rollback(by_target[params["target"]], params["target"], params.get("to_model_uri"))
+
+        @task.branch
+        def route(rollback: Any) -> str:
+            return str(rollback["task_id"])
+
+        @task
+        def classic_args(rollback: Any) -> list[dict[str, Any]]:
+            return [rollback["kwargs"]] if rollback["task_id"] == ROLLBACK_CLASSIC_TASK else []
+
+        @task
+        def arm_args(rollback: Any) -> list[dict[str, Any]]:
+            return [rollback["kwargs"]] if rollback["task_id"] == ROLLBACK_ARM_TASK else []
+
+        rollback: Any = plan()
+        classic = PatchEndpointOperator.partial(
+            task_id=ROLLBACK_CLASSIC_TASK, record_kind="rollback", verify_poll_interval=1.0
+        ).expand_kwargs(classic_args(rollback))
+        arm = UpdateWebServiceDefinitionOperator.partial(
+            task_id=ROLLBACK_ARM_TASK, record_kind="rollback", deferrable=False, verify_poll_interval=1.0
+        ).expand_kwargs(arm_args(rollback))
+        route(rollback) >> [classic, arm]
+    return dag
