@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -80,22 +81,27 @@ def run_dag(dag_id: str, logical_date: datetime) -> tuple[int, float]:
     log_path = services.LOG_DIR / f"demo-{dag_id}-{logical_date:%Y%m%d}.log"
     began = time.monotonic()
     with log_path.open("w") as log:
-        result = subprocess.run(
+        process = subprocess.Popen(
             [str(Path(sys.executable).parent / "airflow"), "dags", "test", dag_id, logical_date.isoformat()],
             cwd=services.ROOT,
             env=_airflow_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
-            check=False,
+            start_new_session=True,
         )
+        try:
+            returncode = process.wait()
+        except BaseException:
+            services.stop_process(process.pid)  # interrupted: leave no run behind
+            raise
     elapsed = time.monotonic() - began
     # `dags test` exits 0 even when the run fails: ask the metadata database how the run ended.
-    if result.returncode == 0 and run_state(dag_id, logical_date) != "success":
-        result.returncode = 1
-    if result.returncode != 0:
+    if returncode == 0 and run_state(dag_id, logical_date) != "success":
+        returncode = 1
+    if returncode != 0:
         print(f"demo: {dag_id} for {logical_date:%Y-%m-%d} FAILED; the end of {log_path}:", file=sys.stderr)
         print("\n".join(log_path.read_text().splitlines()[-25:]), file=sys.stderr)
-    return result.returncode, elapsed
+    return returncode, elapsed
 
 
 def run_state(dag_id: str, logical_date: datetime) -> str | None:
@@ -134,6 +140,8 @@ def scoring_endpoints() -> dict[str, tuple[str, str]]:
 
 
 def main() -> int:
+    # SIGTERM (e.g. a stopped `make`) unwinds like Ctrl-C, so the services and runs we started stop.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # Before anything imports Airflow: it reads AIRFLOW_HOME and the connections at import.
     os.environ.update(services.airflow_environment())
     import logging

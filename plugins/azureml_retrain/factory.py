@@ -2,7 +2,7 @@
 
 ::
 
-    wait_for_data ─ plan ─ train ─ evaluate ─ decide ─┬─ promote_classic_endpoints[*] ─┬─ report
+    wait_for_data ─ plan ─ train ─ evaluate ─ decide ─┬─ promote_classic_endpoints[*] ─┬─ report ─ all_targets_promoted
                                                       ├─ promote_arm_web_services[*]  ─┘
                                                       └─ skip_promotion
 
@@ -10,14 +10,19 @@
   blobs the sensor accepted), output paths no other run uses, the rules, and per target the model
   the run evaluates against (the ledger's head, also the champion's metrics).
 * ``decide`` applies the run's ``promote`` param (auto/never/force), keeps backfills from promoting
-  unless asked, and stops dry runs.
+  unless asked; dry runs stop after ``plan``. Why a run did not promote goes to the ledger
+  container's decision log.
 * Promotion is mapped over the config's targets: one failing target does not stop the others, and
-  ``report`` lists which were promoted. Each promotion holds the target's ledger lock and applies
-  only if the target still serves the model the run evaluated against.
+  ``report`` lists which were promoted and which failed (it is skipped when no promotion was
+  attempted); ``all_targets_promoted`` then fails the run if any target failed. Each promotion
+  holds the target's ledger lock and applies only if the target still serves the model the run
+  evaluated against, and only if its window is not older than the serving model's.
+* ``plan`` creates the outputs container if it is missing (BES does not create it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -142,10 +147,8 @@ def ensure_container(wasb_conn_id: str, container: str) -> None:
 
     from azureml_retrain.storage import StorageAccount
 
-    try:
+    with contextlib.suppress(ResourceExistsError):
         StorageAccount(wasb_conn_id).client.create_container(container)
-    except ResourceExistsError:
-        pass
 
 
 def stage_training_input(config: RetrainingConfig, arrival: dict[str, Any], blob_name: str) -> str:
@@ -212,11 +215,13 @@ def skip_reason(plan: dict[str, Any], decision: dict[str, Any]) -> str:
     return f"not promoted: {decision.get('reason', 'the evaluation rejected the model')}"
 
 
-def target_kwargs(config: RetrainingConfig, plan: dict[str, Any], kind: type) -> list[dict[str, Any]]:
-    """Per-target arguments for the mapped promotion task of ``kind``."""
+def target_kwargs(
+    config: RetrainingConfig, plan: dict[str, Any], kind: type, only: str | None = None
+) -> list[dict[str, Any]]:
+    """Per-target arguments for the mapped promotion task of ``kind`` (only target ``only`` if given)."""
     items = []
     for target in config.targets:
-        if not isinstance(target, kind):
+        if not isinstance(target, kind) or (only is not None and target.name != only):
             continue
         common = {
             "target_name": target.name,
@@ -376,24 +381,30 @@ def build_dag(config: RetrainingConfig) -> Any:
             """Which targets now serve the new model; emits the model's Asset event if any does."""
             from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-            summary = summarise_promotions(config, promotion_results(context["ti"]))
+            ti = context["ti"]
+            attempted = attempted_targets(config, ti.xcom_pull(task_ids="plan"), ti.xcom_pull(task_ids="evaluate"))
+            if not attempted:
+                # The run took the no-promotion branch (or failed before deciding): nothing to report.
+                raise AirflowSkipException("no promotion was attempted in this run")
+            summary = summarise_promotions(config, promotion_results(ti), attempted)
             if not summary["promoted"] and not summary["already_serving"]:
-                if summary["failed"]:
-                    raise AirflowFailException(f"no target was promoted; failed: {summary['failed']}")
-                raise AirflowSkipException("nothing was promoted in this run")
+                raise AirflowFailException(promotion_failure(summary) or "no target was promoted")
             context["outlet_events"][asset].extra = {k: v for k, v in summary.items() if k != "results"}
             return summary
 
         @task(trigger_rule=TriggerRule.ALL_DONE)
         def all_targets_promoted(**context: Any) -> None:
-            """Fails the run when a target failed, after the others were promoted and reported."""
+            """Fails the run when a target's promotion failed, after the others were promoted and reported.
+
+            The run's state follows its leaf tasks, and ``report`` is not one: this task is what makes
+            a run whose promotions (some or all) failed end failed."""
             from airflow.sdk.exceptions import AirflowFailException
 
-            summary = summarise_promotions(config, promotion_results(context["ti"]))
-            if summary["failed"] and (summary["promoted"] or summary["already_serving"]):
-                raise AirflowFailException(
-                    f"promoted to {summary['promoted'] + summary['already_serving']}, but not to {summary['failed']}"
-                )
+            ti = context["ti"]
+            attempted = attempted_targets(config, ti.xcom_pull(task_ids="plan"), ti.xcom_pull(task_ids="evaluate"))
+            failure = promotion_failure(summarise_promotions(config, promotion_results(ti), attempted))
+            if failure:
+                raise AirflowFailException(failure)
 
         skipped = skip_promotion(run_plan, evaluate.output)
         wait_for_data >> run_plan >> not_a_dry_run(run_plan) >> train >> evaluate >> decision
@@ -414,11 +425,36 @@ def promotion_results(ti: Any) -> list[dict[str, Any]]:
     return results
 
 
-def summarise_promotions(config: RetrainingConfig, results: list[dict[str, Any]]) -> dict[str, Any]:
+def attempted_targets(config: RetrainingConfig, plan: Any, decision: Any) -> list[str]:
+    """Names of the targets the run's ``decide`` branch sent to promotion (none when it skipped
+    promotion, or when the run failed before deciding: no plan or no evaluation)."""
+    if not isinstance(plan, dict) or not isinstance(decision, dict):
+        return []
+    branches = choose_branches(config, plan, decision)
+    kinds = {CLASSIC_TASK: ClassicEndpointTarget, ARM_TASK: ArmWebServiceTarget}
+    return [t.name for t in config.targets if any(isinstance(t, kinds[b]) for b in branches if b in kinds)]
+
+
+def summarise_promotions(
+    config: RetrainingConfig, results: list[dict[str, Any]], attempted: list[str] | None = None
+) -> dict[str, Any]:
+    """``{"promoted", "already_serving", "failed"}`` target names; a target is failed when its promotion
+    was attempted (default: every target) and returned no result."""
     promoted = sorted(r["target"] for r in results if r.get("changed"))
     unchanged = sorted(r["target"] for r in results if not r.get("changed"))
-    failed = sorted({t.name for t in config.targets} - set(promoted) - set(unchanged))
+    expected = {t.name for t in config.targets} if attempted is None else set(attempted)
+    failed = sorted(expected - set(promoted) - set(unchanged))
     return {"promoted": promoted, "already_serving": unchanged, "failed": failed}
+
+
+def promotion_failure(summary: dict[str, Any]) -> str | None:
+    """Why the run failed to promote (None: every attempted target serves the new model)."""
+    if not summary["failed"]:
+        return None
+    done = summary["promoted"] + summary["already_serving"]
+    if not done:
+        return f"no target was promoted; failed: {summary['failed']}"
+    return f"promoted to {done}, but not to {summary['failed']}"
 
 
 def build_dags(folder: Path) -> dict[str, Any]:
@@ -463,7 +499,7 @@ def plan_rollback(config: RetrainingConfig, target_name: str, to_model_uri: str 
         raise ConfigurationError(f"to_model_uri: {target_name} already serves {wanted}")
     restored = next(r for r in reversed(records) if r.model_uri == wanted)
     kind = ClassicEndpointTarget if isinstance(target, ClassicEndpointTarget) else ArmWebServiceTarget
-    (arguments,) = target_kwargs(config, {"expected_models": {target_name: head.model_uri}}, kind)
+    (arguments,) = target_kwargs(config, {"expected_models": {target_name: head.model_uri}}, kind, only=target_name)
     return {
         "task_id": ROLLBACK_CLASSIC_TASK if kind is ClassicEndpointTarget else ROLLBACK_ARM_TASK,
         "kwargs": {

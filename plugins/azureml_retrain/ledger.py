@@ -255,10 +255,14 @@ class PromotionGuard:
         """Append ``record``; on an empty ledger, first record what served before (``baseline_uri``)."""
         etag = self.etag
         if self.head is None and baseline_uri:
-            self.ledger.append(
-                LedgerRecord(kind="baseline", target=self.target, model_uri=baseline_uri, reason="serving before"),
-                etag=etag,
+            baseline = LedgerRecord(
+                kind="baseline",
+                target=self.target,
+                model_uri=baseline_uri,
+                reason="serving before",
+                recorded_at=record.recorded_at,
             )
+            self.ledger.append(baseline, etag=etag)
             etag = self.ledger.read(self.target)[1]
         self.ledger.append(record, etag=etag)
         self.etag = self.ledger.read(self.target)[1]

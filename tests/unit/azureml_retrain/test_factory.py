@@ -1,0 +1,378 @@
+"""The DAG factory's pure logic: branching, skip reasons, per-target arguments, promotion summaries,
+rollback planning, the trigger form, and the shape of the built DAGs (no services, no database)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import yaml
+
+from azureml_retrain.config import load_config, parse_config
+from azureml_retrain.exceptions import ConfigurationError
+from azureml_retrain.factory import (
+    ARM_TASK,
+    CLASSIC_TASK,
+    ROLLBACK_ARM_TASK,
+    ROLLBACK_CLASSIC_TASK,
+    ROLLBACK_DAG_ID,
+    SKIP_TASK,
+    attempted_targets,
+    build_dag,
+    build_dags,
+    choose_branches,
+    model_asset,
+    params_for,
+    plan_rollback,
+    promotion_failure,
+    run_slug,
+    skip_reason,
+    summarise_promotions,
+    target_kwargs,
+)
+from azureml_retrain.ledger import NO_MODEL, LedgerRecord, PromotionLedger
+from devtools.services import ROOT
+
+CONFIG_DIR = ROOT / "dags" / "retraining"
+CHURN = load_config(CONFIG_DIR / "churn.yaml")
+ENERGY = load_config(CONFIG_DIR / "energy.yaml")
+
+
+def mixed_config() -> Any:
+    """Churn's config with an extra Resource Manager target: both promotion tasks exist."""
+    data = yaml.safe_load((CONFIG_DIR / "churn.yaml").read_text())
+    data["targets"].append(
+        {"kind": "arm_web_service", "name": "churn-arm", "web_service_name": "churn-arm", "arm_conn_id": "arm"}
+    )
+    return parse_config(data, "mixed.yaml")
+
+
+def plan(run_type: str = "scheduled", promote: str = "auto", promote_backfill: bool = False) -> dict[str, Any]:
+    return {
+        "run_type": run_type,
+        "promote": promote,
+        "promote_backfill": promote_backfill,
+        "expected_models": {"churn-retrain01": "uri-1", "churn-retrain02": NO_MODEL, "churn-arm": "uri-3"},
+    }
+
+
+ACCEPT = {"promote": True, "reason": "promote: AUC 0.91 beats 0.88"}
+REJECT = {"promote": False, "reason": "reject: AUC 0.80 fails threshold >= 0.9"}
+
+
+# --- choose_branches / skip_reason -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("run_type", "promote", "promote_backfill", "decision", "branches"),
+    [
+        ("scheduled", "auto", False, ACCEPT, [CLASSIC_TASK]),
+        ("manual", "auto", False, ACCEPT, [CLASSIC_TASK]),
+        ("scheduled", "auto", False, REJECT, [SKIP_TASK]),
+        ("manual", "never", False, ACCEPT, [SKIP_TASK]),
+        ("manual", "force", False, REJECT, [CLASSIC_TASK]),
+        # Backfill runs (run_type "backfill") do not promote, whatever the evaluation or promote mode says...
+        ("backfill", "auto", False, ACCEPT, [SKIP_TASK]),
+        ("backfill", "force", False, REJECT, [SKIP_TASK]),
+        # ... unless the backfill was asked to (the ledger guard still refuses older windows).
+        ("backfill", "auto", True, ACCEPT, [CLASSIC_TASK]),
+        ("backfill", "auto", True, REJECT, [SKIP_TASK]),
+        ("backfill", "force", True, REJECT, [CLASSIC_TASK]),
+        ("backfill", "never", True, ACCEPT, [SKIP_TASK]),
+    ],
+)
+def test_choose_branches(run_type, promote, promote_backfill, decision, branches):
+    assert choose_branches(CHURN, plan(run_type, promote, promote_backfill), decision) == branches
+
+
+def test_choose_branches_per_target_kind():
+    assert choose_branches(ENERGY, plan(), ACCEPT) == [ARM_TASK]
+    assert choose_branches(mixed_config(), plan(), ACCEPT) == [CLASSIC_TASK, ARM_TASK]
+    assert choose_branches(mixed_config(), plan(), REJECT) == [SKIP_TASK]
+
+
+def test_choose_branches_without_a_promote_key_rejects():
+    assert choose_branches(CHURN, plan(), {}) == [SKIP_TASK]
+
+
+@pytest.mark.parametrize(
+    ("run", "decision", "reason"),
+    [
+        (plan(promote="never"), ACCEPT, "not promoted: the run's promote param is 'never'"),
+        (
+            plan("backfill"),
+            ACCEPT,
+            "not promoted: backfill runs only train and evaluate (set promote_backfill to let them promote)",
+        ),
+        (plan(), REJECT, "not promoted: reject: AUC 0.80 fails threshold >= 0.9"),
+        (plan(), {}, "not promoted: the evaluation rejected the model"),
+    ],
+)
+def test_skip_reason(run, decision, reason):
+    assert skip_reason(run, decision) == reason
+
+
+# --- target_kwargs / attempted_targets -------------------------------------------------------------
+
+
+def test_target_kwargs_for_classic_endpoints():
+    from azureml_retrain.config import ArmWebServiceTarget, ClassicEndpointTarget
+
+    items = target_kwargs(CHURN, plan(), ClassicEndpointTarget)
+    assert items == [
+        {
+            "target_name": "churn-retrain01",
+            "trained_model_name": None,
+            "expected_model_uri": "uri-1",
+            "web_service_id": "3d2a6c9f1d4b4a8c0e3f5d7b9c1a2e4f",
+            "endpoint_name": "retrain01",
+            "create_endpoint": False,
+            "management_conn_id": "azureml_classic_management_default",
+        },
+        {
+            "target_name": "churn-retrain02",
+            "trained_model_name": None,
+            "expected_model_uri": NO_MODEL,
+            "web_service_id": "3d2a6c9f1d4b4a8c0e3f5d7b9c1a2e4f",
+            "endpoint_name": "retrain02",
+            "create_endpoint": True,
+            "management_conn_id": "azureml_classic_management_default",
+        },
+    ]
+    assert target_kwargs(CHURN, plan(), ArmWebServiceTarget) == []
+    assert [i["target_name"] for i in target_kwargs(CHURN, plan(), ClassicEndpointTarget, only="churn-retrain02")] == [
+        "churn-retrain02"
+    ]
+
+
+def test_target_kwargs_for_arm_web_services():
+    from azureml_retrain.config import ArmWebServiceTarget
+
+    assert target_kwargs(mixed_config(), plan(), ArmWebServiceTarget) == [
+        {
+            "target_name": "churn-arm",
+            "trained_model_name": None,
+            "expected_model_uri": "uri-3",
+            "web_service_name": "churn-arm",
+            "arm_conn_id": "arm",
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("run", "decision", "attempted"),
+    [
+        (plan(), ACCEPT, ["churn-retrain01", "churn-retrain02", "churn-arm"]),
+        (plan(), REJECT, []),
+        (plan("backfill"), ACCEPT, []),
+        (None, ACCEPT, []),  # failed before planning
+        (plan(), None, []),  # failed before evaluating
+    ],
+)
+def test_attempted_targets(run, decision, attempted):
+    assert attempted_targets(mixed_config(), run, decision) == attempted
+
+
+# --- summaries ---------------------------------------------------------------------------------------
+
+
+def result(target: str, changed: bool) -> dict[str, Any]:
+    return {"target": target, "changed": changed}
+
+
+def test_summarise_all_promoted():
+    summary = summarise_promotions(CHURN, [result("churn-retrain02", True), result("churn-retrain01", True)])
+    assert summary == {"promoted": ["churn-retrain01", "churn-retrain02"], "already_serving": [], "failed": []}
+    assert promotion_failure(summary) is None
+
+
+def test_summarise_one_failed_one_already_serving():
+    summary = summarise_promotions(CHURN, [result("churn-retrain01", False)])
+    assert summary == {"promoted": [], "already_serving": ["churn-retrain01"], "failed": ["churn-retrain02"]}
+    assert promotion_failure(summary) == "promoted to ['churn-retrain01'], but not to ['churn-retrain02']"
+
+
+def test_summarise_counts_only_attempted_targets_as_failed():
+    assert summarise_promotions(CHURN, [], attempted=[]) == {"promoted": [], "already_serving": [], "failed": []}
+    summary = summarise_promotions(mixed_config(), [result("churn-retrain01", True)], attempted=["churn-retrain01"])
+    assert summary["failed"] == []
+
+
+def test_promotion_failure_when_nothing_was_promoted():
+    summary = summarise_promotions(CHURN, [], attempted=["churn-retrain01", "churn-retrain02"])
+    assert promotion_failure(summary) == "no target was promoted; failed: ['churn-retrain01', 'churn-retrain02']"
+
+
+# --- plan_rollback -----------------------------------------------------------------------------------
+
+SEED = "aml://trainedmodel/seed.ilearner"
+W1 = {"start": "2026-11-18T02:00:00+00:00", "end": "2026-11-19T02:00:00+00:00"}
+W2 = {"start": "2026-11-19T02:00:00+00:00", "end": "2026-11-20T02:00:00+00:00"}
+
+
+def history(target: str = "churn-retrain02") -> list[LedgerRecord]:
+    return [
+        LedgerRecord(kind="baseline", target=target, model_uri=SEED),
+        LedgerRecord(
+            kind="promotion", target=target, model_uri="m1", previous_model_uri=SEED, metrics={"AUC": 0.8}, window=W1
+        ),
+        LedgerRecord(
+            kind="promotion", target=target, model_uri="m2", previous_model_uri="m1", metrics={"AUC": 0.9}, window=W2
+        ),
+    ]
+
+
+@pytest.fixture
+def ledger_records(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[LedgerRecord]]:
+    records: dict[str, list[LedgerRecord]] = {}
+    seen: list[str] = []
+
+    def fake_records(self: PromotionLedger, target: str) -> list[LedgerRecord]:
+        seen.append(self.container)
+        return records.get(target, [])
+
+    monkeypatch.setattr(PromotionLedger, "records", fake_records)
+    return records
+
+
+def test_plan_rollback_goes_back_to_the_previous_model(ledger_records):
+    ledger_records["churn-retrain02"] = history()
+    # The second of two classic targets: only its own arguments (not the first target's).
+    planned = plan_rollback(CHURN, "churn-retrain02", None)
+    assert planned["task_id"] == ROLLBACK_CLASSIC_TASK
+    kwargs = planned["kwargs"]
+    assert (kwargs["target_name"], kwargs["endpoint_name"], kwargs["create_endpoint"]) == (
+        "churn-retrain02",
+        "retrain02",
+        True,
+    )
+    assert (kwargs["model"], kwargs["expected_model_uri"]) == ("m1", "m2")
+    assert (kwargs["metrics"], kwargs["window"]) == ({"AUC": 0.8}, W1)
+    assert kwargs["ledger_container"] == CHURN.ledger_container
+    assert kwargs["smoke_test_rows"] == CHURN.smoke_test_rows
+
+
+def test_plan_rollback_to_an_explicit_model(ledger_records):
+    ledger_records["churn-retrain02"] = history()
+    kwargs = plan_rollback(CHURN, "churn-retrain02", SEED)["kwargs"]
+    assert (kwargs["model"], kwargs["metrics"], kwargs["window"]) == (SEED, {}, None)
+
+
+def test_plan_rollback_of_an_arm_target(ledger_records):
+    ledger_records["energy-predictive"] = history("energy-predictive")
+    planned = plan_rollback(ENERGY, "energy-predictive", None)
+    assert planned["task_id"] == ROLLBACK_ARM_TASK
+    assert planned["kwargs"]["web_service_name"] == "energy-predictive"
+    assert "endpoint_name" not in planned["kwargs"]
+
+
+@pytest.mark.parametrize(
+    ("records", "target", "to_model", "message"),
+    [
+        (history(), "nope", None, "target: 'nope' is not a target of churn"),
+        ([], "churn-retrain02", None, "has no ledger yet, so there is nothing to roll back to"),
+        (history()[:1], "churn-retrain02", None, "does not say what served before aml://trainedmodel/seed.ilearner"),
+        (history(), "churn-retrain02", "m9", r"to_model_uri: m9 was never served by churn-retrain02"),
+        (history(), "churn-retrain02", "m2", "to_model_uri: churn-retrain02 already serves m2"),
+    ],
+)
+def test_plan_rollback_errors(ledger_records, records, target, to_model, message):
+    ledger_records["churn-retrain02"] = records
+    with pytest.raises(ConfigurationError, match=message):
+        plan_rollback(CHURN, target, to_model)
+
+
+# --- the trigger form and the DAGs -------------------------------------------------------------------
+
+
+def test_params_form():
+    params = params_for(CHURN)
+    assert list(params) == [
+        "window_start",
+        "window_end",
+        "data_prefix",
+        "rules",
+        "promote",
+        "promote_backfill",
+        "dry_run",
+    ]
+    assert {k: p.value for k, p in params.items()} == {
+        "window_start": None,
+        "window_end": None,
+        "data_prefix": None,
+        "rules": None,
+        "promote": "auto",
+        "promote_backfill": False,
+        "dry_run": False,
+    }
+    assert params["promote"].schema["enum"] == ["auto", "never", "force"]
+    assert "'training-data'" in params["data_prefix"].description
+
+
+def test_dag_params_validate_a_trigger():
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = build_dag(CHURN)
+    good = ParamsDict(copy.deepcopy(dag.params))
+    good.update({"promote": "force", "rules": {"metric": "AUC", "threshold": 0.9}, "window_start": "2026-11-18"})
+    assert good.validate()["promote"] == "force"
+    for (key, value), message in (
+        (("promote", "sometimes"), "'sometimes' is not one of"),
+        (("rules", "AUC > 0.9"), "is not of type"),
+        (("dry_run", "yes"), "is not of type 'boolean'"),
+    ):
+        params = ParamsDict(copy.deepcopy(dag.params))
+        with pytest.raises(ParamValidationError, match=f"Invalid input for param {key}: .*{message}"):
+            params.update({key: value})
+            params.validate()
+
+
+def test_built_dag_shape():
+    from airflow.sdk import CronDataIntervalTimetable
+
+    dag = build_dag(CHURN)
+    assert dag.dag_id == "retrain_churn"
+    assert isinstance(dag.timetable, CronDataIntervalTimetable)
+    assert dag.timetable.expression == "0 2 * * *"
+    assert (dag.catchup, dag.max_active_runs) == (False, 1)
+    assert {"azureml", "retraining", "churn", "classic"} <= set(dag.tags)
+    assert set(dag.task_dict) == {
+        "wait_for_data",
+        "plan",
+        "not_a_dry_run",
+        "train",
+        "evaluate",
+        "decide",
+        "classic_targets",
+        "arm_targets",
+        CLASSIC_TASK,
+        ARM_TASK,
+        SKIP_TASK,
+        "report",
+        "all_targets_promoted",
+    }
+    assert set(dag.task_dict["decide"].downstream_task_ids) == {CLASSIC_TASK, ARM_TASK, SKIP_TASK}
+    assert dag.task_dict["report"].outlets == [model_asset(CHURN)]
+    assert model_asset(CHURN).name == "azureml_model_churn"
+    # The run's state follows its leaves: all_targets_promoted is the one that fails a run whose promotions failed.
+    assert {t.task_id for t in dag.leaves} == {"all_targets_promoted", SKIP_TASK}
+
+
+def test_shipped_folder_builds_one_dag_per_config_and_the_rollback_dag():
+    dags = build_dags(CONFIG_DIR)
+    assert set(dags) == {"retrain_churn", "retrain_energy", ROLLBACK_DAG_ID}
+    rollback = dags[ROLLBACK_DAG_ID]
+    assert rollback.params["target"] == "churn-retrain01"
+    assert rollback.params.get_param("target").schema["enum"] == [
+        "churn-retrain01",
+        "churn-retrain02",
+        "energy-predictive",
+    ]
+    assert type(rollback.timetable).__name__ == "NullTimetable"  # manual only
+
+
+def test_run_slug():
+    assert run_slug("manual__2026-11-27T13:38:28.203617+00:00") == "manual__2026-11-27T13-38-28.203617-00-00"
+    assert run_slug("scheduled__2026-11-19T02:00:00+00:00") == "scheduled__2026-11-19T02-00-00-00-00"
