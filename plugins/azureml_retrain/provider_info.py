@@ -27,6 +27,7 @@ def get_provider_info() -> dict[str, Any]:
         "package-name": "azureml-retrain",
         "name": "Azure ML retraining",
         "description": "Retrain Azure Machine Learning Studio (classic) web services and promote better models.",
+        "extra-links": ["azureml_retrain.links.AzureMLLink"],
         "connection-types": [
             {
                 "connection-type": "azureml_web_service",

@@ -92,7 +92,8 @@ def test_non_deferrable_trains_and_returns_locations_only(
     assert set(result["outputs"]) == {"output1", "output2"}
     assert result["outputs"]["output1"]["relative_location"] == f"{container}/out/model.ilearner"
     assert "sig=" not in json.dumps(result) and "AccountKey" not in json.dumps(result)
-    assert context["ti"].xcom == {"bes_job_id": result["job_id"]}
+    assert context["ti"].xcom["bes_job_id"] == result["job_id"]
+    assert context["ti"].xcom["azureml_link"].endswith("/_emulator/state")
     assert context["task_state_store"].get(JOB_STATE_KEY)["job_id"] == result["job_id"]
     assert_outputs_written(blob_service, result)
     assert route_count(emulator, "bes.submit") == 1

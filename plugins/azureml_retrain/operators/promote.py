@@ -37,6 +37,7 @@ from azureml_retrain.hooks.resource_manager import (
     operation_state,
 )
 from azureml_retrain.hooks.web_service import AzureMLWebServiceHook
+from azureml_retrain.links import LINK_XCOM_KEY, AzureMLLink, classic_service_link, resource_manager_link
 from azureml_retrain.storage import StorageAccount
 from azureml_retrain.triggers.arm_operation import ArmOperationTrigger
 
@@ -92,6 +93,7 @@ class _PromoteBase(BaseOperator):
         "metrics": "json",
     }
     ui_color = "#d4edda"
+    operator_extra_links = (AzureMLLink(),)
 
     def __init__(
         self,
@@ -308,6 +310,7 @@ class PatchEndpointOperator(_PromoteBase):
 
     def promote(self, context: Context) -> dict[str, Any]:
         self._check_endpoint_name()
+        context["ti"].xcom_push(key=LINK_XCOM_KEY, value=classic_service_link(self.hook.base_url))
         storage = StorageAccount(self.wasb_conn_id)
         current = self.target_model(storage)
         model = location_uri(current)
@@ -531,6 +534,10 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
         return self.web_service_name
 
     def promote(self, context: Context) -> dict[str, Any]:
+        context["ti"].xcom_push(
+            key=LINK_XCOM_KEY,
+            value=resource_manager_link(self.hook.base_url, self.hook.resource_id(self.web_service_name)),
+        )
         storage = StorageAccount(self.wasb_conn_id)
         new_uri = location_uri(self.target_model(storage))
         model = new_uri

@@ -13,6 +13,7 @@ from airflow.sdk import BaseOperator, Context
 from azureml_retrain.blobs import BlobLocation
 from azureml_retrain.exceptions import AzureMLServiceError, BesJobFailedError, ConfigurationError
 from azureml_retrain.hooks.web_service import AzureMLWebServiceHook, BesJob, BesJobStatus
+from azureml_retrain.links import LINK_XCOM_KEY, AzureMLLink, classic_service_link
 from azureml_retrain.storage import REFERENCE_MODES, StorageAccount
 from azureml_retrain.triggers.bes_job import BesJobTrigger, is_transient, next_poll_interval
 
@@ -86,6 +87,7 @@ class SubmitBesJobOperator(BaseOperator):
         "global_parameters": "json",
     }
     ui_color = "#cce5ff"
+    operator_extra_links = (AzureMLLink(),)
 
     def __init__(
         self,
@@ -156,6 +158,7 @@ class SubmitBesJobOperator(BaseOperator):
         job_id = str(record["job_id"])
         self._active_job_id = job_id
         context["ti"].xcom_push(key="bes_job_id", value=job_id)
+        context["ti"].xcom_push(key=LINK_XCOM_KEY, value=classic_service_link(self.hook.api_location))
         job = self.hook.get_job(job_id)
         if job.status in BesJobStatus.TERMINAL:
             return self._complete(job, record)

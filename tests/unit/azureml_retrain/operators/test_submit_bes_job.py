@@ -111,7 +111,7 @@ def test_new_job_is_persisted_before_start_then_deferred():
     assert isinstance(trigger, BesJobTrigger)
     assert trigger.job_id == JOB
     assert trigger.end_time == pytest.approx(time.time() + 6 * 3600, abs=60)
-    assert ctx["ti"].xcom == {"bes_job_id": JOB}
+    assert ctx["ti"].xcom == {"bes_job_id": JOB, "azureml_link": "https://services.azureml.net/"}
     # The request carried credentials; nothing the operator kept does.
     submitted = json.loads(transport.requests[0].body)
     assert "sig=" in submitted["Inputs"]["input1"]["SasBlobToken"]
