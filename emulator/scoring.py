@@ -78,7 +78,7 @@ class ScoringService:
             return [dict(row) for row in table]
         if not isinstance(table, dict) or not isinstance(table.get("ColumnNames"), list):
             raise api_error("InputParseError", f"'{input_name}' must be an object with 'ColumnNames' and 'Values'.")
-        names = table["ColumnNames"]
+        names = _column_names(table["ColumnNames"], input_name)
         rows = table.get("Values")
         if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
             raise api_error("InputParseError", f"'{input_name}.Values' must be a list of rows.")
@@ -88,3 +88,10 @@ class ScoringService:
                     "InputParseError", f"Row {number} has {len(row)} values; 'ColumnNames' has {len(names)}."
                 )
         return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def _column_names(names: list[Any], input_name: str) -> list[str]:
+    """``ColumnNames`` of a table request: a non-string name cannot match a column (nor be hashed)."""
+    if not all(isinstance(name, str) for name in names):
+        raise api_error("InputParseError", f"'{input_name}.ColumnNames' must be a list of column names (strings).")
+    return names

@@ -103,6 +103,36 @@ def error_from_response(operation: str, resource: str, response: requests.Respon
     )
 
 
+def expect_object(operation: str, resource: str, body: Any) -> dict[str, Any]:
+    """A response body that must be a JSON object (an empty body reads as ``{}``)."""
+    if body is None:
+        return {}
+    if not isinstance(body, Mapping):
+        raise AzureMLServiceError(
+            operation,
+            resource,
+            status=200,
+            code="MalformedResponse",
+            message=f"expected a JSON object, got {type(body).__name__}",
+        )
+    return dict(body)
+
+
+def expect_objects(operation: str, resource: str, body: Any) -> list[dict[str, Any]]:
+    """A response body that must be a JSON array of objects (an empty body reads as ``[]``)."""
+    if body is None:
+        return []
+    if not isinstance(body, list) or not all(isinstance(item, Mapping) for item in body):
+        raise AzureMLServiceError(
+            operation,
+            resource,
+            status=200,
+            code="MalformedResponse",
+            message=f"expected a JSON array of objects, got {type(body).__name__}",
+        )
+    return [dict(item) for item in body]
+
+
 class AzureMLHttpHook(BaseHook):
     """Base for the Azure ML hooks: connection loading, the request method and its retry policy.
 

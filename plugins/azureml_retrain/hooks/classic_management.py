@@ -16,7 +16,7 @@ from typing import Any
 from airflow.sdk.log import mask_secret
 
 from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
-from azureml_retrain.hooks.base import AzureMLHttpHook
+from azureml_retrain.hooks.base import AzureMLHttpHook, expect_object, expect_objects
 
 DEFAULT_ENDPOINT = "default"
 ENDPOINT_NAME_RULE = re.compile(r"^[a-z0-9]{1,24}$")
@@ -75,29 +75,26 @@ class AzureMLClassicManagementHook(AzureMLHttpHook):
     # --- web services --------------------------------------------------------------------------
 
     def list_web_services(self) -> list[dict[str, Any]]:
-        body = self.request_json("list web services", f"workspace {self.workspace_id}", "GET", self._url())
-        return list(body or [])
+        resource = f"workspace {self.workspace_id}"
+        body = self.request_json("list web services", resource, "GET", self._url())
+        return expect_objects("list web services", resource, body)
 
     def get_web_service(self, web_service_id: str) -> dict[str, Any]:
-        body = self.request_json("get web service", f"web service {web_service_id}", "GET", self._url(web_service_id))
-        return dict(body or {})
+        resource = f"web service {web_service_id}"
+        body = self.request_json("get web service", resource, "GET", self._url(web_service_id))
+        return expect_object("get web service", resource, body)
 
     # --- endpoints -----------------------------------------------------------------------------
 
     def list_endpoints(self, web_service_id: str) -> list[dict[str, Any]]:
-        body = self.request_json(
-            "list endpoints", f"web service {web_service_id}", "GET", self._url(web_service_id, "endpoints")
-        )
-        return [self._mask_keys(e) for e in body or []]
+        resource = f"web service {web_service_id}"
+        body = self.request_json("list endpoints", resource, "GET", self._url(web_service_id, "endpoints"))
+        return [self._mask_keys(e) for e in expect_objects("list endpoints", resource, body)]
 
     def get_endpoint(self, web_service_id: str, endpoint_name: str) -> dict[str, Any]:
-        body = self.request_json(
-            "get endpoint",
-            f"endpoint {endpoint_name} of web service {web_service_id}",
-            "GET",
-            self._url(web_service_id, "endpoints", endpoint_name),
-        )
-        return dict(self._mask_keys(body) or {})
+        resource = f"endpoint {endpoint_name} of web service {web_service_id}"
+        body = self.request_json("get endpoint", resource, "GET", self._url(web_service_id, "endpoints", endpoint_name))
+        return dict(self._mask_keys(expect_object("get endpoint", resource, body)))
 
     def find_endpoint(self, web_service_id: str, endpoint_name: str) -> dict[str, Any] | None:
         """The endpoint, or None if the web service has no endpoint by that name."""

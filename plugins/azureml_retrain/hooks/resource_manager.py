@@ -18,7 +18,7 @@ from typing import Any
 from airflow.sdk.log import mask_secret
 
 from azureml_retrain.exceptions import AzureMLServiceError
-from azureml_retrain.hooks.base import AzureMLHttpHook
+from azureml_retrain.hooks.base import AzureMLHttpHook, expect_object
 
 ARM_HOST = "https://management.azure.com"
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -38,7 +38,12 @@ class ProvisioningState:
 
 
 def get_member(mapping: Mapping[str, Any], name: str, default: Any = None) -> Any:
-    """Read a JSON member regardless of casing (the spec's own examples mix camel and Pascal case)."""
+    """Read a JSON member regardless of casing (the spec's own examples mix camel and Pascal case).
+
+    ``default`` when ``mapping`` is not a JSON object at all (a malformed response).
+    """
+    if not isinstance(mapping, Mapping):
+        return default
     if name in mapping:
         return mapping[name]
     lowered = name.lower()
@@ -165,7 +170,7 @@ class AzureMLResourceManagerHook(AzureMLHttpHook):
             self._url(web_service_name),
             params={"api-version": self.api_version},
         )
-        return dict(body or {})
+        return expect_object("get web service", f"web service {web_service_name}", body)
 
     def patch_web_service(self, web_service_name: str, definition: Mapping[str, Any]) -> str | None:
         """PATCH the definition; return the ``Azure-AsyncOperation`` URL to watch (if any)."""
@@ -181,7 +186,7 @@ class AzureMLResourceManagerHook(AzureMLHttpHook):
 
     def get_async_operation(self, url: str) -> dict[str, Any]:
         body = self.request_json("get async operation", "web service update", "GET", url)
-        return dict(body or {})
+        return expect_object("get async operation", "web service update", body)
 
     def wait_for_async_operation(
         self, url: str, *, poll_interval: float = 5.0, timeout: float = 1800.0
@@ -211,7 +216,8 @@ class AzureMLResourceManagerHook(AzureMLHttpHook):
             self._url(web_service_name, "/listKeys"),
             params={"api-version": self.api_version},
         )
-        keys = {k: str(v) for k, v in dict(body or {}).items() if v}
+        listed = expect_object("list web service keys", f"web service {web_service_name}", body)
+        keys = {k: str(v) for k, v in listed.items() if v}
         for value in keys.values():
             mask_secret(value)
         return keys

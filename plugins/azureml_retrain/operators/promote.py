@@ -278,7 +278,8 @@ class PatchEndpointOperator(_PromoteBase):
         return self.hook.get_endpoint(self.web_service_id, self.endpoint_name)
 
     def _resource(self, endpoint: Mapping[str, Any]) -> dict[str, Any]:
-        resources = [r for r in endpoint.get("Resources") or [] if isinstance(r, Mapping)]
+        listed = endpoint.get("Resources")
+        resources = [r for r in listed if isinstance(r, Mapping)] if isinstance(listed, list) else []
         names = [str(r.get("Name")) for r in resources]
         if self.trained_model_name:
             matches = [r for r in resources if r.get("Name") == self.trained_model_name]
@@ -298,10 +299,13 @@ class PatchEndpointOperator(_PromoteBase):
 
     @staticmethod
     def _location(resource: Mapping[str, Any]) -> dict[str, str | None]:
-        location = resource.get("Location") or {}
+        location = resource.get("Location")
+        if not isinstance(location, Mapping):
+            location = {}  # a malformed endpoint: report no location rather than fail on its type
+        base, relative = location.get("BaseLocation"), location.get("RelativeLocation")
         return {
-            "base_location": location.get("BaseLocation"),
-            "relative_location": (location.get("RelativeLocation") or "").lstrip("/") or None,
+            "base_location": base if isinstance(base, str) else None,
+            "relative_location": (relative.lstrip("/") or None) if isinstance(relative, str) else None,
         }
 
     @property
@@ -443,8 +447,10 @@ def _describe(location: Mapping[str, str | None]) -> str:
 
 def find_trained_model_asset(definition: Mapping[str, Any], name: str | None) -> tuple[str, dict[str, Any]]:
     """The ``[trained model]`` asset of a web service definition (member names in any casing)."""
-    properties = get_member(definition, "properties") or {}
-    assets = get_member(properties, "assets") or {}
+    properties = get_member(definition, "properties")
+    assets = get_member(properties, "assets")
+    if not isinstance(assets, Mapping):
+        assets = {}  # no (readable) assets: reported below as "no matching trained-model asset"
     candidates = [
         (str(asset_id), dict(asset))
         for asset_id, asset in assets.items()
@@ -464,8 +470,7 @@ def find_trained_model_asset(definition: Mapping[str, Any], name: str | None) ->
 
 
 def _asset_uri(asset: Mapping[str, Any]) -> str | None:
-    info = get_member(asset, "locationInfo") or {}
-    uri = get_member(info, "uri")
+    uri = get_member(get_member(asset, "locationInfo"), "uri")
     return str(uri) if uri else None
 
 
@@ -596,7 +601,7 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
 
     def _patch_asset(self, definition: Mapping[str, Any], asset_id: str, uri: str) -> str | None:
         properties = dict(get_member(definition, "properties") or {})
-        assets = {k: dict(v) for k, v in (get_member(properties, "assets") or {}).items()}
+        assets = {k: dict(v) if isinstance(v, Mapping) else v for k, v in get_member(properties, "assets").items()}
         location_key = next((k for k in assets[asset_id] if k.lower() == "locationinfo"), "locationInfo")
         location = dict(assets[asset_id].get(location_key) or {})
         uri_key = next((k for k in location if k.lower() == "uri"), "uri")
