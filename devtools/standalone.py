@@ -7,6 +7,7 @@ which `airflow standalone` stops all its components cleanly.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -22,6 +23,9 @@ def main() -> int:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     print(f"Airflow UI: {UI_URL}  (user 'admin'; password in {PASSWORD_FILE.relative_to(services.ROOT)})")
     print("Stop with Ctrl-C.", flush=True)
+    # A shell's background job inherits SIGINT as ignored; standalone only shuts down cleanly on
+    # SIGINT, so give it back its default meaning before exec.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     airflow = str(Path(sys.executable).parent / "airflow")
     os.execve(airflow, [airflow, "standalone"], env)
 

@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, Literal
 
+from airflow.sdk.exceptions import AirflowFailException
+
 from azureml_retrain.exceptions import AzureMLRetrainError, ConfigurationError
 
 DEFAULT_LEDGER_CONTAINER = "model-ledger"
@@ -34,7 +36,13 @@ NO_MODEL = ""
 
 
 class PromotionConflictError(AzureMLRetrainError):
-    """Another run changed the target since this run evaluated against it, or holds its lock."""
+    """Another run holds the target's lock, or wrote its ledger at the same time: a retry may pass."""
+
+
+class PromotionRefusedError(PromotionConflictError, AirflowFailException):
+    """The compare-and-set refused the promotion (the target changed since this run evaluated
+    against it, or the model's window is older than the serving one's): a retry cannot change that,
+    so the task fails without retrying."""
 
 
 @dataclass(frozen=True)
@@ -228,14 +236,14 @@ class PromotionLedger:
             records, etag = self.read(target)
             head = records[-1] if records else None
             if expected_model_uri is not None and (head.model_uri if head else NO_MODEL) != expected_model_uri:
-                raise PromotionConflictError(
+                raise PromotionRefusedError(
                     f"{target} changed since this run evaluated against it: it now serves "
                     f"{head.model_uri if head else 'no recorded model'}, not {expected_model_uri or 'no model'}; "
                     "re-run to evaluate against the current model"
                 )
             newer = window_end(head)
             if window and newer and not allow_older_window and datetime.fromisoformat(window["end"]) < newer:
-                raise PromotionConflictError(
+                raise PromotionRefusedError(
                     f"{target} serves a model trained on data up to {newer.isoformat()}; a model trained on an "
                     f"older window (up to {window['end']}) does not replace it"
                 )
