@@ -6,8 +6,15 @@ import threading
 import time
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 
-from azureml_retrain.ledger import NO_MODEL, LedgerRecord, PromotionConflictError, PromotionLedger
+from azureml_retrain.ledger import (
+    NO_MODEL,
+    LedgerRecord,
+    PromotionConflictError,
+    PromotionLedger,
+    PromotionRefusedError,
+)
 
 WINDOW_1 = {"start": "2026-11-24T00:00:00+00:00", "end": "2026-11-25T00:00:00+00:00"}
 WINDOW_2 = {"start": "2026-11-25T00:00:00+00:00", "end": "2026-11-26T00:00:00+00:00"}
@@ -35,18 +42,24 @@ def test_compare_and_set_refuses_a_changed_target(ledger):
     with ledger.guard("ws/retrain01", expected_model_uri=None, window=WINDOW_1) as guard:
         guard.record(promotion("m1", window=WINDOW_1))
     with (
-        pytest.raises(PromotionConflictError, match="changed since this run evaluated"),
+        pytest.raises(PromotionRefusedError, match="changed since this run evaluated"),
         ledger.guard("ws/retrain01", expected_model_uri="m0", window=WINDOW_2),
     ):
         pytest.fail("must not enter")
     assert [r.model_uri for r in ledger.records("ws/retrain01")] == ["m1"]
 
 
+def test_refusals_do_not_retry_but_lock_contention_does():
+    # A refusal cannot pass on a retry; a busy lock or a racing append can.
+    assert issubclass(PromotionRefusedError, AirflowFailException)
+    assert not issubclass(PromotionConflictError, AirflowFailException)
+
+
 def test_an_older_window_never_replaces_a_newer_model(ledger):
     with ledger.guard("ws/retrain01", expected_model_uri=None, window=WINDOW_2) as guard:
         guard.record(promotion("m2"))
     with (
-        pytest.raises(PromotionConflictError, match="older window"),
+        pytest.raises(PromotionRefusedError, match="older window"),
         ledger.guard("ws/retrain01", expected_model_uri="m2", window=WINDOW_1),
     ):
         pytest.fail("must not enter")

@@ -20,7 +20,7 @@ import pytest
 
 from azureml_retrain.config import load_config
 from azureml_retrain.factory import build_rollback_dag
-from azureml_retrain.ledger import NO_MODEL, PromotionConflictError, PromotionLedger
+from azureml_retrain.ledger import NO_MODEL, PromotionLedger, PromotionRefusedError
 from azureml_retrain.operators.promote import PatchEndpointOperator
 from azureml_retrain.windows import latest_cron_interval
 from support.airflow_context import make_context
@@ -358,7 +358,7 @@ def test_older_window_never_replaces_newer_and_rollbacks(emulator, blob_service,
     log = "".join(capfd.readouterr())
     for target in CHURN_TARGETS:
         assert (
-            f"PromotionConflictError: {target} serves a model trained on data up to 2026-11-20T02:00:00+00:00; "
+            f"PromotionRefusedError: {target} serves a model trained on data up to 2026-11-20T02:00:00+00:00; "
             "a model trained on an older window (up to 2026-11-19T02:00:00+00:00) does not replace it"
         ) in log
     assert served_models(emulator) == dict.fromkeys(CHURN_TARGETS, newer_model)
@@ -464,7 +464,7 @@ def test_concurrent_promotions_to_one_target_are_serialised(emulator, trained):
     second.join(60)
 
     assert isinstance(outcomes["first"], dict) and outcomes["first"]["changed"] is True
-    assert isinstance(outcomes["second"], PromotionConflictError)
+    assert isinstance(outcomes["second"], PromotionRefusedError)
     assert "changed since this run evaluated against it" in str(outcomes["second"])
     # The second waited for the first's lock (held for the whole delayed PATCH) and only failed once
     # the first was done (a little slack: the first thread records its end after releasing the lock).
