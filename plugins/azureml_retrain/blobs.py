@@ -51,12 +51,26 @@ def resolve_output(value: str | dict[str, Any] | BlobLocation, output_name: str,
     """A blob location given directly, or picked by name from SubmitBesJobOperator's XCom result.
 
     ``value`` may be ``"container/path"``, ``{"container", "blob_name"}``, or the operator's return
-    value ``{"job_id": ..., "outputs": {output_name: {...}}}``.
+    value ``{"job_id": ..., "outputs": {output_name: {"container", "blob_name", "relative_location"}}}``.
+    Only location fields are read (never a SAS token), and errors list output *names* only.
+    ``field`` names the argument in errors.
     """
-    if isinstance(value, dict) and "outputs" in value:
-        outputs = value["outputs"]
-        if not isinstance(outputs, dict) or output_name not in outputs:
-            available = sorted(outputs) if isinstance(outputs, dict) else []
-            raise ConfigurationError(f"{field}: the job has no output {output_name!r}; outputs: {available}")
-        return BlobLocation.parse(outputs[output_name], field=f"{field}.outputs[{output_name!r}]")
-    return BlobLocation.parse(value, field=field)
+    if not (isinstance(value, dict) and "outputs" in value):
+        return BlobLocation.parse(value, field=field)
+    outputs = value["outputs"]
+    if not isinstance(outputs, dict) or not outputs:
+        raise ConfigurationError(f"{field}['outputs']: expected a non-empty mapping of BES outputs")
+    if output_name not in outputs:
+        raise ConfigurationError(
+            f"output_name: BES job {value.get('job_id', '?')} has no output {output_name!r}; "
+            f"outputs are {sorted(str(k) for k in outputs)} (names are case-sensitive)"
+        )
+    output = outputs[output_name]
+    output_field = f"{field}['outputs'][{output_name!r}]"
+    if not isinstance(output, dict):
+        raise ConfigurationError(f"{output_field}: expected a mapping with 'container' and 'blob_name'")
+    if output.get("container") and output.get("blob_name"):
+        return BlobLocation.parse({"container": output["container"], "blob_name": output["blob_name"]}, output_field)
+    if isinstance(output.get("relative_location"), str):
+        return BlobLocation.parse(output["relative_location"], f"{output_field}['relative_location']")
+    raise ConfigurationError(f"{output_field}: expected 'container' + 'blob_name' or 'relative_location'")

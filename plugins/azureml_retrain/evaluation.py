@@ -48,7 +48,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from azureml_retrain.blobs import BlobLocation
+from azureml_retrain.blobs import BlobLocation, resolve_output
 from azureml_retrain.exceptions import ConfigurationError, EvaluationError
 
 Task = Literal["binary", "regression"]
@@ -170,34 +170,14 @@ def resolve_evaluation_location(value: Any, output_name: str = "output2") -> Blo
     Only location fields are read (never a SAS token), and errors list output *names* only.
     """
     value = parse_structured(value, "evaluation_results")
-    if isinstance(value, Mapping) and "outputs" in value:
-        outputs = value["outputs"]
-        if not isinstance(outputs, Mapping) or not outputs:
-            raise ConfigurationError("evaluation_results['outputs']: expected a non-empty mapping of BES outputs")
-        if output_name not in outputs:
-            raise ConfigurationError(
-                f"output_name: BES job {value.get('job_id', '?')} has no output {output_name!r}; "
-                f"outputs are {sorted(str(k) for k in outputs)} (names are case-sensitive)"
-            )
-        output = outputs[output_name]
-        field_name = f"evaluation_results['outputs'][{output_name!r}]"
-        if not isinstance(output, Mapping):
-            raise ConfigurationError(f"{field_name}: expected a mapping with 'container' and 'blob_name'")
-        if output.get("container") and output.get("blob_name"):
-            location = BlobLocation.parse(
-                {"container": output["container"], "blob_name": output["blob_name"]}, field_name
-            )
-        elif isinstance(output.get("relative_location"), str):
-            location = BlobLocation.parse(output["relative_location"], f"{field_name}['relative_location']")
-        else:
-            raise ConfigurationError(f"{field_name}: expected 'container' + 'blob_name' or 'relative_location'")
-    elif isinstance(value, (str, Mapping)):
-        location = BlobLocation.parse(dict(value) if isinstance(value, Mapping) else value, "evaluation_results")
-    else:
+    if isinstance(value, Mapping):
+        value = dict(value)
+    elif not isinstance(value, str):
         raise ConfigurationError(
             "evaluation_results: expected 'container/path.csv', {'container', 'blob_name'} or a SubmitBesJob "
             f"result, got {type(value).__name__}"
         )
+    location = resolve_output(value, output_name, field="evaluation_results")
     if location.blob_name.lower().endswith(".ilearner"):
         raise ConfigurationError(
             f"evaluation_results: {location} is a trained model, not the evaluation CSV; pick the Evaluate Model "
