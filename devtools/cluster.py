@@ -205,7 +205,9 @@ class AirflowCluster:
         response.raise_for_status()
         return dict(response.json())
 
-    def wait_healthy(self, timeout: float = 180.0, components: Iterable[str] = ("scheduler", "triggerer", "dag_processor")) -> None:
+    def wait_healthy(
+        self, timeout: float = 180.0, components: Iterable[str] = ("scheduler", "triggerer", "dag_processor")
+    ) -> None:
         deadline = time.monotonic() + timeout
         last: dict[str, Any] = {}
         while time.monotonic() < deadline:
