@@ -40,21 +40,24 @@ def _airflow_env() -> dict[str, str]:
     return env
 
 
-def _emulator(path: str, method: str = "GET") -> Any:
-    response = requests.request(method, f"{services.emulator_url()}/_emulator/{path}", timeout=30)
+def _emulator(path: str, method: str = "GET", ports: services.LocalPorts | None = None) -> Any:
+    ports = ports or services.LocalPorts()
+    response = requests.request(method, f"{services.emulator_url(ports.emulator)}/_emulator/{path}", timeout=30)
     response.raise_for_status()
     return response.json() if response.content else None
 
 
-def _blob_service() -> Any:
+def _blob_service(ports: services.LocalPorts | None = None) -> Any:
     from azure.storage.blob import BlobServiceClient
 
-    return BlobServiceClient.from_connection_string(services.azurite_connection_string())
+    ports = ports or services.LocalPorts()
+    return BlobServiceClient.from_connection_string(services.azurite_connection_string(ports.azurite))
 
 
-def reset_local_state() -> None:
-    _emulator("reset", "POST")
-    client = _blob_service()
+def reset_local_state(ports: services.LocalPorts | None = None) -> None:
+    """The emulator back to its seed and the demo's containers empty (``ports``: default, `make services`)."""
+    _emulator("reset", "POST", ports)
+    client = _blob_service(ports)
     for name in DEMO_CONTAINERS:
         container = client.get_container_client(name)
         if container.exists():
@@ -64,10 +67,10 @@ def reset_local_state() -> None:
             container.create_container()
 
 
-def land_data(days: list[datetime]) -> None:
+def land_data(days: list[datetime], ports: services.LocalPorts | None = None) -> None:
     from emulator.datasets import generate_csv
 
-    container = _blob_service().get_container_client("training-data")
+    container = _blob_service(ports).get_container_client("training-data")
     for index, day in enumerate(days, start=1):
         for model in ("churn", "energy"):
             folder = f"{model}/{day:%Y-%m-%d}"
@@ -128,8 +131,8 @@ def score(api_location: str, key: str, rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def scoring_endpoints() -> dict[str, tuple[str, str]]:
-    state = _emulator("state")
+def scoring_endpoints(ports: services.LocalPorts | None = None) -> dict[str, tuple[str, str]]:
+    state = _emulator("state", ports=ports)
     classic = next(s for s in state["workspaces"][0]["web_services"] if s["kind"] == "predictive")
     endpoint = next(e for e in classic["endpoints"] if e["name"] == "retrain01")
     arm = next(s for s in state["arm_web_services"] if s["kind"] == "predictive")

@@ -20,6 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-memory", action="store_true", help="do not persist state")
     parser.add_argument("--public-url", help="base URL clients use (default http://HOST:PORT)")
     parser.add_argument("--allow-non-loopback", action="store_true", help="allow --host other than loopback")
+    parser.add_argument(
+        "--tls-hostname",
+        help="host name clients use for the TLS listener: added to its certificate and used in the authority "
+        "URL (default: the listen address, 127.0.0.1 for 0.0.0.0)",
+    )
     args = parser.parse_args(argv)
     options = Options(
         host=args.host,
@@ -30,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         in_memory=args.in_memory,
         public_url=args.public_url,
         allow_non_loopback=args.allow_non_loopback,
+        tls_hostname=args.tls_hostname,
     )
     return run(options)
 

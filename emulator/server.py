@@ -42,6 +42,7 @@ class Options:
     in_memory: bool = False
     public_url: str | None = None
     allow_non_loopback: bool = False
+    tls_hostname: str | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -94,8 +95,7 @@ def run(options: Options) -> int:
         raise SystemExit(f"refusing to listen on non-loopback host {options.host!r} without --allow-non-loopback")
     seed = load_seed(options.seed)
     control = Control()
-    public = (options.public_url or f"http://{_url_host(options.host)}:{options.port}").rstrip("/")
-    urls = Urls(public=public, tls=f"https://{_url_host(options.host)}:{options.tls_port}")
+    urls = service_urls(options)
     scratch = None
     if options.data_dir is None:
         scratch = Path(tempfile.mkdtemp(prefix="azureml-emulator-"))
@@ -104,7 +104,9 @@ def run(options: Options) -> int:
     storage = Storage(None if options.in_memory or options.data_dir is None else options.data_dir)
     backend = Backend(seed, storage, control, urls)
     configure_logging(backend.secrets)
-    cert_path, key_path = write_self_signed_certificate(base_dir / "tls")
+    cert_path, key_path = write_self_signed_certificate(
+        base_dir / "tls", [options.tls_hostname] if options.tls_hostname else []
+    )
     log.info("TLS certificate: %s (trust it with REQUESTS_CA_BUNDLE)", cert_path)
     backend.boot()
     emulator = Emulator.build(backend, cert_path, options.data_dir)
@@ -137,6 +139,14 @@ def run(options: Options) -> int:
             shutil.rmtree(scratch, ignore_errors=True)
         log.info("stopped")
     return 0
+
+
+def service_urls(options: Options) -> Urls:
+    """The base URLs the emulator hands out: clients elsewhere (another container) need a name
+    that resolves for them, not the listen address."""
+    public = (options.public_url or f"http://{_url_host(options.host)}:{options.port}").rstrip("/")
+    tls_host = options.tls_hostname or _url_host(options.host)
+    return Urls(public=public, tls=f"https://{tls_host}:{options.tls_port}")
 
 
 def _url_host(host: str) -> str:

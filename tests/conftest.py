@@ -45,6 +45,12 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 
 @pytest.fixture(scope="session")
+def local_ports() -> LocalPorts:
+    """Where this session's Azurite and emulator listen (what the ``AIRFLOW_CONN_*`` point at)."""
+    return PORTS
+
+
+@pytest.fixture(scope="session")
 def azurite() -> Iterator[str]:
     """A real Azurite blob service, in memory, on a free port; yields its connection string.
 

@@ -20,6 +20,44 @@ def test_health_and_state(emulator):
     assert state["tenants"][0]["authority"] == emulator.tls_url
 
 
+def test_state_deep_links_show_one_job_endpoint_or_web_service_without_keys(
+    emulator, churn_training, churn_job, azurite
+):
+    body = churn_job()
+    job_id = churn_training.submit_ok(body)
+    churn_training.start(job_id)
+    churn_training.wait(job_id)
+    job = emulator.admin("GET", f"state/jobs/{job_id}").json()
+    assert job["status"] == "Finished"
+    assert job["service"]["kind"] == "training" and job["service"]["endpoint"] == "default"
+    assert job["inputs"]["input1"].endswith("/" + body["Inputs"]["input1"]["RelativeLocation"])
+
+    workspace, predictive = emulator.workspace, emulator.classic_service("predictive")
+    path = f"state/workspaces/{workspace['id']}/webservices/{predictive['id']}/endpoints/retrain01"
+    endpoint = emulator.admin("GET", path).json()
+    assert endpoint["endpoint"]["name"] == "retrain01"
+    assert endpoint["web_service"]["kind"] == "predictive"
+    assert endpoint["model_uri"]
+
+    arm = emulator.arm_service("predictive")
+    resource_id = arm["resource_url"].removeprefix(emulator.url)
+    assert emulator.admin("GET", f"state{resource_id.lower()}").json()["name"] == arm["name"]
+
+    secrets = [
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq",
+        emulator.classic_endpoint("training")["primary_key"],
+        emulator.classic_endpoint("predictive", "retrain01")["primary_key"],
+        arm["primary_key"],
+    ]
+    shown = [emulator.admin("GET", p).text for p in (f"state/jobs/{job_id}", path, f"state{resource_id}")]
+    for value in secrets:
+        assert all(value not in text for text in shown)
+    for unknown in ("state/jobs/0123", f"{path}x", f"state{resource_id}x"):
+        response = requests.get(f"{emulator.url}/_emulator/{unknown}", timeout=30)
+        assert response.status_code == 404
+        assert response.json()["error"]["details"][0]["code"] == "ResourceNotFound"
+
+
 def test_reset_goes_back_to_seed(emulator):
     workspace = emulator.workspace
     predictive = emulator.classic_service("predictive")
@@ -123,3 +161,25 @@ def test_non_loopback_host_is_refused():
     )
     assert result.returncode != 0
     assert "non-loopback" in result.stderr
+
+
+def test_tls_hostname_is_in_the_certificate_and_the_authority_urls(tmp_path):
+    """Containers reach the emulator by its service name: TLS must verify for that name too."""
+    from cryptography import x509
+
+    from emulator.server import Options, service_urls
+    from emulator.tls import write_self_signed_certificate
+
+    cert_path, _ = write_self_signed_certificate(tmp_path, ["azureml-emulator", "10.0.0.5", "localhost"])
+    certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["localhost", "azureml-emulator"]
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "10.0.0.5"]
+
+    urls = service_urls(
+        Options(host="0.0.0.0", public_url="http://azureml-emulator:8765", tls_hostname="azureml-emulator")
+    )
+    assert (urls.public, urls.tls) == ("http://azureml-emulator:8765", "https://azureml-emulator:8766")
+    # Without the options: the listen address, with 0.0.0.0 reachable as 127.0.0.1.
+    urls = service_urls(Options(host="0.0.0.0", port=1234, tls_port=1235))
+    assert (urls.public, urls.tls) == ("http://127.0.0.1:1234", "https://127.0.0.1:1235")
