@@ -12,20 +12,29 @@ AIRFLOW_HOME := $(CURDIR)/.airflow
 # Environment for every airflow command: the project-local home and the local connections.
 AIRFLOW_ENV = eval "$$($(BIN)/python -m devtools.services env)" && export PATH="$(CURDIR)/$(BIN):$$PATH"
 
-.PHONY: help demo test services stop status airflow bootstrap venv node airflow-home lock clean
+.PHONY: help demo test e2e-distributed bench bench-smoke services stop status airflow bootstrap venv node airflow-home lock clean
 
 help:  ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 demo: bootstrap  ## The main job, end to end against the local services
 	@$(BIN)/python -m devtools.demo
 
-test: venv node  ## The whole test suite (lint, types, compose schema, unit, integration); PYTEST_ARGS=... to select
+test: venv node browser  ## The whole test suite (lint, types, compose schema, unit, integration, browser); PYTEST_ARGS=... to select
 	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then \
 	  if [ -n "$(PYTEST_ARGS)" ]; then echo "make test: no test matched PYTEST_ARGS='$(PYTEST_ARGS)'"; rc=0; \
 	  else echo "make test: pytest collected no tests at all" >&2; rc=1; fi; \
 	fi; exit $$rc
+
+e2e-distributed: venv node  ## docker-compose.yaml's topology as local processes (PostgreSQL, Redis, Celery), end to end
+	@$(BIN)/python -m devtools.distributed
+
+bench: venv node  ## Benchmarks vs the baselines users would otherwise run (~15 min): table + test-artifacts/bench.json
+	@$(BIN)/python -m devtools.bench
+
+bench-smoke: venv node  ## The quick benchmark subset (also in make test); fails when a ratio is past its target
+	@$(BIN)/python -m devtools.bench --smoke
 
 services: bootstrap  ## Start Azurite (and the emulator) in the background on 127.0.0.1
 	@$(BIN)/python -m devtools.services start
@@ -43,6 +52,21 @@ bootstrap: venv node airflow-home
 
 venv: $(VENV)/.installed
 node: node_modules/.installed
+
+# The browser tests drive headless Chromium through its chromedriver, both from Debian's packages
+# (never a browser download). Checked on every run: cheap, and right even if they were removed.
+.PHONY: browser
+browser:  ## Chromium and chromedriver for the browser tests (apt-get, as root)
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "error: the browser tests need Chromium and its driver: sudo apt-get install chromium chromium-driver (or run make as root)" >&2; exit 1; \
+	  fi; \
+	  echo "setup: Chromium and chromedriver from Debian's packages (apt-get, about a minute)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+	    || { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; } \
+	    || { echo "error: apt-get could not install chromium and chromium-driver" >&2; exit 1; }; \
+	}
 airflow-home: $(AIRFLOW_HOME)/.migrated
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt plugins/pyproject.toml

@@ -12,6 +12,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+# Named so that the DAG processor imports it once, in its long-lived manager, instead of in every
+# re-parse of this file (parsing_pre_import_modules): the @task decorator's implementation.
+import airflow.providers.standard.decorators.python  # noqa: F401
 import pendulum
 from airflow.sdk import dag, task
 

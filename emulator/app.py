@@ -177,6 +177,91 @@ class Emulator:
             "settings": self.control.knobs.model_dump(),
         }
 
+    # -- deep links into the state view (what a task's extra link opens); no keys, no SAS ------------
+
+    def job_view(self, job_id: str) -> dict[str, Any] | None:
+        """One BES job: its service, status, times, parameters and blob locations."""
+        with self.backend.lock:
+            job = self.backend.state.jobs.get(job_id)
+            job = job.model_copy(deep=True) if job else None
+        if job is None:
+            return None
+        state = self.state_dump()
+        services = [
+            {"name": s["name"], "kind": s["kind"], "endpoint": e["name"], "api_location": e["api_location"]}
+            for w in state["workspaces"]
+            for s in w["web_services"]
+            for e in s["endpoints"]
+            if e["service_id"] == job.service_id
+        ] + [
+            {"name": s["name"], "kind": s["kind"], "api_location": s["api_location"]}
+            for s in state["arm_web_services"]
+            if s["data_plane_id"] == job.service_id
+        ]
+
+        def where(blob: Any) -> str:
+            return f"{blob.account_url.rstrip('/')}/{blob.container}/{blob.blob}"
+
+        return {
+            "id": job.id,
+            "service_id": job.service_id,
+            "service": services[0] if services else None,
+            "experiment": job.experiment,
+            "status": job.status.value,
+            "created_at": job.created_at.isoformat(),
+            "started_at": job.started_at.isoformat() if job.started_at else None,
+            "ended_at": job.ended_at.isoformat() if job.ended_at else None,
+            "details": job.details,
+            "global_parameters": job.global_parameters,
+            "inputs": {name: where(blob) for name, blob in job.inputs.items()},
+            "outputs": {name: where(blob) for name, blob in job.outputs.items()},
+        }
+
+    def endpoint_view(self, workspace_id: str, service_id: str, name: str) -> dict[str, Any] | None:
+        """One classic endpoint, with its workspace and web service, and the model it serves."""
+        public = self.backend.urls.public
+        with self.backend.lock:
+            workspace = self.backend.state.workspaces.get(workspace_id)
+            service = workspace.web_services.get(service_id) if workspace else None
+            endpoint = service.endpoints.get(name) if service else None
+            if workspace is None or service is None or endpoint is None:
+                return None
+            location = endpoint.model_location
+            return {
+                "workspace": {"id": workspace.id, "name": workspace.name},
+                "web_service": {
+                    "id": service.id,
+                    "name": service.name,
+                    "kind": service.kind.value,
+                    "experiment": service.experiment,
+                },
+                "endpoint": {
+                    "name": endpoint.name,
+                    "service_id": endpoint.service_id,
+                    "created_at": endpoint.created_at.isoformat(),
+                    "api_location": f"{public}/workspaces/{workspace.id}/services/{endpoint.service_id}",
+                    "management_url": f"{public}/workspaces/{workspace.id}/webservices/{service.id}/endpoints/{name}",
+                },
+                # What it serves, as its management API shows it (``Resources[].Location``, no SAS).
+                "model_uri": (
+                    f"{location.base_location}{location.relative_location.lstrip('/')}"
+                    if location
+                    else (stored_model_uri(endpoint.model_id) if endpoint.model_id else None)
+                ),
+            }
+
+    def arm_service_view(self, resource_id: str) -> dict[str, Any] | None:
+        """One Resource Manager web service, by resource id (case-insensitive, as ARM ids are)."""
+        public = self.backend.urls.public
+        for service in self.state_dump()["arm_web_services"]:
+            if service["resource_url"].lower() == f"{public}{resource_id}".lower():
+                return _without_keys(service)
+        return None
+
+
+def _without_keys(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in item.items() if k not in ("primary_key", "secondary_key")}
+
 
 def _route_name(routes: list[BaseRoute], scope: Scope) -> str | None:
     for route in routes:

@@ -3,6 +3,10 @@
 A job is a small state machine, NotStarted -> Running -> Finished | Failed | Cancelled. Training
 really runs (scikit-learn, in a worker thread so the HTTP server stays responsive); the admin knobs
 add a minimum duration and forced outcomes (fail with given Details, hang until cancelled).
+
+Each started job has its own thread, as each BES job has its own compute: a job waiting out its
+minimum duration never delays another job. Only training itself is limited to ``workers`` at a time,
+so many concurrent jobs do not oversubscribe the CPU.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ import logging
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from emulator import learning
@@ -33,7 +36,7 @@ _REQUEST_MEMBERS = ("Input", "Inputs", "Outputs", "GlobalParameters")
 class BatchService:
     def __init__(self, backend: Backend, workers: int = 2) -> None:
         self.backend = backend
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bes-job")
+        self._training = threading.BoundedSemaphore(workers)
         self._cancel_events: dict[str, threading.Event] = {}
 
     def cancel_all(self) -> None:
@@ -45,8 +48,8 @@ class BatchService:
             event.set()
 
     def shutdown(self) -> None:
+        # Every waiting job thread wakes up and returns; a job in training finishes it and returns.
         self.cancel_all()
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
     # --- requests ------------------------------------------------------------------------------
 
@@ -170,7 +173,7 @@ class BatchService:
             job.started_at = utc_now()
             self._cancel_events[job.id] = threading.Event()
             self.backend.save()
-        self._executor.submit(self._run, job_id)
+        threading.Thread(target=self._run, args=(job_id,), name=f"bes-job-{job_id[:8]}", daemon=True).start()
 
     def status(self, service: DataPlaneService, job_id: str) -> dict[str, Any]:
         with self.backend.lock:
@@ -236,10 +239,11 @@ class BatchService:
             source = job.inputs[experiment.input_name].target()
             if source.extension == ".arff":
                 raise learning.TrainingError("ARFF inputs are not supported by the emulator; use .csv or .tsv.")
-            data = source.download()
-            result = learning.train(
-                experiment, data, job.global_parameters, delimiter="\t" if source.extension == ".tsv" else ","
-            )
+            with self._training:
+                data = source.download()
+                result = learning.train(
+                    experiment, data, job.global_parameters, delimiter="\t" if source.extension == ".tsv" else ","
+                )
             if cancelled.wait(max(0.0, deadline - time.monotonic())):
                 return
             written = {}

@@ -10,7 +10,11 @@ from devtools.services import ROOT
 
 BIN = Path(sys.executable).parent
 PYTHON_SOURCES = [d for d in ("dags", "plugins", "emulator", "devtools", "tests") if (ROOT / d).is_dir()]
-TYPED_PACKAGES = [p for p in ("plugins/azureml_retrain", "emulator", "devtools") if (ROOT / p).is_dir()]
+TYPED_PACKAGES = [
+    p
+    for p in ("plugins/azureml_retrain", "plugins/model_history_plugin.py", "emulator", "devtools")
+    if (ROOT / p).exists()
+]
 
 
 def _run(*argv: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -43,6 +44,34 @@ async def health(request: Request) -> JSONResponse:
 async def state(request: Request) -> JSONResponse:
     _loopback_only(request)
     return JSONResponse(await call(emulator(request).state_dump))
+
+
+# Deep links: what a task's extra link in the Airflow UI opens (paths mirror the resource's own).
+@router.get("/state/jobs/{job_id}", name="admin.state.job")
+async def job_state(request: Request, job_id: str) -> Response:
+    _loopback_only(request)
+    return _found(await call(emulator(request).job_view, job_id), f"No job '{job_id}'.")
+
+
+@router.get("/state/workspaces/{workspace_id}/webservices/{service_id}/endpoints/{name}", name="admin.state.endpoint")
+async def endpoint_state(request: Request, workspace_id: str, service_id: str, name: str) -> Response:
+    _loopback_only(request)
+    view = await call(emulator(request).endpoint_view, workspace_id, service_id, name)
+    return _found(view, f"No endpoint '{name}' of web service '{service_id}' in workspace '{workspace_id}'.")
+
+
+@router.get("/state/subscriptions/{rest:path}", name="admin.state.arm")
+async def arm_service_state(request: Request, rest: str) -> Response:
+    _loopback_only(request)
+    resource_id = f"/subscriptions/{rest}"
+    return _found(await call(emulator(request).arm_service_view, resource_id), f"No web service '{resource_id}'.")
+
+
+def _found(view: dict[str, Any] | None, message: str) -> Response:
+    if view is None:
+        raise api_error("ResourceNotFound", message)
+    # Indented: these are opened in a browser, from a task's extra link.
+    return Response(json.dumps(view, indent=2), media_type="application/json")
 
 
 @router.post("/reset", name="admin.reset")

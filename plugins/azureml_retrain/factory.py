@@ -458,10 +458,17 @@ def promotion_failure(summary: dict[str, Any]) -> str | None:
 
 
 def build_dags(folder: Path) -> dict[str, Any]:
-    """``{dag_id: DAG}`` for every config in ``folder``, plus the rollback DAG over all their targets."""
+    """``{dag_id: DAG}`` for every config in ``folder``, plus the rollback DAG over all their targets.
+
+    When Airflow parses the file to run a task (its parsing context names the task's DAG), only that
+    DAG is built: every task's start-up parses the file, and need not pay for the other DAGs.
+    """
+    from airflow.sdk import get_parsing_context
+
+    wanted = get_parsing_context().dag_id
     configs = load_configs(folder)
-    dags = {config.dag_id: build_dag(config) for config in configs}
-    if configs:
+    dags = {config.dag_id: build_dag(config) for config in configs if wanted in (None, config.dag_id)}
+    if configs and wanted in (None, ROLLBACK_DAG_ID):
         dags[ROLLBACK_DAG_ID] = build_rollback_dag(configs)
     return dags
 

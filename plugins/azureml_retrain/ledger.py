@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -33,6 +35,8 @@ RecordKind = Literal["baseline", "promotion", "rollback"]
 LEASE_SECONDS = 60
 # "Nothing to compare against": an empty ledger.
 NO_MODEL = ""
+
+log = logging.getLogger(__name__)
 
 
 class PromotionConflictError(AzureMLRetrainError):
@@ -136,7 +140,12 @@ class PromotionLedger:
     # --- writing -------------------------------------------------------------------------------
 
     def append(self, record: LedgerRecord, *, etag: str | None) -> None:
-        """Append ``record``, only if the ledger is still at ``etag`` (None: only if it is empty)."""
+        """Append ``record``, only if the ledger is still at ``etag`` (None: only if it is empty).
+
+        Safe to retry: when an attempt landed but its answer was lost, the storage client's retry
+        meets the changed etag; the ledger is then read back, and ending with ``record`` counts as
+        written.
+        """
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
 
@@ -149,9 +158,16 @@ class PromotionLedger:
                 etag = str(blob.get_blob_properties().etag)
             blob.append_block(line, etag=etag, match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, ResourceExistsError) as error:
+            if self._last_record_is(record):
+                log.warning("Ledger of %s: an earlier attempt of this append had landed", record.target)
+                return
             raise PromotionConflictError(
                 f"ledger of {record.target} changed while this run was writing to it; nothing was recorded"
             ) from error
+
+    def _last_record_is(self, record: LedgerRecord) -> bool:
+        records, _ = self.read(record.target)
+        return bool(records) and records[-1] == record
 
     def note_decision(self, dag_id: str, entry: Mapping[str, Any]) -> None:
         """Append why a run did not promote to the DAG's decision log (no compare-and-set needed)."""
@@ -177,23 +193,35 @@ class PromotionLedger:
     # --- the promotion guard -------------------------------------------------------------------
 
     @contextmanager
-    def lock(self, target: str) -> Iterator[None]:
-        """Hold the target's lease (renewed in the background) for the duration of the block."""
-        from azure.core.exceptions import HttpResponseError, ResourceExistsError
+    def lock(self, target: str, *, owner: str | None = None) -> Iterator[None]:
+        """Hold the target's lease (renewed in the background) for the duration of the block.
+
+        :param owner: who takes the lock, stable across retries (a task instance). A retry whose
+            earlier try died holding the lock takes it over at once instead of waiting for the
+            lease to expire; anyone else waits.
+        """
+        from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
         from azure.storage.blob import BlobLeaseClient
 
         self._ensure_container()
         lock_blob = self._client.get_blob_client(f"locks/{target_blob_stem(target)}")
         with contextlib.suppress(ResourceExistsError):
             lock_blob.upload_blob(b"", overwrite=False)
-        lease = BlobLeaseClient(lock_blob)
+        # The lease id names the owner: acquiring a lease with the id it already has succeeds.
+        lease_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"azureml-retrain-lock/{target}/{owner}")) if owner else None
+        lease = BlobLeaseClient(lock_blob, lease_id=lease_id)
         deadline = time.monotonic() + self.lock_timeout
         while True:
             try:
                 lease.acquire(lease_duration=LEASE_SECONDS)
                 break
             except HttpResponseError as error:
-                if error.status_code != 409 or time.monotonic() >= deadline:
+                if error.status_code != 409:
+                    raise PromotionConflictError(
+                        f"could not take the lock of {target} in the ledger: HTTP {error.status_code} "
+                        f"{getattr(error, 'error_code', None) or ''}".rstrip()
+                    ) from error
+                if time.monotonic() >= deadline:
                     raise PromotionConflictError(
                         f"another run is promoting to {target} (its lock was held for over {self.lock_timeout:.0f}s)"
                     ) from error
@@ -201,11 +229,18 @@ class PromotionLedger:
         stop = threading.Event()
 
         def renew() -> None:
-            while not stop.wait(LEASE_SECONDS / 3):
+            interval = LEASE_SECONDS / 3
+            while not stop.wait(interval):
                 try:
                     lease.renew()
-                except HttpResponseError:
-                    return
+                    interval = LEASE_SECONDS / 3
+                except HttpResponseError as error:
+                    if error.status_code == 409:  # the lease is gone (expired and taken): nothing to keep
+                        log.error("Lost the ledger lock of %s", target)
+                        return
+                    interval = 2.0  # a storage blip: the lease outlives a few quick retries
+                except AzureError:
+                    interval = 2.0
 
         renewer = threading.Thread(target=renew, name=f"lease-{target}", daemon=True)
         renewer.start()
@@ -214,8 +249,12 @@ class PromotionLedger:
         finally:
             stop.set()
             renewer.join(timeout=5)
-            with contextlib.suppress(HttpResponseError):  # expired already: nothing to release
+            # Storage may be down or the lease expired: it frees itself, and the error that ended
+            # the block (if any) is the one to report.
+            try:
                 lease.release()
+            except AzureError as error:
+                log.warning("Could not release the ledger lock of %s (it expires by itself): %s", target, error)
 
     @contextmanager
     def guard(
@@ -225,17 +264,28 @@ class PromotionLedger:
         expected_model_uri: str | None,
         window: Mapping[str, str] | None,
         allow_older_window: bool = False,
+        run: tuple[str, str] | None = None,
+        owner: str | None = None,
     ) -> Iterator[PromotionGuard]:
         """Lock ``target`` and check the compare-and-set conditions; yields the guard to record with.
 
         :param expected_model_uri: the model the run evaluated against (``NO_MODEL`` for an empty
             ledger); None skips this check.
         :param window: the new model's data window; refused if older than the serving model's.
+        :param run: ``(dag_id, run_id)`` of the promoting run. A head this run recorded itself (an
+            earlier try that recorded, then failed before reporting success) is not a change by
+            someone else.
+        :param owner: the lock's owner (see :meth:`lock`).
         """
-        with self.lock(target):
+        with self.lock(target, owner=owner):
             records, etag = self.read(target)
             head = records[-1] if records else None
-            if expected_model_uri is not None and (head.model_uri if head else NO_MODEL) != expected_model_uri:
+            own_head = head is not None and run is not None and (head.dag_id, head.run_id) == run
+            if (
+                expected_model_uri is not None
+                and (head.model_uri if head else NO_MODEL) != expected_model_uri
+                and not own_head
+            ):
                 raise PromotionRefusedError(
                     f"{target} changed since this run evaluated against it: it now serves "
                     f"{head.model_uri if head else 'no recorded model'}, not {expected_model_uri or 'no model'}; "
@@ -267,6 +317,9 @@ class PromotionGuard:
                 kind="baseline",
                 target=self.target,
                 model_uri=baseline_uri,
+                # Written by this run: its retry must not take it for a change by someone else.
+                dag_id=record.dag_id,
+                run_id=record.run_id,
                 reason="serving before",
                 recorded_at=record.recorded_at,
             )

@@ -458,3 +458,22 @@ def test_dag_test_deferrable_chain(emulator, upload, container, airflow_db):
     assert promoted["current"]["relative_location"] == f"{container}/dag/model.ilearner"
     assert predictions(scoring, CHURN_SMOKE_ROWS) == promoted["smoke_test"]["predictions"] != before
     assert route_count(emulator, "bes.submit") == 1
+
+
+def test_a_retry_after_the_first_promotion_of_a_target_landed_unrecorded_records_it(emulator, models, blob_service):
+    """The try that PATCHed died before writing the (still empty) ledger; its retry finds the
+    endpoint already serving the model and records the promotion instead of losing it."""
+    from azureml_retrain.ledger import PromotionLedger
+
+    ledger_container = f"ledger-{uuid.uuid4().hex[:10]}"
+    common = {"ledger_container": ledger_container, "target_name": "churn-retrain01"}
+    patch_op(emulator, models["churn2"]).execute(make_context())  # the dead try: PATCH, no ledger
+    assert PromotionLedger("wasb_default", ledger_container).records("churn-retrain01") == []
+
+    retry = patch_op(emulator, models["churn2"], **common).execute(make_context(run_id="manual__1"))
+
+    assert retry["changed"] is False
+    (record,) = PromotionLedger("wasb_default", ledger_container).records("churn-retrain01")
+    assert (record.kind, record.model_uri, record.run_id) == ("promotion", retry["model_uri"], "manual__1")
+    assert record.reason == "found already serving; recorded late"
+    assert route_count(emulator, "mgmt.endpoint.patch") == 1

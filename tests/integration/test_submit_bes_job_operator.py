@@ -93,7 +93,7 @@ def test_non_deferrable_trains_and_returns_locations_only(
     assert result["outputs"]["output1"]["relative_location"] == f"{container}/out/model.ilearner"
     assert "sig=" not in json.dumps(result) and "AccountKey" not in json.dumps(result)
     assert context["ti"].xcom["bes_job_id"] == result["job_id"]
-    assert context["ti"].xcom["azureml_link"].endswith("/_emulator/state")
+    assert context["ti"].xcom["azureml_link"].endswith(f"/_emulator/state/jobs/{result['job_id']}")
     assert context["task_state_store"].get(JOB_STATE_KEY)["job_id"] == result["job_id"]
     assert_outputs_written(blob_service, result)
     assert route_count(emulator, "bes.submit") == 1
@@ -317,3 +317,61 @@ def test_bad_training_data_fails_the_job_with_the_service_details(emulator, uplo
     data = upload("in/bad.csv", b"Tenure,MonthlyCharges\n1,2\n")
     with pytest.raises(BesJobFailedError, match=r"Failed: .*(column|Churn|rows)"):
         churn_op(container, data).execute(make_context())
+
+
+def context_of_try(store: DictStateStore, try_number: int) -> dict[str, Any]:
+    context = make_context(store)
+    context["ti"].try_number = try_number
+    return context
+
+
+def cancel_when_running(emulator: RunningEmulator, job_id: str) -> threading.Thread:
+    """Cancel ``job_id`` from elsewhere (the earlier try's trigger honouring a clear) once the next
+    try has looked at it twice: after it reattached, while it waits."""
+    from support.emulator import DataPlane
+
+    endpoint = emulator.classic_endpoint("training")
+    seen = route_count(emulator, "bes.status")
+
+    def cancel() -> None:
+        deadline = time.monotonic() + 30
+        while route_count(emulator, "bes.status") < seen + 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        DataPlane(endpoint["api_location"], endpoint["primary_key"]).delete(job_id)
+
+    thread = threading.Thread(target=cancel)
+    thread.start()
+    return thread
+
+
+def test_a_rerun_that_reattached_to_a_job_its_cleared_try_then_cancelled_starts_over_with_one_new_job(
+    emulator, container, churn_input
+):
+    job_fault(emulator, "hang", count=1)
+    store = DictStateStore()
+    with pytest.raises(TaskDeferred):
+        churn_op(container, churn_input, deferrable=True).execute(context_of_try(store, 1))
+    cleared_job = store.get(JOB_STATE_KEY)["job_id"]
+    # The rerun (try 2) reattaches to the still-running job; the cancellation lands right after.
+    canceller = cancel_when_running(emulator, cleared_job)
+    result = churn_op(container, churn_input).execute(context_of_try(store, 2))
+    canceller.join(timeout=30)
+    assert [r["status"] for r in requests_log(emulator, "bes.delete")] == [200]
+
+    assert result["job_id"] != cleared_job and result["status"] == "Finished"
+    assert {j["id"]: j["status"] for j in jobs(emulator)} == {cleared_job: "Cancelled", result["job_id"]: "Finished"}
+    assert route_count(emulator, "bes.submit") == 2
+    assert store.get(JOB_STATE_KEY)["try_number"] == 2
+
+
+def test_a_job_cancelled_elsewhere_during_the_try_that_submitted_it_fails_that_try(emulator, container, churn_input):
+    job_fault(emulator, "hang", count=1)
+    store = DictStateStore()
+    with pytest.raises(TaskDeferred):
+        churn_op(container, churn_input, deferrable=True).execute(context_of_try(store, 1))
+    job_id = store.get(JOB_STATE_KEY)["job_id"]
+    canceller = cancel_when_running(emulator, job_id)
+    with pytest.raises(BesJobFailedError, match=f"BES job {job_id} Cancelled"):
+        churn_op(container, churn_input).execute(context_of_try(store, 1))
+    canceller.join(timeout=30)
+    assert route_count(emulator, "bes.submit") == 1

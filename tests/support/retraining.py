@@ -59,7 +59,7 @@ class Retraining:
         return day.replace(hour=hour, minute=minute)
 
 
-def build_retraining(model: str, *, register: bool = True, **overrides: Any) -> Retraining:
+def build_retraining(model: str, /, *, register: bool = True, **overrides: Any) -> Retraining:
     """A DAG from a copy of the shipped ``model`` config with a unique name, data folder, outputs and
     ledger container, a sensor that does not wait for stability, and ``overrides`` (top-level keys;
     ``data``/``outputs`` overrides are merged)."""

@@ -15,14 +15,17 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import requests
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
 from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
 from azureml_retrain.redaction import redact, strip_query
+
+if TYPE_CHECKING:
+    # Imported where used: DAG files import the operators, hence this module, at every parse.
+    import requests
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Statuses that say the request was refused before the service acted on it.
@@ -205,6 +208,8 @@ class AzureMLHttpHook(BaseHook):
 
     @cached_property
     def session(self) -> requests.Session:
+        import requests
+
         session = requests.Session()
         session.headers["User-Agent"] = "azureml-retrain-airflow"
         return session
@@ -237,6 +242,8 @@ class AzureMLHttpHook(BaseHook):
         304 from refresh). A 2xx whose body is not JSON counts as a transient failure when
         ``expect_json``.
         """
+        import requests
+
         policy = self.retry_policy
         attempt = 0
         while True:
@@ -274,13 +281,15 @@ class AzureMLHttpHook(BaseHook):
             self._sleep(delay)
 
     def _classify_exception(self, exc: requests.RequestException, *, idempotent: bool) -> _Outcome:
+        import requests
+
         if isinstance(exc, requests.ConnectTimeout) or (
             isinstance(exc, requests.ConnectionError) and not _was_sent(exc)
         ):
             # Never reached the service: always safe to try again.
             return _Outcome(f"{type(exc).__name__}: {redact(str(exc))[:300]}", retryable=True)
         if isinstance(exc, requests.Timeout):
-            return _Outcome(f"{type(exc).__name__} after {self.timeout[1]:.0f}s", retryable=idempotent)
+            return _Outcome(f"{type(exc).__name__} after {self.timeout[1]:g}s", retryable=idempotent)
         if isinstance(exc, requests.ConnectionError):
             # Reset or dropped after sending: the service may have acted on the call.
             return _Outcome(f"{type(exc).__name__}: {redact(str(exc))[:300]}", retryable=idempotent)

@@ -37,7 +37,7 @@ from azureml_retrain.hooks.resource_manager import (
     operation_state,
 )
 from azureml_retrain.hooks.web_service import AzureMLWebServiceHook
-from azureml_retrain.links import LINK_XCOM_KEY, AzureMLLink, classic_service_link, resource_manager_link
+from azureml_retrain.links import LINK_XCOM_KEY, AzureMLLink, classic_endpoint_link, resource_manager_link
 from azureml_retrain.storage import StorageAccount
 from azureml_retrain.triggers.arm_operation import ArmOperationTrigger
 
@@ -157,18 +157,28 @@ class _PromoteBase(BaseOperator):
 
         ledger = PromotionLedger(self.wasb_conn_id, self.ledger_container)
         target = self.target_name or self.default_target_name
+        run_id = str(context.get("run_id") or "")
+        map_index = getattr(context.get("ti"), "map_index", -1)
         with ledger.guard(
             target,
             expected_model_uri=self.expected_model_uri,
             window=self.window,
             allow_older_window=self.allow_older_window or self.record_kind == "rollback",
+            # Retries of this task instance: see its own earlier record, take over its own lock.
+            run=(self.dag_id, run_id) if run_id else None,
+            owner=f"{self.dag_id}/{run_id}/{self.task_id}/{map_index}" if run_id else None,
         ) as guard:
             result = self.promote(context)
             result["target"] = target
-            # Also record a change the ledger missed (a retry after the PATCH landed but before it was recorded).
-            behind = guard.head is not None and guard.head.model_uri != result["model_uri"]
+            # Also record a change the ledger missed: a retry after the PATCH landed but before it was
+            # recorded (an empty ledger included: the first promotion of a target can die there too).
+            head = guard.head
+            behind = head.model_uri != result["model_uri"] if head is not None else not result["changed"]
             if result["changed"] or behind:
-                previous = result["previous_model_uri"] if result["changed"] else guard.head.model_uri  # type: ignore[union-attr]
+                if result["changed"]:
+                    previous = result["previous_model_uri"]
+                else:  # what served before the lost PATCH is only known if the ledger had it
+                    previous = head.model_uri if head is not None else None
                 guard.record(
                     LedgerRecord(
                         kind=self.record_kind,  # type: ignore[arg-type]
@@ -314,7 +324,12 @@ class PatchEndpointOperator(_PromoteBase):
 
     def promote(self, context: Context) -> dict[str, Any]:
         self._check_endpoint_name()
-        context["ti"].xcom_push(key=LINK_XCOM_KEY, value=classic_service_link(self.hook.base_url))
+        context["ti"].xcom_push(
+            key=LINK_XCOM_KEY,
+            value=classic_endpoint_link(
+                self.hook.base_url, self.hook.workspace_id, self.web_service_id, self.endpoint_name
+            ),
+        )
         storage = StorageAccount(self.wasb_conn_id)
         current = self.target_model(storage)
         model = location_uri(current)
@@ -469,6 +484,11 @@ def find_trained_model_asset(definition: Mapping[str, Any], name: str | None) ->
     return matches[0]
 
 
+def _provisioning_state(definition: Mapping[str, Any]) -> str | None:
+    state = get_member(get_member(definition, "properties"), "provisioningState")
+    return str(state) if state else None
+
+
 def _asset_uri(asset: Mapping[str, Any]) -> str | None:
     uri = get_member(get_member(asset, "locationInfo"), "uri")
     return str(uri) if uri else None
@@ -546,7 +566,7 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
         storage = StorageAccount(self.wasb_conn_id)
         new_uri = location_uri(self.target_model(storage))
         model = new_uri
-        definition = self.hook.get_web_service(self.web_service_name)
+        definition = self._settled_definition()
         asset_id, asset = find_trained_model_asset(definition, self.trained_model_name)
         previous_uri = _asset_uri(asset)
         result: dict[str, Any] = {
@@ -599,6 +619,26 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
         result["operation"] = self._check_operation(event["operation"])
         return self._finish(result, context)
 
+    def _settled_definition(self) -> dict[str, Any]:
+        """The definition once no update is in progress.
+
+        While an update provisions, the definition already shows its uri but the service still
+        scores with the previous model: a retry whose earlier try timed out waiting must not take
+        that uri as served (and a PATCH now would be refused with 409).
+        """
+        deadline = time.monotonic() + self.operation_timeout.total_seconds()
+        while True:
+            definition = self.hook.get_web_service(self.web_service_name)
+            if _provisioning_state(definition) != ProvisioningState.PROVISIONING:
+                return definition
+            if time.monotonic() >= deadline:
+                raise PromotionVerificationError(
+                    f"web service {self.web_service_name} is still being updated (provisioningState Provisioning) "
+                    f"after operation_timeout={self.operation_timeout}; which model it serves is not settled"
+                )
+            self.log.info("Web service %s: an update is in progress; waiting for it to end", self.web_service_name)
+            time.sleep(self.poll_interval)
+
     def _patch_asset(self, definition: Mapping[str, Any], asset_id: str, uri: str) -> str | None:
         properties = dict(get_member(definition, "properties") or {})
         assets = {k: dict(v) if isinstance(v, Mapping) else v for k, v in get_member(properties, "assets").items()}
@@ -627,6 +667,12 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
             raise PromotionVerificationError(
                 f"web service {self.web_service_name} still serves {serving} after the update to "
                 f"{result['current_uri']}"
+            )
+        state = _provisioning_state(definition)
+        if state not in (None, ProvisioningState.SUCCEEDED):
+            # The uri is there, but the service does not run it (yet, or any more).
+            raise PromotionVerificationError(
+                f"web service {self.web_service_name} shows {serving} but its provisioningState is {state}"
             )
         result["exported"]["after"] = self._export(definition, "after", context)
         if self.smoke_test_rows:

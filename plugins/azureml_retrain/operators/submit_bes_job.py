@@ -13,7 +13,7 @@ from airflow.sdk import BaseOperator, Context
 from azureml_retrain.blobs import BlobLocation
 from azureml_retrain.exceptions import AzureMLServiceError, BesJobFailedError, ConfigurationError
 from azureml_retrain.hooks.web_service import AzureMLWebServiceHook, BesJob, BesJobStatus
-from azureml_retrain.links import LINK_XCOM_KEY, AzureMLLink, classic_service_link
+from azureml_retrain.links import LINK_XCOM_KEY, AzureMLLink, bes_job_link
 from azureml_retrain.storage import REFERENCE_MODES, StorageAccount
 from azureml_retrain.triggers.bes_job import BesJobTrigger, is_transient, next_poll_interval
 
@@ -154,14 +154,18 @@ class SubmitBesJobOperator(BaseOperator):
         store = context.get("task_state_store")
         record = self._reattach(store)
         if record is None:
-            record = self._submit_and_start(store)
+            record = self._submit_and_start(store, _try_number(context))
+        return self._follow(context, record)
+
+    def _follow(self, context: Context, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Wait for the job of ``record`` to end: here, or deferred to the triggerer."""
         job_id = str(record["job_id"])
         self._active_job_id = job_id
         context["ti"].xcom_push(key="bes_job_id", value=job_id)
-        context["ti"].xcom_push(key=LINK_XCOM_KEY, value=classic_service_link(self.hook.api_location))
+        context["ti"].xcom_push(key=LINK_XCOM_KEY, value=bes_job_link(self.hook.api_location, job_id))
         job = self.hook.get_job(job_id)
         if job.status in BesJobStatus.TERMINAL:
-            return self._complete(job, record)
+            return self._finish(context, job, record)
         if self.deferrable:
             remaining = max(0.0, float(record["deadline"]) - time.time())
             self.defer(
@@ -178,7 +182,7 @@ class SubmitBesJobOperator(BaseOperator):
                 # Backstop only: the trigger cancels the job and reports at its own deadline.
                 timeout=timedelta(seconds=remaining + 300),
             )
-        return self._complete(self._wait(job, float(record["deadline"])), record)
+        return self._finish(context, self._wait(job, float(record["deadline"])), record)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         if not event or "job_id" not in event:
@@ -190,7 +194,22 @@ class SubmitBesJobOperator(BaseOperator):
             )
         if event["status"] == "error":
             raise BesJobFailedError(f"BES job {event['job_id']}: {event.get('message')}")
-        return self._complete(self.hook.get_job(str(event["job_id"])), record)
+        return self._finish(context, self.hook.get_job(str(event["job_id"])), record)
+
+    def _finish(self, context: Context, job: BesJob, record: Mapping[str, Any]) -> dict[str, Any]:
+        # Clearing or marking a deferred task cancels its job from the triggerer, while the rerun may
+        # already have reattached to it: a job an *earlier* try left that ends Cancelled is that
+        # race, so this try starts over with one new job instead of failing.
+        submitted_by = record.get("try_number")
+        current = _try_number(context)
+        if job.status == BesJobStatus.CANCELLED and submitted_by is not None and current not in (None, submitted_by):
+            self.log.warning(
+                "BES job %s from try %s was cancelled (that try was cleared or marked); submitting a new one",
+                job.job_id,
+                submitted_by,
+            )
+            return self._follow(context, self._submit_and_start(context.get("task_state_store"), current))
+        return self._complete(job, record)
 
     def on_kill(self) -> None:
         if self._active_job_id and self.cancel_on_kill:
@@ -229,7 +248,7 @@ class SubmitBesJobOperator(BaseOperator):
             self.log.info("Reattaching to BES job %s from an earlier try (%s)", job_id, job.status)
         return record
 
-    def _submit_and_start(self, store: Any) -> dict[str, Any]:
+    def _submit_and_start(self, store: Any, try_number: int | None) -> dict[str, Any]:
         body = self.build_request()
         self.log.info(
             "Submitting BES job: inputs %s, outputs %s, global parameters %s",
@@ -243,6 +262,7 @@ class SubmitBesJobOperator(BaseOperator):
             "job_id": job_id,
             "submitted_at": datetime.fromtimestamp(now, UTC).isoformat(),
             "deadline": now + self.job_timeout.total_seconds(),
+            "try_number": try_number,
         }
         # Persist before starting: a crash from here on leaves a job a retry can find.
         if store is not None:
@@ -309,3 +329,8 @@ class SubmitBesJobOperator(BaseOperator):
             "duration_seconds": duration,
             "outputs": {name: output.to_xcom() for name, output in job.outputs.items()},
         }
+
+
+def _try_number(context: Context) -> int | None:
+    number = getattr(context.get("ti"), "try_number", None)
+    return number if isinstance(number, int) else None

@@ -33,6 +33,7 @@ from azureml_retrain.triggers.blob_arrival import (
     glob_to_regex,
     is_transient_error,
     server_time,
+    unreadable_listing,
     utcnow,
     validate_container,
     validate_counts,
@@ -317,7 +318,7 @@ def list_blobs_sync(hook: WasbHook, container: str, prefix: str) -> Listing:
 
     The service filters by ``name_starts_with``, so only blobs under the prefix are ever transferred.
     """
-    from azure.core.exceptions import ResourceNotFoundError
+    from azure.core.exceptions import DecodeError, ResourceNotFoundError
 
     dates: list[str | None] = []
 
@@ -327,15 +328,15 @@ def list_blobs_sync(hook: WasbHook, container: str, prefix: str) -> Listing:
     # WasbHook types its cached client as sync-or-async; the sync hook always builds a sync one.
     container_client = cast("ContainerClient", hook.blob_service_client.get_container_client(container))
     try:
-        blobs = tuple(
-            BlobInfo.from_properties(item)
-            for item in container_client.list_blobs(name_starts_with=prefix, raw_response_hook=on_response)
-        )
+        items = list(container_client.list_blobs(name_starts_with=prefix, raw_response_hook=on_response))
     except ResourceNotFoundError as error:
         if getattr(error, "error_code", None) != "ContainerNotFound":
             raise
         return Listing((), server_time(dates), len(dates), container_exists=False)
-    return Listing(blobs, server_time(dates), len(dates))
+    except (AttributeError, DecodeError) as error:
+        # A 200 whose body is not a listing: the SDK's page parser fails on it (only SDK code runs here).
+        raise unreadable_listing(container, prefix, error) from error
+    return Listing(tuple(BlobInfo.from_properties(item) for item in items), server_time(dates), len(dates))
 
 
 def _templated(value: str) -> bool:

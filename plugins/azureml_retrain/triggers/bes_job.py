@@ -77,6 +77,11 @@ class BesJobTrigger(BaseTrigger):
         interval = self.poll_interval
         status = self.last_status
         polls = 0
+        if status is not None:
+            # The operator read the job's status just before deferring: polling again at once would
+            # only repeat its answer, so the schedule starts one interval later.
+            await asyncio.sleep(max(0.0, min(interval, self.end_time - time.time())))
+            interval = next_poll_interval(interval, self.max_poll_interval)
         while True:
             try:
                 job = await asyncio.to_thread(hook.get_job, self.job_id)

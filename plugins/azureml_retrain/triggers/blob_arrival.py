@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from azureml_retrain.exceptions import ConfigurationError
+from azureml_retrain.exceptions import AzureMLRetrainError, ConfigurationError
 from azureml_retrain.windows import parse_datetime
 
 if TYPE_CHECKING:
@@ -428,6 +428,16 @@ def validate_counts(min_files: object, min_total_bytes: object, stable_for: obje
         raise ConfigurationError(f"stable_for: must be a non-negative number of seconds, got {stable_for!r}")
 
 
+class UnreadableListingError(AzureMLRetrainError):
+    """The storage service answered a listing with a body the SDK could not read (a broken gateway)."""
+
+
+def unreadable_listing(container: str, prefix: str, error: Exception) -> UnreadableListingError:
+    return UnreadableListingError(
+        f"the listing of {container}/{prefix} came back unreadable ({type(error).__name__}); will list again"
+    )
+
+
 def is_transient_error(error: BaseException) -> bool:
     """Whether a listing error is worth retrying (network trouble, throttling, 5xx) rather than fatal."""
     from azure.core.exceptions import (
@@ -438,6 +448,8 @@ def is_transient_error(error: BaseException) -> bool:
     )
 
     if isinstance(error, ServiceRequestError | ServiceResponseError | TimeoutError | ConnectionError):
+        return True
+    if isinstance(error, UnreadableListingError):
         return True
     if isinstance(error, ClientAuthenticationError):
         return False
@@ -495,7 +507,7 @@ async def list_blobs_async(client: AsyncBlobServiceClient, container: str, prefi
     Uses ``container_client.list_blobs(name_starts_with=prefix)``: the service filters by prefix, so
     only blobs under it are ever transferred.
     """
-    from azure.core.exceptions import ResourceNotFoundError
+    from azure.core.exceptions import DecodeError, ResourceNotFoundError
 
     dates: list[str | None] = []
 
@@ -504,17 +516,17 @@ async def list_blobs_async(client: AsyncBlobServiceClient, container: str, prefi
 
     container_client = client.get_container_client(container)
     try:
-        blobs = tuple(
-            [
-                BlobInfo.from_properties(item)
-                async for item in container_client.list_blobs(name_starts_with=prefix, raw_response_hook=on_response)
-            ]
-        )
+        items = [
+            item async for item in container_client.list_blobs(name_starts_with=prefix, raw_response_hook=on_response)
+        ]
     except ResourceNotFoundError as error:
         if getattr(error, "error_code", None) != "ContainerNotFound":
             raise
         return Listing((), server_time(dates), len(dates), container_exists=False)
-    return Listing(blobs, server_time(dates), len(dates))
+    except (AttributeError, DecodeError) as error:
+        # A 200 whose body is not a listing: the SDK's page parser fails on it (only SDK code runs here).
+        raise unreadable_listing(container, prefix, error) from error
+    return Listing(tuple(BlobInfo.from_properties(item) for item in items), server_time(dates), len(dates))
 
 
 class BlobArrivalTrigger(BaseTrigger):

@@ -1,0 +1,126 @@
+"""Driving the Airflow UI with the system's Chromium (Selenium), and running an Airflow for it."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import yaml
+
+from devtools.cluster import AirflowCluster
+from devtools.services import ROOT
+
+UI_ARTIFACTS = ROOT / "test-artifacts" / "ui"
+WINDOW_SIZE = (1400, 1000)
+
+
+@dataclass
+class Browser:
+    """A Chromium session against one Airflow that saves numbered screenshots of the steps."""
+
+    driver: Any
+    base_url: str
+    artifacts: Path
+    shots: list[Path] = field(default_factory=list)
+
+    def open(self, path: str) -> None:
+        self.driver.get(f"{self.base_url}{path}")
+
+    def wait(self, condition: Callable[[Any], Any], timeout: float = 60, message: str = "") -> Any:
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        return WebDriverWait(self.driver, timeout, poll_frequency=0.5).until(condition, message)
+
+    def find(self, css: str, timeout: float = 60) -> Any:
+        """The first visible element matching ``css`` (waits for one)."""
+        from selenium.webdriver.common.by import By
+
+        def visible(driver: Any) -> Any:
+            return next((e for e in driver.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()), False)
+
+        return self.wait(visible, timeout, f"nothing visible matches {css}")
+
+    def text(self) -> str:
+        from selenium.webdriver.common.by import By
+
+        return str(self.driver.find_element(By.TAG_NAME, "body").text)
+
+    def scroll_to(self, element: Any) -> None:
+        self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+
+    def shot(self, name: str) -> Path:
+        path = self.artifacts / f"{len(self.shots) + 1:02d}-{name}.png"
+        self.driver.save_screenshot(str(path))
+        self.shots.append(path)
+        print(f"{time.strftime('%H:%M:%S')} screenshot {path.name}")  # step times, in the test's output
+        return path
+
+
+def chrome(binary: str, driver_path: str) -> Any:
+    """Headless Chromium at ``binary`` through the chromedriver at ``driver_path`` (an explicit driver
+    path keeps Selenium Manager from looking for, or downloading, anything)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",  # CI runs as root, where Chromium's sandbox cannot start; the pages are our own
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        f"--window-size={WINDOW_SIZE[0]},{WINDOW_SIZE[1]}",
+        "--lang=en-US",
+    ):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+
+
+def start_in_background(cluster: AirflowCluster) -> Callable[[], None]:
+    """Start ``cluster`` in a thread (it takes a while); the returned call waits for it and re-raises."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            cluster.start()
+        except BaseException as error:  # re-raised in the caller's thread
+            errors.append(error)
+
+    thread = threading.Thread(target=run, name="airflow-cluster-start", daemon=True)
+    thread.start()
+
+    def join() -> None:
+        thread.join(timeout=600)
+        if thread.is_alive():
+            raise TimeoutError("Airflow did not start within 10 minutes")
+        if errors:
+            raise errors[0]
+
+    return join
+
+
+def dags_folder_with(config: Any, folder: Path) -> Path:
+    """A DAGs folder holding the project's retraining DAG file and one retraining config."""
+    (folder / "retraining").mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "dags" / "retraining_dags.py", folder / "retraining_dags.py")
+    text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    (folder / "retraining" / f"{config.model}.yaml").write_text(text)
+    return folder
+
+
+def keep_logs(cluster: AirflowCluster) -> None:
+    """Copy the cluster's logs next to the screenshots (they explain a failure)."""
+    target = UI_ARTIFACTS / "airflow-logs"
+    shutil.rmtree(target, ignore_errors=True)
+    if cluster.log_dir.exists():
+        shutil.copytree(cluster.log_dir, target, dirs_exist_ok=True)
+
+
+def run_url(dag_id: str, run_id: str) -> str:
+    return f"/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"

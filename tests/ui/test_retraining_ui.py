@@ -1,0 +1,229 @@
+"""The Airflow UI, end to end in a browser: trigger a retraining from the DAG's form, watch it
+succeed, read its result, follow its extra link, and find the promotion in the model history view.
+
+Airflow runs as separate components (api-server, scheduler, dag-processor, triggerer; LocalExecutor)
+against Azurite and the emulator. Its only DAGs are the project's DAG file with a test copy of the
+churn config (its own data folder, outputs and ledger). Before the UI part, the target gets a short
+past through ``dag.test()`` (a promotion, then a rollback), so the history has every kind of change.
+Screenshots of each step: ``test-artifacts/ui/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from selenium.webdriver.common.by import By
+
+from azureml_retrain.factory import build_rollback_dag
+from devtools.cluster import AirflowCluster
+from support.browser import UI_ARTIFACTS, Browser, dags_folder_with, keep_logs, run_url, start_in_background
+from support.dags import register_dag
+from support.retraining import Retraining, build_retraining, land_window
+
+pytestmark = pytest.mark.integration
+
+DAY1 = datetime(2026, 11, 2, tzinfo=UTC)  # trained and promoted before the UI part, then rolled back
+DAY2 = DAY1 + timedelta(days=1)  # trained through the UI
+TARGET = "churn-retrain01"
+
+
+def window_conf(day: datetime) -> dict[str, str]:
+    return {"window_start": f"{day:%Y-%m-%d}", "window_end": f"{day + timedelta(days=1):%Y-%m-%d}"}
+
+
+@dataclass
+class UiAirflow:
+    cluster: AirflowCluster
+    churn: Retraining
+
+
+@pytest.fixture(scope="module")
+def ui_airflow(
+    azurite: str, emulator_session: Any, blob_service: Any, airflow_db: None, local_ports: Any, tmp_path_factory: Any
+) -> Iterator[UiAirflow]:
+    for old in {*UI_ARTIFACTS.glob("*.png"), *UI_ARTIFACTS.glob("failure.*")}:
+        old.unlink(missing_ok=True)
+    emulator_session.admin("POST", "reset")
+    # Named like the shipped model (DAG retrain_churn); more than one active run, so the scheduled
+    # run of the current interval (its data never lands) does not hold the manual one back.
+    churn = build_retraining("churn", model="churn", max_active_runs=3)
+    root = tmp_path_factory.mktemp("ui-airflow")
+    cluster = AirflowCluster(
+        home=root / "home", ports=local_ports, dags_folder=dags_folder_with(churn.config, root / "dags")
+    )
+    for number, day in enumerate((DAY1, DAY2), start=1):
+        land_window(blob_service, churn, day, dataset="churn", window=number, seed=number)
+    started = start_in_background(cluster)
+    try:
+        from airflow.utils.state import DagRunState
+
+        # The target's past, written while Airflow starts: day 1 promoted, then rolled back by hand.
+        promoted = churn.dag.test(logical_date=None, run_conf=window_conf(DAY1))
+        assert promoted.state == DagRunState.SUCCESS
+        rollback = build_rollback_dag([churn.config])
+        register_dag(rollback)
+        rolled_back = rollback.test(logical_date=None, run_conf={"target": TARGET})
+        assert rolled_back.state == DagRunState.SUCCESS
+        started()
+        cluster.wait_for_dag(churn.dag_id)
+        yield UiAirflow(cluster, churn)
+    finally:
+        with contextlib.suppress(Exception):
+            started()
+        cluster.stop()
+        keep_logs(cluster)
+
+
+def log_in(browser: Browser, user: str, password: str) -> None:
+    browser.open("/")
+    browser.find("input[name=username]").send_keys(user)
+    browser.find("input[name=password]").send_keys(password)
+    browser.shot("login")
+    browser.find("button[type=submit]").click()
+    browser.wait(lambda driver: "/auth/login" not in driver.current_url, message="still on the login page")
+
+
+def fill_trigger_form(browser: Browser, run_id: str, conf: dict[str, str]) -> None:
+    dialog = browser.find("[role=dialog][data-state=open]")
+    browser.find("#element_window_start").send_keys(conf["window_start"])
+    browser.find("#element_window_end").send_keys(conf["window_end"])
+    # "Promote" is a select: open it and pick the option.
+    promote = dialog.find_element(By.XPATH, ".//label[normalize-space(.)='Promote']")
+    browser.driver.find_element(By.ID, promote.get_attribute("for")).click()
+    browser.wait(
+        lambda driver: next(
+            (o for o in driver.find_elements(By.CSS_SELECTOR, "[role=option]") if o.text.strip() == "force"), False
+        ),
+        message="no 'force' option",
+    ).click()
+    browser.wait(lambda driver: driver.find_element(By.NAME, "element_promote").get_attribute("value") == "force")
+    browser.shot("trigger-form")
+    advanced = dialog.find_element(By.XPATH, ".//button[contains(@id, 'advancedOptions')]")
+    browser.scroll_to(advanced)
+    advanced.click()
+    browser.find("input[name=dagRunId]").send_keys(run_id)
+    editor = browser.find("[role=dialog][data-state=open] .monaco-editor .view-lines")
+    browser.scroll_to(editor)
+    browser.wait(
+        lambda _: '"promote": "force"' in editor.text.replace("\xa0", " "),
+        message="the form's values are not in the run's conf",
+    )
+    browser.shot("trigger-conf")
+
+
+def wait_for_run_in_ui(browser: Browser, cluster: AirflowCluster, dag_id: str, run_id: str) -> str:
+    """The run's state as its page shows it, once final (the page refreshes itself; reloaded now and
+    then in case a poll was missed)."""
+    badge = f"//h2[normalize-space()='{run_id}']/following-sibling::span[@data-testid='state-badge']"
+    deadline = time.monotonic() + 600
+    browser.open(run_url(dag_id, run_id))
+    reloaded = time.monotonic()
+    while time.monotonic() < deadline:
+        found = browser.driver.find_elements(By.XPATH, badge)
+        state = found[0].text.strip() if found else ""
+        if state in ("Success", "Failed"):
+            return state
+        if time.monotonic() - reloaded > 30:
+            browser.driver.refresh()
+            reloaded = time.monotonic()
+        time.sleep(1)
+    states = {t["task_id"]: t["state"] for t in cluster.task_instances(dag_id, run_id)}
+    raise TimeoutError(f"{run_id} did not finish in 10 minutes: {states}")
+
+
+@pytest.mark.timeout(1200)
+def test_retrain_from_the_trigger_form_then_find_the_promotion_in_the_model_history(
+    ui_airflow: UiAirflow, browser: Browser, emulator_session: Any
+) -> None:
+    cluster, churn = ui_airflow.cluster, ui_airflow.churn
+    dag_id = churn.dag_id
+    run_id = f"ui_retrain_{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    browser.base_url = cluster.url
+
+    log_in(browser, *cluster.credentials)
+
+    browser.open(f"/dags/{dag_id}")
+    browser.find("[data-testid=trigger-dag-button]")
+    browser.wait(lambda _: "wait_for_data" in browser.text(), message="the DAG's tasks are not shown")
+    browser.shot("dag")
+    browser.find("[data-testid=trigger-dag-button]").click()
+    fill_trigger_form(browser, run_id, window_conf(DAY2))
+    browser.find("[data-testid=trigger-dag-submit]").click()
+    browser.wait(
+        lambda driver: not driver.find_elements(By.CSS_SELECTOR, "[data-testid=trigger-dag-submit]"),
+        message="the trigger dialog did not close",
+    )
+    run = cluster.api("GET", f"dags/{dag_id}/dagRuns/{run_id}")
+    assert run["conf"]["promote"] == "force" and run["conf"]["window_start"] == f"{DAY2:%Y-%m-%d}"
+
+    state = wait_for_run_in_ui(browser, cluster, dag_id, run_id)
+    browser.shot("run-finished")
+    assert state == "Success", {t["task_id"]: t["state"] for t in cluster.task_instances(dag_id, run_id)}
+
+    # The result: which targets the run promoted, as the report task returned it.
+    browser.open(f"{run_url(dag_id, run_id)}/tasks/report/xcom")
+    browser.find("[data-testid=expand-all-button]").click()
+    browser.wait(
+        lambda _: "churn-retrain01" in browser.text() and "churn-retrain02" in browser.text(),
+        message="the report does not list the promoted targets",
+    )
+    browser.shot("report")
+    for target in ("churn-retrain01", "churn-retrain02"):
+        head = churn.ledger.head(target)
+        assert head is not None and (head.kind, head.run_id) == ("promotion", run_id)
+
+    # The promotion's extra link opens the emulator's view of the very endpoint, serving the new model.
+    browser.open(f"{run_url(dag_id, run_id)}/tasks/promote_classic_endpoints/mapped/0/details")
+    link = browser.wait(lambda driver: next(iter(driver.find_elements(By.LINK_TEXT, "Azure ML")), False))
+    workspace = emulator_session.workspace
+    service = next(s for s in workspace["web_services"] if s["kind"] == "predictive")
+    assert link.get_attribute("href") == (
+        f"{emulator_session.url}/_emulator/state/workspaces/{workspace['id']}/webservices/{service['id']}"
+        "/endpoints/retrain01"
+    )
+    browser.scroll_to(link)
+    browser.shot("extra-link")
+    head = churn.ledger.head(TARGET)
+    assert head is not None
+    browser.driver.get(link.get_attribute("href"))
+    endpoint = json.loads(browser.driver.find_element(By.TAG_NAME, "body").text)
+    browser.shot("emulator-endpoint")
+    assert endpoint["endpoint"]["name"] == "retrain01" and endpoint["model_uri"] == head.model_uri
+
+    # The model history view, from the UI's navigation: the target's ledger and plot include the run.
+    browser.open(f"/dags/{dag_id}")
+    browser.find("a[href$='/plugin/model-history']").click()
+    browser.driver.switch_to.frame(browser.find("iframe"))
+    browser.find(f"a[href$='/targets/{TARGET}']").click()
+    browser.find("svg.plot")
+    kinds = sorted(m.get_attribute("data-kind") for m in browser.driver.find_elements(By.CSS_SELECTOR, "svg .marker"))
+    assert kinds == ["baseline", "promotion", "promotion", "rollback"]
+    newest = browser.find("table.ledger tbody tr")
+    assert newest.get_attribute("data-kind") == "promotion" and run_id in newest.text
+    browser.driver.switch_to.default_content()
+    browser.shot("model-history")
+
+    # Its run link leads to the run's page in the UI itself (not inside the view's frame).
+    browser.driver.switch_to.frame(browser.find("iframe"))
+    browser.find("table.ledger tbody tr a[data-airflow]").click()
+    browser.driver.switch_to.default_content()
+    browser.wait(
+        lambda driver: (
+            driver.current_url.endswith(run_url(dag_id, run_id)) and not driver.find_elements(By.TAG_NAME, "iframe")
+        ),
+        message="the run link did not lead to the run's page",
+    )
+
+    # And as a tab of the DAG: every target of the DAG.
+    browser.open(f"/dags/{dag_id}/plugin/model-history-dag")
+    browser.driver.switch_to.frame(browser.find("iframe"))
+    browser.wait(lambda driver: len(driver.find_elements(By.CSS_SELECTOR, "section.target svg.plot")) == 2)
+    browser.driver.switch_to.default_content()
+    browser.shot("dag-model-history")
