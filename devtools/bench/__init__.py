@@ -1,0 +1,18 @@
+"""Benchmarks: what orchestration costs, side by side with what users would otherwise run.
+
+``python -m devtools.bench [--smoke] [--out FILE] [--only NAME ...]`` (``make bench``, ``make bench-smoke``)
+starts fresh local services (Azurite and the emulator, in memory) and, for the measurements that need
+it, an Airflow installation with separate scheduler, triggerer, DAG processor and API server
+(LocalExecutor, 4 worker slots). It prints a table of ratios against baselines measured in the same
+run, and writes every raw number to a JSON file. One module per measurement, numbered as in the table:
+
+1. ``parse_cost``: DAG parse cost of each shipped DAG file against a one-task EmptyOperator DAG
+2. ``worker_slots``: N concurrent 30 s BES jobs, deferrable vs the Studio sample's polling loop
+3. ``loop_latency``: data lands -> the endpoint serves the new model, minus the BES job's own time
+4. ``sensor_listing``: list requests and time per check as unrelated blobs pile up
+5. ``status_calls``: HTTP calls spent on a 10-minute BES job vs the Studio sample's 1 s loop
+6. ``scale``: a backfill of daily windows, and promotion fan-out to 1, 10, 50 endpoints
+
+``--smoke`` runs a reduced set in well under two minutes and exits non-zero when a ratio is past its
+target; the test suite runs it (``tests/bench/test_bench_smoke.py``).
+"""

@@ -1,0 +1,70 @@
+"""
+### Bench: N concurrent BES jobs
+
+`bench_slots_deferrable_<n>`: the project's `SubmitBesJobOperator` (deferrable, its default poll
+schedule), mapped over N jobs. `bench_slots_polling_<n>`: what users ran before, the Studio-generated
+BES sample (submit, start, GET the status every second) in a `PythonOperator`, mapped over N jobs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import DAG, get_parsing_context
+
+from azureml_retrain.operators import SubmitBesJobOperator
+
+PARAMS: dict[str, Any] = json.loads((Path(__file__).parent / "bench_params.json").read_text()).get("worker_slots", {})
+START = pendulum.datetime(2026, 1, 1, tz="UTC")
+# As the project's factory does: a task's start-up builds only its own DAG.
+WANTED = get_parsing_context().dag_id
+
+
+def outputs_of(mode: str, n: int) -> list[dict[str, str]]:
+    folder = f"{PARAMS['container']}/{mode}-{n}"
+    return [{"output1": f"{folder}/{i}/model.ilearner", "output2": f"{folder}/{i}/evaluation.csv"} for i in range(n)]
+
+
+def studio_sample(outputs: dict[str, str], input_blob: str, global_parameters: dict[str, str]) -> dict[str, Any]:
+    """The Studio sample's loop with the service and storage of the Airflow connections."""
+    from airflow.sdk import BaseHook
+
+    from devtools.bench.studio_sample import run_studio_sample
+
+    service = BaseHook.get_connection(PARAMS["azureml_conn_id"])
+    return run_studio_sample(
+        api_location=str(service.host),
+        api_key=str(service.password),
+        storage_connection_string=BaseHook.get_connection("wasb_default").extra_dejson["connection_string"],
+        input_blob=input_blob,
+        outputs=outputs,
+        global_parameters=global_parameters,
+    )
+
+
+for n in PARAMS.get("deferrable_sizes", []):
+    if WANTED not in (None, f"bench_slots_deferrable_{n}"):
+        continue
+    with DAG(dag_id=f"bench_slots_deferrable_{n}", schedule=None, start_date=START, catchup=False, tags=["bench"]):
+        SubmitBesJobOperator.partial(
+            task_id="train",
+            azureml_conn_id=PARAMS["azureml_conn_id"],
+            inputs={"input1": PARAMS["input"]},
+            global_parameters=PARAMS["global_parameters"],
+            retries=0,
+        ).expand(outputs=outputs_of("deferrable", n))
+
+for n in PARAMS.get("polling_sizes", []):
+    if WANTED not in (None, f"bench_slots_polling_{n}"):
+        continue
+    with DAG(dag_id=f"bench_slots_polling_{n}", schedule=None, start_date=START, catchup=False, tags=["bench"]):
+        PythonOperator.partial(
+            task_id="train",
+            python_callable=studio_sample,
+            op_kwargs={"input_blob": PARAMS["input"], "global_parameters": PARAMS["global_parameters"]},
+            retries=0,
+        ).expand(op_args=[[o] for o in outputs_of("polling", n)])

@@ -1,0 +1,157 @@
+"""1. DAG parse cost: each shipped DAG file against a one-task EmptyOperator DAG.
+
+The DAG processor re-parses every file every ``min_file_process_interval`` in a child forked from
+its manager: the child imports the file (with whatever the file pulls in that the manager has not
+imported), builds its DAGs and serialises them. ``parse_probe`` does exactly that for each file,
+interleaved over several rounds; the figure is the median time of that child's work and the number
+of modules it had to import. In the full run the DAG processor of the bench cluster also parses
+copies of the same files, and its own ``last_parse_duration`` (what the UI shows) is reported next
+to the probe's figure.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from devtools.bench.core import DAG_TEMPLATES, Bench, Check, Measurement, fmt_seconds, median, run_python
+from devtools.services import ROOT
+
+TARGET_RATIO = 1.3
+BASELINE = "bench_parse_baseline.py"
+# retraining_dags.py builds three DAGs of 32 tasks in all and misses the 1.3x target (README,
+# Performance): the smoke run guards it against regressions instead, at about 1.5x its figures when
+# this benchmark was written (7-8x the time, 2.4x the modules of the one-task DAG).
+REGRESSION_LIMITS = {"retraining_dags.py": {"time": 12.0, "modules": 3.5}}
+
+TITLE = "DAG parse cost"
+
+
+def shipped_dag_files() -> list[str]:
+    return sorted(p.name for p in (ROOT / "dags").glob("*.py"))
+
+
+def probe(bench: Bench, rounds: int) -> dict[str, list[dict[str, Any]]]:
+    out = bench.work / "parse-probe.json"
+    files = [{"name": BASELINE, "path": str(DAG_TEMPLATES / BASELINE), "bundle_path": str(DAG_TEMPLATES)}]
+    files += [
+        {"name": name, "path": str(ROOT / "dags" / name), "bundle_path": str(ROOT / "dags")}
+        for name in shipped_dag_files()
+    ]
+    spec = {"files": files, "rounds": rounds, "out": str(out)}
+    run_python(
+        f"import sys; from devtools.bench.parse_probe import main; sys.exit(main([{json.dumps(json.dumps(spec))}]))",
+        bench.environment(),
+    )
+    samples: dict[str, list[dict[str, Any]]] = json.loads(out.read_text())
+    failures = {name: s[0] for name, s in samples.items() if s and "failure" in s[0]}
+    if failures:
+        raise RuntimeError(f"parsing failed: {failures}")
+    errors = {name: s[0]["errors"] for name, s in samples.items() if s[0]["errors"]}
+    if errors:
+        raise RuntimeError(f"import errors while parsing: {errors}")
+    return samples
+
+
+def processor_samples(bench: Bench, files: list[str], wanted: int, timeout: float = 240.0) -> dict[str, list[float]]:
+    """``last_parse_duration`` of each file, one sample per re-parse, from the running DAG processor."""
+    cluster = bench.cluster
+    seen: dict[str, dict[str, float]] = {name: {} for name in files}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for dag in cluster.api("GET", "dags", params={"limit": 1000})["dags"]:
+            name = str(dag.get("relative_fileloc") or dag.get("fileloc", "")).rsplit("/", 1)[-1]
+            if name in seen and dag.get("last_parse_duration") is not None and dag.get("last_parsed_time"):
+                seen[name][str(dag["last_parsed_time"])] = float(dag["last_parse_duration"])
+        if all(len(values) >= wanted for values in seen.values()):
+            break
+        time.sleep(1)
+    # A file's DAGs share one parse: keep one sample per distinct parse duration.
+    return {name: sorted(set(values.values())) for name, values in seen.items()}
+
+
+def paired_ratio(ours: list[dict[str, Any]], base: list[dict[str, Any]], key: str) -> float:
+    """Median over rounds of ours / baseline, each pair parsed back to back in the same round."""
+    return median(o[key] / b[key] for o, b in zip(ours, base, strict=True))
+
+
+def run(bench: Bench) -> Measurement:
+    m = Measurement("parse_cost", TITLE)
+    rounds = 7 if bench.smoke else 9
+    samples = probe(bench, rounds)
+    base = samples[BASELINE]
+    base_seconds = median(s["process_seconds"] for s in base)
+    base_modules = median(s["modules"] for s in base)
+    m.raw["probe"] = {
+        name: {
+            "process_seconds": [round(s["process_seconds"], 4) for s in values],
+            "parse_seconds": [round(s["parse_seconds"], 4) for s in values],
+            "serialize_seconds": [round(s["serialize_seconds"], 4) for s in values],
+            "dags": values[0]["dags"],
+            "tasks": values[0]["tasks"],
+            "modules": values[0]["modules"],
+            "module_names": values[0]["module_names"],
+        }
+        for name, values in samples.items()
+    }
+
+    def gate(name: str, kind: str) -> tuple[float, str]:
+        limit = REGRESSION_LIMITS.get(name, {}).get(kind)
+        if bench.smoke and limit is not None:
+            return limit, f"regression limit; the {TARGET_RATIO:g}x target is missed"
+        return TARGET_RATIO, ""
+
+    for name in shipped_dag_files():
+        values = samples[name]
+        dags, tasks = values[0]["dags"], values[0]["tasks"]
+        info = f"{dags} DAG{'s' * (dags != 1)}, {tasks} task{'s' * (tasks != 1)}"
+        target, note = gate(name, "time")
+        m.checks.append(
+            Check(
+                case=f"{name} parse time ({info})",
+                value=round(paired_ratio(values, base, "process_seconds"), 2),
+                unit="x",
+                target=target,
+                ours=fmt_seconds(median(s["process_seconds"] for s in values)),
+                baseline=fmt_seconds(base_seconds),
+                note=note,
+            )
+        )
+        modules = median(s["modules"] for s in values)
+        target, note = gate(name, "modules")
+        m.checks.append(
+            Check(
+                case=f"{name} modules imported per parse",
+                value=round(modules / base_modules, 2),
+                unit="x",
+                target=target,
+                ours=f"{modules:.0f}",
+                baseline=f"{base_modules:.0f}",
+                note=note,
+            )
+        )
+    if not bench.smoke:
+        names = [BASELINE, *shipped_dag_files()]
+        found = processor_samples(bench, names, wanted=4)
+        m.raw["dag_processor_last_parse_duration"] = found
+        base_processor = median(found[BASELINE])
+        for name in shipped_dag_files():
+            seconds = median(found[name])
+            m.checks.append(
+                Check(
+                    case=f"{name} as the DAG processor reports it",
+                    value=round(seconds / base_processor, 2),
+                    unit="x",
+                    target=None,
+                    ours=fmt_seconds(seconds),
+                    baseline=fmt_seconds(base_processor),
+                    note=f"last_parse_duration, median of {len(found[name])}",
+                )
+            )
+    m.notes.append(
+        "parse time: a child forked from a process like the DAG processor manager imports, builds and serialises "
+        f"the file's DAGs; median over {rounds} interleaved rounds of the file / baseline ratio. Modules: those "
+        "the child had to import itself."
+    )
+    return m

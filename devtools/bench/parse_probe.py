@@ -1,0 +1,85 @@
+"""Parse DAG files the way the DAG processor's child does, and report time and modules per parse.
+
+``python -m devtools.bench.parse_probe SPEC``, SPEC being JSON ``{"files": [{"name", "path",
+"bundle_path"}], "rounds": N, "out": PATH}``, writes JSON samples to PATH (Airflow logs to stdout).
+Like the DAG processor manager, this process imports the manager and pre-imports the Airflow modules
+each file names, once; each parse then runs in a forked child (``BundleDagBag`` of the file, then
+serialisation of its DAGs), which counts the modules it had to import itself: what every re-parse of
+the file costs again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def parse_in_child(path: str, bundle_path: str, log: Any) -> dict[str, Any]:
+    from airflow.dag_processing.dagbag import BundleDagBag
+    from airflow.dag_processing.processor import _serialize_dags
+
+    before = set(sys.modules)
+    started = time.perf_counter()
+    bag = BundleDagBag(dag_folder=path, bundle_path=Path(bundle_path), bundle_name="dags-folder", load_op_links=False)
+    parsed = time.perf_counter()
+    serialized, errors = _serialize_dags(bag, log)
+    done = time.perf_counter()
+    new = sorted(set(sys.modules) - before)
+    return {
+        "parse_seconds": parsed - started,
+        "serialize_seconds": done - parsed,
+        "seconds": done - started,
+        "dags": len(serialized),
+        "tasks": sum(len(dag.tasks) for dag in bag.dags.values()),
+        "errors": sorted({**bag.import_errors, **errors}),
+        "modules": len(new),
+        "module_names": new,
+    }
+
+
+def forked_sample(path: str, bundle_path: str, log: Any) -> dict[str, Any]:
+    read_end, write_end = os.pipe()
+    started = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:  # the child: parse, report, leave without running any exit handler of the parent
+        os.close(read_end)
+        try:
+            payload = json.dumps(parse_in_child(path, bundle_path, log)).encode()
+        except BaseException as error:
+            payload = json.dumps({"failure": repr(error)}).encode()
+        with os.fdopen(write_end, "wb") as out:
+            out.write(payload)
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    sample = dict(json.loads(data))
+    sample["process_seconds"] = time.perf_counter() - started
+    return sample
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(argv[0])
+    import structlog
+    from airflow.dag_processing import manager  # noqa: F401  (what the manager process has imported)
+    from airflow.dag_processing.processor import _pre_import_airflow_modules
+
+    log = structlog.get_logger("parse_probe")
+    for item in spec["files"]:
+        _pre_import_airflow_modules(item["path"], log)
+    samples: dict[str, list[dict[str, Any]]] = {item["name"]: [] for item in spec["files"]}
+    for _ in range(int(spec["rounds"])):
+        # Interleaved, so that load on the machine hits every file alike.
+        for item in spec["files"]:
+            samples[item["name"]].append(forked_sample(item["path"], item["bundle_path"], log))
+    Path(spec["out"]).write_text(json.dumps(samples))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
