@@ -41,6 +41,7 @@ from support.retrain import (
     run_deferrable,
     status,
 )
+from support.retraining import xcom_value
 
 pytestmark = pytest.mark.integration
 
@@ -118,16 +119,6 @@ def update_op(model: Any, **kwargs: Any) -> UpdateWebServiceDefinitionOperator:
         poll_interval=0.1,
         **kwargs,
     )
-
-
-def xcom_value(value: Any) -> Any:
-    """An XCom row's value: JSON documents are decoded already, plain strings may still be JSON text."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 def endpoint_location(emulator: RunningEmulator, name: str = RETRAIN01) -> dict[str, Any]:

@@ -150,7 +150,7 @@ def xcoms(run: Any, task_id: str, key: str = "return_value") -> list[Any]:
             )
             .order_by(XComModel.map_index)
         ).all()
-    return [_decoded(value) for _, value in rows]
+    return [xcom_value(value) for _, value in rows]
 
 
 def xcom(run: Any, task_id: str, key: str = "return_value") -> Any:
@@ -159,7 +159,8 @@ def xcom(run: Any, task_id: str, key: str = "return_value") -> Any:
     return values[0]
 
 
-def _decoded(value: Any) -> Any:
+def xcom_value(value: Any) -> Any:
+    """An XCom row's value: JSON documents are decoded already, plain strings may still be JSON text."""
     if isinstance(value, str):
         try:
             return json.loads(value)
