@@ -41,7 +41,7 @@ class TrainingConfig(_Strict):
     evaluation_output: str = "output2"
     global_parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
     job_timeout_minutes: float = Field(default=360, gt=0)
-    poll_interval_seconds: float = Field(default=5, gt=0)
+    poll_interval_seconds: float = Field(default=1, gt=0)
 
 
 class DataConfig(_Strict):

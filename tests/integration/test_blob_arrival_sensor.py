@@ -7,7 +7,6 @@ Azurite reports ``Last-Modified``/``Date`` with 1-second resolution, so "stable 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -24,9 +23,10 @@ from airflow.sdk.exceptions import AirflowRescheduleException, TaskDeferred
 
 from azureml_retrain.sensors.blob_arrival import BlobArrivalSensor, list_blobs_sync
 from azureml_retrain.triggers import blob_arrival as trigger_module
-from azureml_retrain.triggers.blob_arrival import BlobArrivalTrigger, Listing
+from azureml_retrain.triggers.blob_arrival import RESULT_KEYS, BlobArrivalTrigger, Listing
 from devtools.services import AZURITE_KEY
 from support.dags import register_dag
+from support.retrain import run_trigger
 
 pytestmark = pytest.mark.integration
 
@@ -90,15 +90,6 @@ def assert_no_secrets(value: Any) -> None:
         assert secret not in text
 
 
-def run_trigger(trigger: BlobArrivalTrigger, timeout: float = 20) -> dict[str, Any]:
-    async def first() -> dict[str, Any]:
-        async for event in trigger.run():
-            return dict(event.payload)
-        raise AssertionError("the trigger ended without an event")
-
-    return asyncio.run(asyncio.wait_for(first(), timeout))
-
-
 def test_poke_mode_accepts_data_uploaded_late(hook: WasbHook, container: str):
     def deliver() -> None:
         upload(hook, container, PREFIX + "part-0.csv", "a,b\n1,2\n")
@@ -137,17 +128,20 @@ def test_deferrable_trigger_does_not_accept_a_blob_that_is_still_growing(hook: W
     writer = later(0, keep_rewriting)
     trigger = deferred.value.trigger
     assert isinstance(trigger, BlobArrivalTrigger)
+    assert trigger.finish_task  # accepted data ends the task in the triggerer
     event = run_trigger(BlobArrivalTrigger(**trigger.serialize()[1]))  # as the triggerer rebuilds it
     accepted_at = time.time()
     writer.join()
-    assert event["status"] == "success", event
+    assert event["task_instance_state"] == "success", event
+    result = event["xcoms"]["return_value"]
     assert stopped_at
     assert accepted_at >= stopped_at[0] + 0.9  # only after the writer stopped, plus stable_for (1 s)
-    assert event["blobs"][0]["size"] == 18  # the final content
-    assert event["blobs"][0]["etag"].strip('"') == etag_of(hook, container, name)
-    result = sensor(container).execute_complete(context(), event)
-    assert "status" not in result
+    assert result["blobs"][0]["size"] == 18  # the final content
+    assert result["blobs"][0]["etag"].strip('"') == etag_of(hook, container, name)
+    assert set(result) == set(RESULT_KEYS)
     assert_no_secrets(result)
+    # `airflow dags test` resumes the task with the event's bare payload: the sensor checks once more.
+    assert sensor(container).execute_complete(context(), "success") == result
 
 
 def test_reschedule_mode_requires_the_marker(hook: WasbHook, container: str):
@@ -281,7 +275,9 @@ def test_dag_test_manual_run_without_logical_date(
 
     monkeypatch.setattr(sensor_module, "list_blobs_sync", first_poke_then_deliver)
     dag_run = dag.test(run_after=run_after, logical_date=None)
-    assert polls == [0]  # one synchronous poke, then the trigger did the waiting
+    # One synchronous poke found nothing and the trigger did the waiting. The trigger ended the task,
+    # which dag.test() cannot pass on: it resumes the task, whose one more check returns the data.
+    assert polls == [0, 1]
     assert dag_run.state == DagRunState.SUCCESS
     assert dag_run.logical_date is None
     with create_session() as session:

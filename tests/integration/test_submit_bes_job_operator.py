@@ -101,7 +101,7 @@ def test_non_deferrable_trains_and_returns_locations_only(
     assert [j["status"] for j in jobs(emulator)] == ["Finished"]
 
 
-def test_deferrable_defers_then_completes_from_the_trigger_event(emulator, container, churn_input, blob_service):
+def test_deferrable_defers_then_the_trigger_ends_the_task(emulator, container, churn_input, blob_service):
     emulator.admin("PATCH", "settings", json={"job_min_duration_seconds": 0.6})
     op = churn_op(container, churn_input, deferrable=True)
     context = make_context()
@@ -109,6 +109,24 @@ def test_deferrable_defers_then_completes_from_the_trigger_event(emulator, conta
         op.execute(context)
     assert deferred.value.method_name == "execute_complete"
     trigger = rebuilt(deferred.value.trigger)
+    event = run_trigger(trigger)
+    # Finished with every output: the task ends in the triggerer, its XCom is the operator's result.
+    assert event["task_instance_state"] == "success"
+    result = event["xcoms"]["return_value"]
+    assert result["job_id"] == context["ti"].xcom["bes_job_id"] and result["status"] == "Finished"
+    assert result["submitted_at"] == context["task_state_store"].get(JOB_STATE_KEY)["submitted_at"]
+    assert result["duration_seconds"] >= 0.6
+    assert_outputs_written(blob_service, result)
+    assert route_count(emulator, "bes.submit") == 1
+
+
+def test_a_terminal_event_resumes_the_operator(emulator, container, churn_input, blob_service):
+    """Triggers serialized before ``finish_task`` existed (or a job that did not finish) resume the task."""
+    context = make_context()
+    with pytest.raises(TaskDeferred) as deferred:
+        churn_op(container, churn_input, deferrable=True).execute(context)
+    trigger = rebuilt(deferred.value.trigger)
+    trigger.finish_task = False
     event = run_trigger(trigger)
     assert event["status"] == "terminal" and event["job_status"] == "Finished"
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from airflow.sdk.exceptions import TaskDeferred
+from airflow.triggers.base import BaseTaskEndEvent
 
 from support.airflow_context import make_context
 from support.emulator import CHURN_COLUMNS, CHURN_ROWS, ENERGY_COLUMNS, ENERGY_ROWS, DataPlane, RunningEmulator
@@ -80,15 +81,21 @@ async def _first_event(trigger: Any) -> Any:
 
 
 def run_trigger(trigger: Any, timeout: float = 60.0) -> dict[str, Any]:
-    """Run a trigger's ``run()`` (as the triggerer does) until its first event; return the payload."""
+    """Run a trigger's ``run()`` (as the triggerer does) until its first event; return the payload.
+
+    An event that ends the task in the triggerer comes back as ``{"task_instance_state", "xcoms"}``."""
     event = asyncio.run(asyncio.wait_for(_first_event(trigger), timeout))
+    if isinstance(event, BaseTaskEndEvent):
+        return {"task_instance_state": str(event.task_instance_state), "xcoms": event.xcoms}
     return dict(event.payload)
 
 
 def run_deferrable(
     op: Any, context: dict[str, Any] | None = None, *, on_defer: Callable[[TaskDeferred], None] | None = None
 ) -> Any:
-    """``execute``; on deferral run the trigger inline and resume with its event, like ``dag.test()``."""
+    """``execute``; on deferral run the trigger inline and resume with its event, like ``dag.test()``.
+
+    When the trigger ends the task itself (success in the triggerer), return the XCom it set."""
     context = context if context is not None else make_context()
     try:
         return op.execute(context)
@@ -96,5 +103,8 @@ def run_deferrable(
         if on_defer is not None:
             on_defer(deferred)
         payload = run_trigger(deferred.trigger)
+        if "task_instance_state" in payload:
+            assert payload["task_instance_state"] == "success", payload
+            return (payload["xcoms"] or {}).get("return_value")
         # The trigger is serialized and rebuilt in the triggerer; the task resumes in a fresh process.
         return getattr(op, deferred.method_name)(context, payload, **(deferred.kwargs or {}))

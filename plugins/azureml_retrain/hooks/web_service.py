@@ -8,8 +8,9 @@ Connection (type ``azureml_web_service``): *Host* is the endpoint's API location
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -112,6 +113,23 @@ class BesJob:
                 )
         details = body.get("Details")
         return cls(job_id=job_id, status=status, outputs=outputs, details=str(details) if details else None)
+
+    def missing_outputs(self, expected: Iterable[str]) -> list[str]:
+        """Names in ``expected`` the job did not report among its results."""
+        return sorted(set(expected) - set(self.outputs))
+
+    def result(self, submitted_at: str | None, finished: datetime | None = None) -> dict[str, Any]:
+        """What SubmitBesJob returns (XCom) for this finished job: locations only, never a SAS token."""
+        finished = finished or datetime.now(UTC)
+        duration = round((finished - datetime.fromisoformat(submitted_at)).total_seconds(), 3) if submitted_at else None
+        return {
+            "job_id": self.job_id,
+            "status": self.status,
+            "submitted_at": submitted_at,
+            "finished_at": finished.isoformat(),
+            "duration_seconds": duration,
+            "outputs": {name: output.to_xcom() for name, output in self.outputs.items()},
+        }
 
 
 def normalize_api_location(url: str) -> str:

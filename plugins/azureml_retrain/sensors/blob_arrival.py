@@ -21,13 +21,13 @@ from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from azureml_retrain.exceptions import AzureMLRetrainError, ConfigurationError
 from azureml_retrain.triggers.blob_arrival import (
-    RESULT_KEYS,
     ArrivalCriteria,
     Assessment,
     BlobArrivalTrigger,
     BlobInfo,
     Listing,
     Observation,
+    accepted_result,
     assess_arrival,
     describe_error,
     glob_to_regex,
@@ -233,6 +233,8 @@ class BlobArrivalSensor(BaseSensorOperator):
                 wasb_conn_id=self.wasb_conn_id,
                 poll_interval=max(float(self.poke_interval), 0.01),
                 observation=assessment.observation if assessment else None,
+                # Accepted data ends the task in the triggerer: no worker run just to return it.
+                finish_task=True,
             ),
             method_name="execute_complete",
             # A backstop only: the trigger itself yields a timeout event at end_time.
@@ -252,12 +254,19 @@ class BlobArrivalSensor(BaseSensorOperator):
             self._save_observation(store, criteria, assessment.observation)
         return PokeReturnValue(is_done=assessment.ready, xcom_value=assessment.result)
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any] | str | None = None) -> dict[str, Any]:
         """Resume after the trigger: return the accepted blobs, or fail with the trigger's message."""
-        if not event or "status" not in event:
+        if event == "success":
+            # Only ``airflow dags test`` resumes a task its trigger already ended (the bare payload of
+            # the TaskSuccessEvent): the data was accepted, so one more check returns it.
+            assessment = self.check(self.criteria(context), previous=None)
+            if assessment is None or not assessment.ready or assessment.result is None:
+                raise AzureMLRetrainError(f"Task {self.task_id}: the data the trigger accepted is no longer complete")
+            return assessment.result
+        if not isinstance(event, dict) or "status" not in event:
             raise AzureMLRetrainError(f"Task {self.task_id}: did not receive a valid event from the triggerer")
         if event["status"] == "success":
-            result = {key: event.get(key) for key in RESULT_KEYS}
+            result = accepted_result(event)
             self.log.info(
                 "Accepted %d blob(s), %s bytes in %s/%s",
                 len(result["blobs"] or []),

@@ -20,7 +20,7 @@ class ArmOperationTrigger(BaseTrigger):
     :param arm_conn_id: ``azureml_resource_manager`` connection.
     :param operation_url: the ``Azure-AsyncOperation`` URL returned by the PATCH.
     :param end_time: absolute deadline (epoch seconds), kept across triggerer restarts.
-    :param poll_interval: first wait between polls (s), growing x1.5 up to ``max_poll_interval``.
+    :param poll_interval: first wait between polls (s), doubling up to ``max_poll_interval``.
     """
 
     def __init__(

@@ -39,13 +39,13 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from azureml_retrain.exceptions import AzureMLRetrainError, ConfigurationError
 from azureml_retrain.windows import parse_datetime
@@ -351,6 +351,11 @@ def _incompleteness(
     return problem
 
 
+def accepted_result(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The sensor's XCom from a success event or an assessment's result: :data:`RESULT_KEYS` only."""
+    return {key: event.get(key) for key in RESULT_KEYS}
+
+
 def glob_to_regex(pattern: str, argument: str = "pattern") -> re.Pattern[str]:
     """Compile a glob matched against the blob name *relative to the prefix*.
 
@@ -551,6 +556,8 @@ class BlobArrivalTrigger(BaseTrigger):
     :param poll_interval: seconds between checks
     :param end_time: absolute deadline, seconds since the epoch (wall clock: survives a triggerer restart)
     :param observation: the previous check's :meth:`Observation.to_json`, so the stability clock carries over
+    :param finish_task: on success, end the task here with the result as its XCom instead of yielding
+        the success event, so the task does not go back to a worker; timeouts and errors still resume it
     """
 
     def __init__(
@@ -570,6 +577,7 @@ class BlobArrivalTrigger(BaseTrigger):
         wasb_conn_id: str = "wasb_default",
         poll_interval: float = 60.0,
         observation: dict[str, Any] | None = None,
+        finish_task: bool = False,
     ) -> None:
         super().__init__()
         self.container = container
@@ -586,6 +594,7 @@ class BlobArrivalTrigger(BaseTrigger):
         self.wasb_conn_id = wasb_conn_id
         self.poll_interval = poll_interval
         self.observation = observation
+        self.finish_task = finish_task
         if isinstance(poll_interval, bool) or not isinstance(poll_interval, int | float) or poll_interval <= 0:
             raise ConfigurationError(f"poll_interval: must be a positive number of seconds, got {poll_interval!r}")
         if isinstance(end_time, bool) or not isinstance(end_time, int | float):
@@ -619,6 +628,7 @@ class BlobArrivalTrigger(BaseTrigger):
         wasb_conn_id: str,
         poll_interval: float,
         observation: Observation | None,
+        finish_task: bool = False,
     ) -> BlobArrivalTrigger:
         return cls(
             **criteria.to_kwargs(),
@@ -626,6 +636,7 @@ class BlobArrivalTrigger(BaseTrigger):
             wasb_conn_id=wasb_conn_id,
             poll_interval=poll_interval,
             observation=observation.to_json() if observation else None,
+            finish_task=finish_task,
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -637,6 +648,7 @@ class BlobArrivalTrigger(BaseTrigger):
                 "wasb_conn_id": self.wasb_conn_id,
                 "poll_interval": self.poll_interval,
                 "observation": self.observation,
+                "finish_task": self.finish_task,
             },
         )
 
@@ -681,7 +693,10 @@ class BlobArrivalTrigger(BaseTrigger):
                     last_reason = assessment.reason
                     if assessment.ready and assessment.result is not None:
                         self.log.info("Check #%d: %s", checks, assessment.reason)
-                        yield TriggerEvent({"status": "success", **assessment.result})
+                        if self.finish_task:
+                            yield TaskSuccessEvent(xcoms={"return_value": accepted_result(assessment.result)})
+                        else:
+                            yield TriggerEvent({"status": "success", **assessment.result})
                         return
                     self.log.info("Check #%d (%d listed): %s", checks, len(listing.blobs), assessment.reason)
                     if assessment.ready_at is not None:

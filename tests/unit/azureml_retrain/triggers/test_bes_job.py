@@ -4,6 +4,7 @@ import asyncio
 import time
 
 import pytest
+from airflow.triggers.base import TaskSuccessEvent
 
 from azureml_retrain.hooks.base import RetryPolicy
 from azureml_retrain.hooks.web_service import AzureMLWebServiceHook
@@ -82,9 +83,62 @@ def test_on_kill(cancel_on_kill, methods):
     assert [r.method for r in transport.requests] == methods
 
 
-def test_poll_interval_grows_and_is_capped():
-    intervals = [5.0]
+def test_poll_interval_doubles_and_is_capped():
+    intervals = [1.0]
     for _ in range(10):
         intervals.append(next_poll_interval(intervals[-1], 60.0))
-    assert intervals[:3] == [5.0, 7.5, 11.25]
+    assert intervals[:4] == [1.0, 2.0, 4.0, 8.0]
     assert max(intervals) == 60.0
+
+
+def finished(*outputs: str) -> Reply:
+    results = {
+        name: {
+            "BaseLocation": "https://acct.blob.core.windows.net/",
+            "RelativeLocation": f"/models/{name}.ilearner",
+            "SasBlobToken": "?sv=2019&sig=secret%3D",
+        }
+        for name in outputs
+    }
+    return Reply(200, {"StatusCode": "Finished", "Results": results, "Details": None})
+
+
+def test_finish_task_ends_the_task_in_the_triggerer_with_the_result():
+    trigger, _ = make_trigger(
+        job("Running"),
+        finished("output1", "output2"),
+        finish_task=True,
+        expected_outputs=["output1", "output2"],
+        submitted_at="2026-11-27T10:00:00+00:00",
+    )
+
+    async def run():
+        return await trigger.run().__anext__()
+
+    event = asyncio.run(run())
+    assert isinstance(event, TaskSuccessEvent)
+    result = event.xcoms["return_value"]
+    assert result["job_id"] == JOB and result["status"] == "Finished"
+    assert result["submitted_at"] == "2026-11-27T10:00:00+00:00" and result["duration_seconds"] > 0
+    assert result["outputs"]["output1"] == {
+        "base_location": "https://acct.blob.core.windows.net/",
+        "relative_location": "models/output1.ilearner",
+        "container": "models",
+        "blob_name": "output1.ilearner",
+    }
+    assert "sig" not in repr(event.xcoms)  # locations only, never the SAS token
+
+
+@pytest.mark.parametrize(
+    ("reply", "kwargs"),
+    [
+        (finished("output1"), {"finish_task": True, "expected_outputs": ["output1", "output2"]}),  # output missing
+        (job("Failed", "bad label"), {"finish_task": True, "expected_outputs": ["output1"]}),
+        (job("Cancelled"), {"finish_task": True, "expected_outputs": ["output1"]}),
+        (finished("output1"), {"expected_outputs": ["output1"]}),  # finish_task off (older serialized triggers)
+    ],
+)
+def test_other_ends_resume_the_task_on_a_worker(reply, kwargs):
+    trigger, _ = make_trigger(reply, **kwargs)
+    event = first_event(trigger)
+    assert event["status"] == "terminal" and event["job_id"] == JOB

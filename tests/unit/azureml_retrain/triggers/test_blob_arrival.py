@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from airflow.providers.microsoft.azure.hooks.wasb import WasbAsyncHook
-from airflow.triggers.base import TriggerEvent
+from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
 
 from azureml_retrain.exceptions import ConfigurationError
@@ -299,6 +299,7 @@ def test_serialize_round_trip():
         "wasb_conn_id": "wasb_default",
         "poll_interval": 0.01,
         "observation": {"fingerprint": "f", "changed_at": "2026-11-27T12:00:00+00:00"},
+        "finish_task": False,
     }
     rebuilt = BlobArrivalTrigger(**kwargs)
     assert rebuilt.serialize() == (classpath, kwargs)
@@ -380,6 +381,24 @@ def test_run_succeeds_once_data_arrives(fake_client: Callable[..., FakeAsyncClie
     assert set(event.payload) == {"status", *RESULT_KEYS}
     assert client.calls == [("training-data", "incoming/2026-11-26/")] * 3  # narrow prefix on every check
     assert client.closed
+
+
+def test_finish_task_ends_the_task_with_the_accepted_result(fake_client: Callable[..., FakeAsyncClient]):
+    data = [recent("incoming/2026-11-26/a.csv"), recent("incoming/2026-11-26/notes.txt")]
+    fake_client([], data)
+    event = first_event(trigger(finish_task=True))
+    assert isinstance(event, TaskSuccessEvent)
+    result = event.xcoms["return_value"]
+    assert set(result) == set(RESULT_KEYS)
+    assert [b["name"] for b in result["blobs"]] == ["incoming/2026-11-26/a.csv"]
+    assert result["window"] == {"start": "2026-11-26T00:00:00+00:00", "end": "2026-11-27T00:00:00+00:00"}
+
+
+def test_finish_task_still_resumes_the_worker_on_timeout(fake_client: Callable[..., FakeAsyncClient]):
+    fake_client([])
+    event = first_event(trigger(finish_task=True, end_time=time.time() + 0.05))
+    assert not isinstance(event, TaskSuccessEvent)
+    assert event.payload["status"] == "timeout"
 
 
 def test_run_waits_while_a_blob_keeps_changing(fake_client: Callable[..., FakeAsyncClient]):
