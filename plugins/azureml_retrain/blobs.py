@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +49,29 @@ class BlobLocation:
         return self.relative_location
 
 
+def parse_structured(value: Any, field_name: str) -> Any:
+    """Turn a string holding a dict/list (JSON or Python repr) back into data.
+
+    Such strings come from rendered templates, and from XComs a trigger set when it ended its task:
+    Airflow 3.3 stores those JSON-encoded, so the next task reads the JSON text."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text.startswith(("{", "[")):
+        return value
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError) as err:
+        # The text is not echoed: a rendered XCom may carry more than this operator should log.
+        raise ConfigurationError(
+            f"{field_name}: the rendered text ({len(text)} characters) is neither JSON nor a Python literal: {err}"
+        ) from None
+
+
 def resolve_output(value: str | dict[str, Any] | BlobLocation, output_name: str, field: str) -> BlobLocation:
     """A blob location given directly, or picked by name from SubmitBesJobOperator's XCom result.
 
@@ -55,6 +80,7 @@ def resolve_output(value: str | dict[str, Any] | BlobLocation, output_name: str,
     Only location fields are read (never a SAS token), and errors list output *names* only.
     ``field`` names the argument in errors.
     """
+    value = parse_structured(value, field)
     if not (isinstance(value, dict) and "outputs" in value):
         return BlobLocation.parse(value, field=field)
     outputs = value["outputs"]

@@ -38,17 +38,15 @@ Champion
 
 from __future__ import annotations
 
-import ast
 import csv
 import io
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from azureml_retrain.blobs import BlobLocation, resolve_output
+from azureml_retrain.blobs import BlobLocation, parse_structured, resolve_output
 from azureml_retrain.exceptions import ConfigurationError, EvaluationError
 
 Task = Literal["binary", "regression"]
@@ -140,26 +138,6 @@ def resolve_metric_name(name: object, field_name: str = "metric") -> str:
 
 # --------------------------------------------------------------------------------------------------
 # Loose inputs: templated values may arrive as JSON text or as a rendered Python repr.
-
-
-def parse_structured(value: Any, field_name: str) -> Any:
-    """Turn a rendered template string holding a dict/list (JSON or Python repr) back into data."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if not text.startswith(("{", "[")):
-        return value
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError) as err:
-        # The text is not echoed: a rendered XCom may carry more than this operator should log.
-        raise ConfigurationError(
-            f"{field_name}: the rendered text ({len(text)} characters) is neither JSON nor a Python literal: {err}"
-        ) from None
 
 
 def resolve_evaluation_location(value: Any, output_name: str = "output2") -> BlobLocation:

@@ -104,11 +104,13 @@ def params_for(config: RetrainingConfig) -> dict[str, Any]:
 
 def build_plan(config: RetrainingConfig, arrival: dict[str, Any], context: Any) -> dict[str, Any]:
     """Everything the run does, decided once (see the module docstring)."""
+    from azureml_retrain.blobs import parse_structured
     from azureml_retrain.ledger import NO_MODEL, PromotionLedger
     from azureml_retrain.windows import parse_datetime
 
     params = context["params"]
     dag_run = context["dag_run"]
+    arrival = parse_structured(arrival, "wait_for_data's result")
     start = parse_datetime(arrival["window"]["start"], "window_start")
     end = parse_datetime(arrival["window"]["end"], "window_end")
     assert start is not None and end is not None

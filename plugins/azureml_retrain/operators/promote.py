@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
 
-from azureml_retrain.blobs import BlobLocation, resolve_output
+from azureml_retrain.blobs import BlobLocation, parse_structured, resolve_output
 from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError, PromotionVerificationError
 from azureml_retrain.hooks.classic_management import (
     DEFAULT_ENDPOINT,
@@ -141,11 +141,12 @@ class _PromoteBase(BaseOperator):
     def target_model(self, storage: StorageAccount) -> dict[str, str | None]:
         """Where the model to serve is: a blob of ``wasb_conn_id`` (path or SubmitBesJob result), or
         any model URI (``https://...``, or a service-held ``aml://...`` model, e.g. for a rollback)."""
-        if isinstance(self.model, str) and "://" in self.model:
-            if _same_base(self.model[: len(storage.base_location)], storage.base_location):
-                relative = self.model[len(storage.base_location) :]
+        model = parse_structured(self.model, "model")
+        if isinstance(model, str) and "://" in model:
+            if _same_base(model[: len(storage.base_location)], storage.base_location):
+                relative = model[len(storage.base_location) :]
                 return {"base_location": storage.base_location, "relative_location": relative}
-            return split_model_uri(self.model)
+            return split_model_uri(model)
         return {"base_location": storage.base_location, "relative_location": self.model_location().relative_location}
 
     # --- the ledger ------------------------------------------------------------------------------
