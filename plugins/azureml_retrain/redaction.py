@@ -21,6 +21,23 @@ _PATTERNS = [
 ]
 
 
+# Secrets this process has registered. Each registration is a message to the task's (or triggerer's)
+# supervisor, whose masker rebuilds its pattern for every new secret: a job polled every few seconds
+# would re-send the same SAS tokens each time, and a triggerer following 100 jobs spent most of its
+# CPU there.
+_registered: set[str] = set()
+
+
+def mask_once(secret: str) -> None:
+    """Register ``secret`` with Airflow's secrets masker (logs show ``***``), once per process."""
+    if not secret or secret in _registered:
+        return
+    from airflow.sdk.log import mask_secret
+
+    mask_secret(secret)
+    _registered.add(secret)
+
+
 def redact(text: str) -> str:
     """Return ``text`` with account keys, SAS signatures, bearer tokens and client secrets masked."""
     for pattern, replacement in _PATTERNS:

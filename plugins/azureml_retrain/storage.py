@@ -11,15 +11,23 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, Literal
 
-from airflow.sdk.log import mask_secret
-
 from azureml_retrain.blobs import BlobLocation
 from azureml_retrain.exceptions import ConfigurationError
+from azureml_retrain.redaction import mask_once
 
 ReferenceMode = Literal["sas", "connection_string"]
 REFERENCE_MODES: tuple[str, ...] = ("sas", "connection_string")
 # SAS lifetimes: long enough for the consumer to read once, short enough to be useless later.
 DEFAULT_SAS_LIFETIME = timedelta(hours=1)
+
+
+def sas_signature(token: str) -> str | None:
+    """The ``sig`` value of a SAS query string, as it appears in the string (URL-encoded)."""
+    for part in token.lstrip("?").split("&"):
+        name, _, value = part.partition("=")
+        if name == "sig" and value:
+            return value
+    return None
 
 
 @dataclass
@@ -52,7 +60,7 @@ class StorageAccount:
         credential = self.client.credential
         key = getattr(credential, "account_key", None)
         if key:
-            mask_secret(str(key))
+            mask_once(str(key))
         return str(key) if key else None
 
     def blob_url(self, location: BlobLocation) -> str:
@@ -83,7 +91,9 @@ class StorageAccount:
             expiry=expiry,
             **signing,
         )
-        mask_secret(token)
+        # The signature is the secret part: masking it alone hides the token in any log line, and keeps
+        # the masker's pattern (rebuilt for each new secret) short in processes that mint many.
+        mask_once(sas_signature(token) or token)
         return f"?{token}"
 
     def connection_string(self) -> str:
@@ -98,7 +108,7 @@ class StorageAccount:
             f"DefaultEndpointsProtocol={protocol};AccountName={self.account_name};AccountKey={self._account_key};"
             f"BlobEndpoint={self.base_location.rstrip('/')};"
         )
-        mask_secret(value)
+        mask_once(value)
         return value
 
     def bes_reference(self, location: BlobLocation, *, mode: ReferenceMode, write: bool) -> dict[str, str]:

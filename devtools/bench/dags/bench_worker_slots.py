@@ -1,8 +1,8 @@
 """
 ### Bench: N concurrent BES jobs
 
-`bench_slots_deferrable_<n>`: the project's `SubmitBesJobOperator` (deferrable, its default poll
-schedule), mapped over N jobs. `bench_slots_polling_<n>`: what users ran before, the Studio-generated
+`bench_slots_deferrable_<n>`: N of the project's `SubmitBesJobOperator` tasks, started in the
+triggerer (`start_from_trigger=True`, its default poll schedule), outputs templated per run. `bench_slots_polling_<n>`: what users ran before, the Studio-generated
 BES sample (submit, start, GET the status every second) in a `PythonOperator`, mapped over N jobs.
 """
 
@@ -22,6 +22,7 @@ PARAMS: dict[str, Any] = json.loads((Path(__file__).parent / "bench_params.json"
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 # As the project's factory does: a task's start-up builds only its own DAG.
 WANTED = get_parsing_context().dag_id
+RUN_FOLDER = "/{{ run_id | replace(':', '_') | replace('+', '_') }}/"
 
 
 def outputs_of(mode: str, n: int) -> list[dict[str, str]]:
@@ -50,13 +51,20 @@ for n in PARAMS.get("deferrable_sizes", []):
     if WANTED not in (None, f"bench_slots_deferrable_{n}"):
         continue
     with DAG(dag_id=f"bench_slots_deferrable_{n}", schedule=None, start_date=START, catchup=False, tags=["bench"]):
-        SubmitBesJobOperator.partial(
-            task_id="train",
-            azureml_conn_id=PARAMS["azureml_conn_id"],
-            inputs={"input1": PARAMS["input"]},
-            global_parameters=PARAMS["global_parameters"],
-            retries=0,
-        ).expand(outputs=outputs_of("deferrable", n))
+        for i, outputs in enumerate(outputs_of("deferrable", n)):
+            SubmitBesJobOperator(
+                task_id=f"train_{i}",
+                azureml_conn_id=PARAMS["azureml_conn_id"],
+                inputs={"input1": PARAMS["input"]},
+                # Rendered by the triggerer: each run writes (and claims) its own blobs.
+                outputs={
+                    name: path.replace("/model", RUN_FOLDER + "model").replace("/evaluation", RUN_FOLDER + "evaluation")
+                    for name, path in outputs.items()
+                },
+                global_parameters=PARAMS["global_parameters"],
+                start_from_trigger=True,
+                retries=0,
+            )
 
 for n in PARAMS.get("polling_sizes", []):
     if WANTED not in (None, f"bench_slots_polling_{n}"):

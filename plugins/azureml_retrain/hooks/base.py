@@ -18,10 +18,9 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseHook
-from airflow.sdk.log import mask_secret
 
 from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
-from azureml_retrain.redaction import redact, strip_query
+from azureml_retrain.redaction import mask_once, redact, strip_query
 
 if TYPE_CHECKING:
     # Imported where used: DAG files import the operators, hence this module, at every parse.
@@ -163,7 +162,7 @@ class AzureMLHttpHook(BaseHook):
     def connection(self) -> Any:
         conn = self.get_connection(self.conn_id)
         if conn.password:
-            mask_secret(conn.password)
+            mask_once(conn.password)
         return conn
 
     @cached_property

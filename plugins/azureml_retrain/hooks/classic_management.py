@@ -13,10 +13,9 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
-from airflow.sdk.log import mask_secret
-
 from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
 from azureml_retrain.hooks.base import AzureMLHttpHook, expect_object, expect_objects
+from azureml_retrain.redaction import mask_once
 
 DEFAULT_ENDPOINT = "default"
 ENDPOINT_NAME_RULE = re.compile(r"^[a-z0-9]{1,24}$")
@@ -69,7 +68,7 @@ class AzureMLClassicManagementHook(AzureMLHttpHook):
         if isinstance(endpoint, Mapping):
             for key_field in KEY_FIELDS:
                 if endpoint.get(key_field):
-                    mask_secret(str(endpoint[key_field]))
+                    mask_once(str(endpoint[key_field]))
         return endpoint
 
     # --- web services --------------------------------------------------------------------------
@@ -154,7 +153,7 @@ class AzureMLClassicManagementHook(AzureMLHttpHook):
         for resource in resources:
             token = resource.get("Location", {}).get("SasBlobToken")
             if token:
-                mask_secret(str(token))
+                mask_once(str(token))
         self.request(
             "patch endpoint resources",
             f"endpoint {endpoint_name} of web service {web_service_id}",

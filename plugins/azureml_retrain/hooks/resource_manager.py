@@ -15,10 +15,9 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
-from airflow.sdk.log import mask_secret
-
 from azureml_retrain.exceptions import AzureMLServiceError
 from azureml_retrain.hooks.base import AzureMLHttpHook, expect_object
+from azureml_retrain.redaction import mask_once
 
 ARM_HOST = "https://management.azure.com"
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -124,7 +123,7 @@ class AzureMLResourceManagerHook(AzureMLHttpHook):
         if conn.login:
             tenant = self.require(self.extras.get("tenant_id"), "extra tenant_id", "the service principal's tenant")
             secret = self.require(conn.password, "Password", "the service principal's client secret")
-            mask_secret(secret)
+            mask_once(secret)
             return ClientSecretCredential(
                 tenant_id=str(tenant),
                 client_id=str(conn.login),
@@ -148,7 +147,7 @@ class AzureMLResourceManagerHook(AzureMLHttpHook):
                 code="AuthenticationFailed",
                 message=f"{type(exc).__name__}: check the service principal id, secret and tenant_id",
             ) from None
-        mask_secret(token)
+        mask_once(token)
         return {"Authorization": f"Bearer {token}", "Accept": "application/json"}
 
     # --- web services ----------------------------------------------------------------------
@@ -219,5 +218,5 @@ class AzureMLResourceManagerHook(AzureMLHttpHook):
         listed = expect_object("list web service keys", f"web service {web_service_name}", body)
         keys = {k: str(v) for k, v in listed.items() if v}
         for value in keys.values():
-            mask_secret(value)
+            mask_once(value)
         return keys

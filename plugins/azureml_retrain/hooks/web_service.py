@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, ClassVar
 
-from airflow.sdk.log import mask_secret
-
 from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
 from azureml_retrain.hooks.base import AzureMLHttpHook, RetryPolicy
+from azureml_retrain.redaction import mask_once
 
 API_VERSION = "2.0"
 
@@ -61,11 +60,10 @@ class BesJobStatus:
 
 @dataclass(frozen=True)
 class BesOutput:
-    """One output blob of a finished job. The SAS token is a secret: never put it in XCom."""
+    """Where one output of a finished job is (locations only: no SAS token is kept)."""
 
     base_location: str
     relative_location: str
-    sas_blob_token: str = field(repr=False, default="")
 
     @property
     def container(self) -> str:
@@ -103,13 +101,11 @@ class BesJob:
             for name, ref in results.items():
                 if not isinstance(ref, Mapping):
                     continue
-                token = str(ref.get("SasBlobToken") or "")
-                if token:
-                    mask_secret(token)
+                # The service's read SAS for the output (``SasBlobToken``) is left out: the project
+                # reads outputs with its own storage connection and keeps locations only.
                 outputs[str(name)] = BesOutput(
                     base_location=str(ref.get("BaseLocation") or ""),
                     relative_location=str(ref.get("RelativeLocation") or ""),
-                    sas_blob_token=token,
                 )
         details = body.get("Details")
         return cls(job_id=job_id, status=status, outputs=outputs, details=str(details) if details else None)
@@ -165,7 +161,7 @@ class AzureMLWebServiceHook(AzureMLHttpHook):
         self._api_location = api_location
         self._api_key = api_key
         if api_key:
-            mask_secret(api_key)
+            mask_once(api_key)
 
     @classmethod
     def for_endpoint(cls, api_location: str, api_key: str, **kwargs: Any) -> AzureMLWebServiceHook:

@@ -4,45 +4,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import cached_property
 from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
 
-from azureml_retrain.blobs import BlobLocation
+from azureml_retrain.bes import build_request, describe_request, job_record, start_job
 from azureml_retrain.exceptions import AzureMLServiceError, BesJobFailedError, ConfigurationError
 from azureml_retrain.hooks.web_service import AzureMLWebServiceHook, BesJob, BesJobStatus
 from azureml_retrain.links import LINK_XCOM_KEY, AzureMLLink, bes_job_link
-from azureml_retrain.storage import REFERENCE_MODES, StorageAccount
-from azureml_retrain.triggers.bes_job import BesJobTrigger, is_transient, next_poll_interval
+from azureml_retrain.triggers.bes_job import BesJobTrigger, BesSubmitTrigger, is_transient, next_poll_interval
 
-DATASET_EXTENSIONS = (".csv", ".tsv", ".arff")
-MODEL_EXTENSION = ".ilearner"
 # Key in the task-instance state store (it survives retries, unlike XCom).
 JOB_STATE_KEY = "bes_job"
 # The payload of a TaskSuccessEvent, which is all a resumed task sees of it.
 ENDED_IN_TRIGGERER = "success"
-
-
-def _validate_locations(value: Mapping[str, Any] | None, field: str, *, outputs: bool) -> dict[str, BlobLocation]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigurationError(
-            f"{field}: expected a mapping of port name to blob location, got {type(value).__name__}"
-        )
-    locations = {}
-    for name, raw in value.items():
-        location = BlobLocation.parse(raw, field=f"{field}[{name!r}]")
-        allowed = (*DATASET_EXTENSIONS, MODEL_EXTENSION) if outputs else DATASET_EXTENSIONS
-        if not location.blob_name.lower().endswith(allowed):
-            raise ConfigurationError(
-                f"{field}[{name!r}]: {location} must end with one of {', '.join(allowed)} "
-                "(BES rejects other extensions: datasets are .csv/.tsv/.arff, trained models .ilearner)"
-            )
-        locations[str(name)] = location
-    return locations
 
 
 class SubmitBesJobOperator(BaseOperator):
@@ -74,6 +51,11 @@ class SubmitBesJobOperator(BaseOperator):
     :param job_timeout: the job is cancelled and the task fails if it has not ended by then,
         measured from submission (a reattaching retry keeps the original deadline).
     :param cancel_on_kill: cancel the remote job when the task is killed or marked failed.
+    :param start_from_trigger: submit, start and follow the job in the triggerer, so a task whose job
+        finishes never takes a worker slot (for fanning out many jobs). Inputs and outputs must then
+        be values or Jinja templates, not another task's output; the job's record goes into a claim
+        blob ``<first output>.bes-job.json`` instead of the state store (triggers cannot reach it).
+        Not for mapped tasks (Airflow starts those on a worker).
     """
 
     template_fields: Sequence[str] = (
@@ -106,6 +88,7 @@ class SubmitBesJobOperator(BaseOperator):
         max_poll_interval: float = 60.0,
         job_timeout: timedelta = timedelta(hours=6),
         cancel_on_kill: bool = True,
+        start_from_trigger: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -125,6 +108,41 @@ class SubmitBesJobOperator(BaseOperator):
         if job_timeout <= timedelta(0):
             raise ConfigurationError("job_timeout must be a positive timedelta")
         self._active_job_id: str | None = None
+        if start_from_trigger:
+            self._start_in_triggerer()
+
+    def _start_in_triggerer(self) -> None:
+        """Run the whole task in the triggerer: no worker slot unless the job fails (see BesSubmitTrigger)."""
+        from airflow.sdk.definitions.xcom_arg import XComArg
+        from airflow.triggers.base import StartTriggerArgs
+
+        for field in ("inputs", "outputs", "global_parameters"):
+            if any(True for _ in XComArg.iter_xcom_references(getattr(self, field))):
+                raise ConfigurationError(
+                    f"{field}: start_from_trigger=True needs values or Jinja templates here, not another task's "
+                    "output (the triggerer starts the task without running it on a worker); pass the output "
+                    "through a template such as \"{{ ti.xcom_pull(task_ids='plan')['input'] }}\" or drop "
+                    "start_from_trigger"
+                )
+        self.start_from_trigger = True
+        self.start_trigger_args = StartTriggerArgs(
+            trigger_cls="azureml_retrain.triggers.bes_job.BesSubmitTrigger",
+            trigger_kwargs=BesSubmitTrigger(
+                outputs=self.outputs,
+                inputs=self.inputs,
+                global_parameters=self.global_parameters,
+                azureml_conn_id=self.azureml_conn_id,
+                wasb_conn_id=self.wasb_conn_id,
+                reference_mode=self.reference_mode,
+                job_timeout_seconds=self.job_timeout.total_seconds(),
+                poll_interval=self.poll_interval,
+                max_poll_interval=self.max_poll_interval,
+                cancel_on_kill=self.cancel_on_kill,
+            ).serialize()[1],
+            next_method="execute_complete",
+            # Backstop only: the trigger cancels the job and reports at its own deadline.
+            timeout=self.job_timeout + timedelta(seconds=300),
+        )
 
     @cached_property
     def hook(self) -> AzureMLWebServiceHook:
@@ -134,22 +152,13 @@ class SubmitBesJobOperator(BaseOperator):
 
     def build_request(self) -> dict[str, Any]:
         """The BES request body. It carries storage credentials: never log or return it."""
-        if self.reference_mode not in REFERENCE_MODES:
-            raise ConfigurationError(f"reference_mode: expected one of {REFERENCE_MODES}, got {self.reference_mode!r}")
-        inputs = _validate_locations(self.inputs, "inputs", outputs=False)
-        outputs = _validate_locations(self.outputs, "outputs", outputs=True)
-        if not outputs:
-            raise ConfigurationError("outputs: name at least one web service output and where to write it")
-        if self.global_parameters is not None and not isinstance(self.global_parameters, Mapping):
-            raise ConfigurationError("global_parameters: expected a mapping of parameter name to value")
-        storage = StorageAccount(self.wasb_conn_id)
-        mode: Any = self.reference_mode
-        return {
-            "Inputs": {n: storage.bes_reference(loc, mode=mode, write=False) for n, loc in inputs.items()},
-            "Outputs": {n: storage.bes_reference(loc, mode=mode, write=True) for n, loc in outputs.items()},
-            # BES samples send every value as a string.
-            "GlobalParameters": {str(k): str(v) for k, v in (self.global_parameters or {}).items()},
-        }
+        return build_request(
+            self.inputs,
+            self.outputs,
+            self.global_parameters,
+            wasb_conn_id=self.wasb_conn_id,
+            reference_mode=self.reference_mode,
+        )
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -200,13 +209,13 @@ class SubmitBesJobOperator(BaseOperator):
             return self._finish(context, self.hook.get_job(str(record["job_id"])), record)
         if not isinstance(event, Mapping) or "job_id" not in event:
             raise BesJobFailedError(f"{self.task_id}: did not receive a valid event from the trigger: {event!r}")
+        if event["status"] == "error":
+            raise BesJobFailedError(f"BES job {event['job_id'] or '(not submitted)'}: {event.get('message')}")
         record = self._record(context.get("task_state_store")) or {"job_id": event["job_id"]}
         if event["status"] == "timeout":
             raise BesJobFailedError(
                 f"BES job {event['job_id']} did not end within job_timeout={self.job_timeout}; it was cancelled"
             )
-        if event["status"] == "error":
-            raise BesJobFailedError(f"BES job {event['job_id']}: {event.get('message')}")
         return self._finish(context, self.hook.get_job(str(event["job_id"])), record)
 
     def _finish(self, context: Context, job: BesJob, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -256,42 +265,22 @@ class SubmitBesJobOperator(BaseOperator):
             return None
         if job.status == BesJobStatus.NOT_STARTED:
             self.log.info("Reattaching to BES job %s (submitted, not started): starting it", job_id)
-            self._start(job_id)
+            start_job(self.hook, job_id)
         else:
             self.log.info("Reattaching to BES job %s from an earlier try (%s)", job_id, job.status)
         return record
 
     def _submit_and_start(self, store: Any, try_number: int | None) -> dict[str, Any]:
         body = self.build_request()
-        self.log.info(
-            "Submitting BES job: inputs %s, outputs %s, global parameters %s",
-            {n: r["RelativeLocation"] for n, r in body["Inputs"].items()},
-            {n: r["RelativeLocation"] for n, r in body["Outputs"].items()},
-            sorted(body["GlobalParameters"]),
-        )
+        self.log.info("Submitting BES job: %s", describe_request(body))
         job_id = self.hook.submit_job(body)
-        now = time.time()
-        record = {
-            "job_id": job_id,
-            "submitted_at": datetime.fromtimestamp(now, UTC).isoformat(),
-            "deadline": now + self.job_timeout.total_seconds(),
-            "try_number": try_number,
-        }
+        record = job_record(job_id, job_timeout_seconds=self.job_timeout.total_seconds(), try_number=try_number)
         # Persist before starting: a crash from here on leaves a job a retry can find.
         if store is not None:
             store.set(JOB_STATE_KEY, record)
-        self._start(job_id)
+        start_job(self.hook, job_id)
         self.log.info("BES job %s submitted and started", job_id)
         return record
-
-    def _start(self, job_id: str) -> None:
-        try:
-            self.hook.start_job(job_id)
-        except AzureMLServiceError as error:
-            # A start whose response was lost and then retried meets a job already running.
-            if "CannotStartJob" in error.detail_codes and self.hook.get_job(job_id).status != BesJobStatus.NOT_STARTED:
-                return
-            raise
 
     def _wait(self, job: BesJob, deadline: float) -> BesJob:
         """Poll in the worker until the job ends (non-deferrable mode)."""

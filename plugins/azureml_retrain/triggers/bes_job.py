@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
-from azureml_retrain.exceptions import AzureMLServiceError
+from azureml_retrain.bes import (
+    STALE_CLAIM_SECONDS,
+    Claim,
+    JobClaims,
+    build_request,
+    describe_request,
+    job_record,
+    start_job,
+    validate_locations,
+)
+from azureml_retrain.blobs import BlobLocation
+from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
 from azureml_retrain.hooks.web_service import AzureMLWebServiceHook, BesJobStatus
+from azureml_retrain.links import LINK_XCOM_KEY, bes_job_link
+from azureml_retrain.redaction import redact
 
 
 def next_poll_interval(current: float, maximum: float) -> float:
@@ -89,65 +102,231 @@ class BesJobTrigger(BaseTrigger):
         return AzureMLWebServiceHook(self.azureml_conn_id)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = self._hook()
+        events = self.watch(
+            self._hook(),
+            self.job_id,
+            end_time=self.end_time,
+            last_status=self.last_status,
+            submitted_at=self.submitted_at,
+        )
+        async for event in events:
+            yield event
+
+    async def watch(
+        self,
+        hook: AzureMLWebServiceHook,
+        job_id: str,
+        *,
+        end_time: float,
+        last_status: str | None,
+        submitted_at: str | None,
+        xcoms: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[TriggerEvent]:
+        """Poll ``job_id`` until it ends or ``end_time`` passes; yield the one event that says how.
+
+        With ``finish_task``, a job Finished with every expected output ends the task here (its
+        result, plus ``xcoms``, become the task's XComs); anything else resumes the task on a worker.
+        """
         interval = self.poll_interval
-        status = self.last_status
+        status = last_status
         polls = 0
         if status is not None:
             # The operator read the job's status just before deferring: polling again at once would
             # only repeat its answer, so the schedule starts one interval later.
-            await asyncio.sleep(max(0.0, min(interval, self.end_time - time.time())))
+            await asyncio.sleep(max(0.0, min(interval, end_time - time.time())))
             interval = next_poll_interval(interval, self.max_poll_interval)
         while True:
             try:
-                job = await asyncio.to_thread(hook.get_job, self.job_id)
+                job = await asyncio.to_thread(hook.get_job, job_id)
                 polls += 1
             except AzureMLServiceError as error:
                 if not is_transient(error):
-                    yield TriggerEvent({"status": "error", "job_id": self.job_id, "message": str(error)})
+                    yield TriggerEvent({"status": "error", "job_id": job_id, "message": str(error)})
                     return
                 # Never cancel on a polling hiccup: the job is fine, our view of it is not.
-                self.log.warning("BES job %s: status unavailable (%s); will poll again", self.job_id, error)
+                self.log.warning("BES job %s: status unavailable (%s); will poll again", job_id, error)
             else:
                 if job.status != status:
-                    self.log.info("BES job %s: %s -> %s", self.job_id, status or "?", job.status)
+                    self.log.info("BES job %s: %s -> %s", job_id, status or "?", job.status)
                     status = job.status
                 if (
                     self.finish_task
                     and job.status == BesJobStatus.FINISHED
                     and not job.missing_outputs(self.expected_outputs)
                 ):
-                    result = job.result(self.submitted_at)
-                    self.log.info("BES job %s finished after %d poll(s); the task ends here", self.job_id, polls)
-                    yield TaskSuccessEvent(xcoms={"return_value": result})
+                    self.log.info("BES job %s finished after %d poll(s); the task ends here", job_id, polls)
+                    yield TaskSuccessEvent(xcoms={**(xcoms or {}), "return_value": job.result(submitted_at)})
                     return
                 if job.status in BesJobStatus.TERMINAL:
                     yield TriggerEvent(
                         {
                             "status": "terminal",
-                            "job_id": self.job_id,
+                            "job_id": job_id,
                             "job_status": job.status,
                             "details": job.details,
                             "polls": polls,
                         }
                     )
                     return
-            remaining = self.end_time - time.time()
+            remaining = end_time - time.time()
             if remaining <= 0:
-                await self._cancel(hook, reason="deadline passed")
-                yield TriggerEvent({"status": "timeout", "job_id": self.job_id, "job_status": status, "polls": polls})
+                await self._cancel(hook, job_id, reason="deadline passed")
+                yield TriggerEvent({"status": "timeout", "job_id": job_id, "job_status": status, "polls": polls})
                 return
             await asyncio.sleep(min(interval, remaining))
             interval = next_poll_interval(interval, self.max_poll_interval)
 
-    async def _cancel(self, hook: AzureMLWebServiceHook, *, reason: str) -> None:
-        self.log.warning("BES job %s: cancelling (%s)", self.job_id, reason)
+    async def _cancel(self, hook: AzureMLWebServiceHook, job_id: str, *, reason: str) -> None:
+        self.log.warning("BES job %s: cancelling (%s)", job_id, reason)
         try:
-            await asyncio.to_thread(hook.cancel_job, self.job_id)
+            await asyncio.to_thread(hook.cancel_job, job_id)
         except AzureMLServiceError as error:
-            self.log.error("BES job %s: cancel failed: %s", self.job_id, error)
+            self.log.error("BES job %s: cancel failed: %s", job_id, error)
 
     async def on_kill(self) -> None:
         """A user marked the deferred task failed/success or cleared it: stop the remote job."""
-        if self.cancel_on_kill:
-            await self._cancel(self._hook(), reason="task killed by a user")
+        if self.cancel_on_kill and self.job_id:
+            await self._cancel(self._hook(), self.job_id, reason="task killed by a user")
+
+
+class BesSubmitTrigger(BesJobTrigger):
+    """Submit, start and follow a BES job, all in the triggerer: SubmitBesJob with ``start_from_trigger``.
+
+    The task never takes a worker slot when its job finishes: the trigger ends it with the operator's
+    result (and the ``bes_job_id`` and link XComs). ``inputs``, ``outputs`` and ``global_parameters``
+    are the operator's, rendered by the triggerer. The job's record goes into a claim blob beside the
+    first output (:class:`~azureml_retrain.bes.JobClaims`): a trigger that runs again reattaches to
+    the job (NotStarted: starts it; Running or Finished: follows it), and a job an earlier try left
+    Failed or Cancelled is replaced by a new one, as the operator does.
+    """
+
+    def __init__(
+        self,
+        *,
+        outputs: Any,
+        inputs: Any = None,
+        global_parameters: Any = None,
+        azureml_conn_id: str,
+        wasb_conn_id: str = "wasb_default",
+        reference_mode: str = "sas",
+        job_timeout_seconds: float = 6 * 3600.0,
+        poll_interval: float = 1.0,
+        max_poll_interval: float = 60.0,
+        cancel_on_kill: bool = True,
+    ) -> None:
+        super().__init__(
+            azureml_conn_id=azureml_conn_id,
+            job_id="",
+            end_time=0.0,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            cancel_on_kill=cancel_on_kill,
+            finish_task=True,
+        )
+        self.inputs = inputs
+        self.outputs = outputs
+        self.global_parameters = global_parameters
+        self.wasb_conn_id = wasb_conn_id
+        self.reference_mode = reference_mode
+        self.job_timeout_seconds = job_timeout_seconds
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "azureml_retrain.triggers.bes_job.BesSubmitTrigger",
+            {
+                "outputs": self.outputs,
+                "inputs": self.inputs,
+                "global_parameters": self.global_parameters,
+                "azureml_conn_id": self.azureml_conn_id,
+                "wasb_conn_id": self.wasb_conn_id,
+                "reference_mode": self.reference_mode,
+                "job_timeout_seconds": self.job_timeout_seconds,
+                "poll_interval": self.poll_interval,
+                "max_poll_interval": self.max_poll_interval,
+                "cancel_on_kill": self.cancel_on_kill,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = self._hook()
+        try:
+            outputs = validate_locations(self.outputs, "outputs", outputs=True)
+            if not outputs:
+                raise ConfigurationError("outputs: name at least one web service output and where to write it")
+            self.expected_outputs = sorted(outputs)
+            record = await asyncio.to_thread(self._claimed_job, hook, JobClaims.location(outputs))
+        except Exception as error:
+            # Before a job runs nothing is lost: the task fails with the reason, and its retry starts over.
+            message = redact(f"{type(error).__name__}: {error}")
+            self.log.error("BES job not started: %s", message)
+            yield TriggerEvent({"status": "error", "job_id": None, "message": message})
+            return
+        self.job_id = str(record["job_id"])
+        xcoms = {"bes_job_id": self.job_id, LINK_XCOM_KEY: bes_job_link(hook.api_location, self.job_id)}
+        events = self.watch(
+            hook,
+            self.job_id,
+            end_time=float(record["deadline"]),
+            last_status=None,
+            submitted_at=str(record["submitted_at"]),
+            xcoms=xcoms,
+        )
+        async for event in events:
+            yield event
+
+    def _try_number(self) -> int | None:
+        number = getattr(self.task_instance, "try_number", None)
+        return number if isinstance(number, int) else None
+
+    def _claimed_job(self, hook: AzureMLWebServiceHook, location: BlobLocation) -> dict[str, Any]:
+        """The job this task instance runs: the claimed one if it can still be used, else a new one."""
+        claims = JobClaims(self.wasb_conn_id)
+        try_number = self._try_number()
+        give_up_at = time.time() + STALE_CLAIM_SECONDS + 10
+        while True:
+            claim = claims.read(location)
+            if claim.job_id and claim.content is not None and self._reusable(hook, claim.content, try_number):
+                return claim.content
+            if claim.submitting_elsewhere:
+                if time.time() > give_up_at:
+                    raise TimeoutError(f"{location} stayed claimed by another run of this trigger without a job")
+                time.sleep(1.0)
+                continue
+            taken = claims.write(location, {"claimed_at": time.time(), "try_number": try_number}, replacing=claim)
+            if taken is None:
+                continue  # another run of this trigger changed the claim: look again
+            body = build_request(
+                self.inputs,
+                self.outputs,
+                self.global_parameters,
+                wasb_conn_id=self.wasb_conn_id,
+                reference_mode=self.reference_mode,
+            )
+            self.log.info("Submitting BES job: %s", describe_request(body))
+            job_id = hook.submit_job(body)
+            record = job_record(job_id, job_timeout_seconds=self.job_timeout_seconds, try_number=try_number)
+            # Recorded before it starts: a trigger that dies from here on leaves a job the next run finds.
+            if claims.write(location, record, replacing=Claim(None, taken)) is None:
+                raise RuntimeError(f"BES job {job_id} was submitted, but {location} changed meanwhile: not started")
+            start_job(hook, job_id)
+            self.log.info("BES job %s submitted and started", job_id)
+            return record
+
+    def _reusable(self, hook: AzureMLWebServiceHook, record: Mapping[str, Any], try_number: int | None) -> bool:
+        job_id = str(record["job_id"])
+        try:
+            job = hook.get_job(job_id)
+        except AzureMLServiceError as error:
+            if error.status == 404:
+                self.log.warning("BES job %s from an earlier run no longer exists; submitting a new one", job_id)
+                return False
+            raise
+        if job.status in BesJobStatus.FAILURE and record.get("try_number") != try_number:
+            self.log.warning("BES job %s from an earlier try ended %s; submitting a new one", job_id, job.status)
+            return False
+        if job.status == BesJobStatus.NOT_STARTED:
+            self.log.info("Reattaching to BES job %s (submitted, not started): starting it", job_id)
+            start_job(hook, job_id)
+        else:
+            self.log.info("Reattaching to BES job %s (%s)", job_id, job.status)
+        return True

@@ -1,0 +1,173 @@
+"""BES job requests, starts and records: shared by SubmitBesJobOperator and the trigger that submits.
+
+A job's *record* (``job_id``, ``submitted_at``, ``deadline``, ``try_number``) is what lets a retry or
+a re-run reattach to the job instead of starting another. The operator keeps it in the task-instance
+state store. A trigger has no access to that store, so a task started in the triggerer keeps it in a
+*claim* blob next to its first output: :class:`JobClaims`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from azureml_retrain.blobs import BlobLocation
+from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
+from azureml_retrain.hooks.web_service import AzureMLWebServiceHook, BesJobStatus
+from azureml_retrain.storage import REFERENCE_MODES, StorageAccount
+
+DATASET_EXTENSIONS = (".csv", ".tsv", ".arff")
+MODEL_EXTENSION = ".ilearner"
+CLAIM_SUFFIX = ".bes-job.json"
+# A claim taken to submit that never got its job id: its trigger died between the two writes.
+STALE_CLAIM_SECONDS = 60.0
+
+
+def validate_locations(value: Mapping[str, Any] | None, field: str, *, outputs: bool) -> dict[str, BlobLocation]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"{field}: expected a mapping of port name to blob location, got {type(value).__name__}"
+        )
+    locations = {}
+    for name, raw in value.items():
+        location = BlobLocation.parse(raw, field=f"{field}[{name!r}]")
+        allowed = (*DATASET_EXTENSIONS, MODEL_EXTENSION) if outputs else DATASET_EXTENSIONS
+        if not location.blob_name.lower().endswith(allowed):
+            raise ConfigurationError(
+                f"{field}[{name!r}]: {location} must end with one of {', '.join(allowed)} "
+                "(BES rejects other extensions: datasets are .csv/.tsv/.arff, trained models .ilearner)"
+            )
+        locations[str(name)] = location
+    return locations
+
+
+def build_request(
+    inputs: Mapping[str, Any] | None,
+    outputs: Mapping[str, Any] | None,
+    global_parameters: Mapping[str, Any] | None,
+    *,
+    wasb_conn_id: str,
+    reference_mode: str,
+) -> dict[str, Any]:
+    """The BES request body. It carries storage credentials: never log or return it."""
+    if reference_mode not in REFERENCE_MODES:
+        raise ConfigurationError(f"reference_mode: expected one of {REFERENCE_MODES}, got {reference_mode!r}")
+    input_locations = validate_locations(inputs, "inputs", outputs=False)
+    output_locations = validate_locations(outputs, "outputs", outputs=True)
+    if not output_locations:
+        raise ConfigurationError("outputs: name at least one web service output and where to write it")
+    if global_parameters is not None and not isinstance(global_parameters, Mapping):
+        raise ConfigurationError("global_parameters: expected a mapping of parameter name to value")
+    storage = StorageAccount(wasb_conn_id)
+    mode: Any = reference_mode
+    return {
+        "Inputs": {n: storage.bes_reference(loc, mode=mode, write=False) for n, loc in input_locations.items()},
+        "Outputs": {n: storage.bes_reference(loc, mode=mode, write=True) for n, loc in output_locations.items()},
+        # BES samples send every value as a string.
+        "GlobalParameters": {str(k): str(v) for k, v in (global_parameters or {}).items()},
+    }
+
+
+def describe_request(body: Mapping[str, Any]) -> str:
+    """What a request reads and writes, for the log: relative locations and parameter names only."""
+    return (
+        f"inputs { ({n: r['RelativeLocation'] for n, r in body['Inputs'].items()}) }, "
+        f"outputs { ({n: r['RelativeLocation'] for n, r in body['Outputs'].items()}) }, "
+        f"global parameters {sorted(body['GlobalParameters'])}"
+    )
+
+
+def start_job(hook: AzureMLWebServiceHook, job_id: str) -> None:
+    try:
+        hook.start_job(job_id)
+    except AzureMLServiceError as error:
+        # A start whose response was lost and then retried meets a job already running.
+        if "CannotStartJob" in error.detail_codes and hook.get_job(job_id).status != BesJobStatus.NOT_STARTED:
+            return
+        raise
+
+
+def job_record(job_id: str, *, job_timeout_seconds: float, try_number: int | None) -> dict[str, Any]:
+    now = time.time()
+    return {
+        "job_id": job_id,
+        "submitted_at": datetime.fromtimestamp(now, UTC).isoformat(),
+        "deadline": now + job_timeout_seconds,
+        "try_number": try_number,
+    }
+
+
+@dataclass
+class Claim:
+    """A claim blob's content (``record`` or ``{"claimed_at", "try_number"}`` while submitting) and etag."""
+
+    content: dict[str, Any] | None
+    etag: str | None
+
+    @property
+    def job_id(self) -> str | None:
+        value = (self.content or {}).get("job_id")
+        return str(value) if value else None
+
+    @property
+    def submitting_elsewhere(self) -> bool:
+        """Another run of the trigger took the claim to submit, moments ago: wait for its job id."""
+        claimed_at = (self.content or {}).get("claimed_at")
+        if self.job_id is not None or not isinstance(claimed_at, int | float):
+            return False
+        return time.time() - claimed_at < STALE_CLAIM_SECONDS
+
+
+class JobClaims:
+    """Claim blobs beside a task's first output (``<output blob>.bes-job.json``, no secrets in it).
+
+    Writes are conditional (create only if missing, replace only if unchanged), so two runs of the
+    same trigger (a triggerer failover) cannot both submit: the second one waits for the first's job.
+    """
+
+    def __init__(self, wasb_conn_id: str) -> None:
+        self.storage = StorageAccount(wasb_conn_id)
+
+    @staticmethod
+    def location(outputs: Mapping[str, BlobLocation]) -> BlobLocation:
+        first = outputs[sorted(outputs)[0]]
+        return BlobLocation(first.container, first.blob_name + CLAIM_SUFFIX)
+
+    def _blob(self, location: BlobLocation) -> Any:
+        return self.storage.client.get_blob_client(location.container, location.blob_name)
+
+    def read(self, location: BlobLocation) -> Claim:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            downloader = self._blob(location).download_blob()
+        except ResourceNotFoundError:
+            return Claim(None, None)
+        try:
+            content = json.loads(downloader.readall())
+        except ValueError:
+            content = None
+        return Claim(content if isinstance(content, dict) else None, str(downloader.properties.etag))
+
+    def write(self, location: BlobLocation, content: Mapping[str, Any], *, replacing: Claim) -> str | None:
+        """Write ``content`` if the blob is still as ``replacing`` saw it; its new etag, or None if not."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+
+        data = json.dumps(dict(content)).encode()
+        try:
+            if replacing.etag is None:
+                answer = self._blob(location).upload_blob(data, overwrite=False)
+            else:
+                answer = self._blob(location).upload_blob(
+                    data, overwrite=True, etag=replacing.etag, match_condition=MatchConditions.IfNotModified
+                )
+        except (ResourceExistsError, ResourceModifiedError):
+            return None
+        return str(answer["etag"])
