@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import signal
@@ -39,6 +40,7 @@ from support.secrets import assert_no_secret, emulator_secrets, result_sas_signa
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 CONTAINER = "process-faults"
+FAULT_DAG_IDS = ("pf_worker_kill", "pf_triggerer_restart", "pf_mark_failed", "pf_clear", "pf_start_in_triggerer")
 HUNG_JOB_TIMEOUT = 45  # seconds; the triggerer restart lands well inside it
 
 FAULT_DAGS = textwrap.dedent(
@@ -49,7 +51,7 @@ FAULT_DAGS = textwrap.dedent(
 
     from airflow.sdk import DAG
 
-    from azureml_retrain.operators import SubmitBesJobOperator
+    from azureml_retrain.operators import EvaluateModelOperator, SubmitBesJobOperator
     from azureml_retrain.sensors import BlobArrivalSensor
 
     CONTAINER = "{container}"
@@ -95,6 +97,12 @@ FAULT_DAGS = textwrap.dedent(
 
     with dag("pf_clear"):
         train("train", deferrable=True, retries=0)
+
+    with dag("pf_start_in_triggerer"):
+        trained = train("train", start_from_trigger=True)
+        EvaluateModelOperator(
+            task_id="evaluate", evaluation_results=trained.output, rules={{"metric": "AUC", "threshold": 0.5}}
+        )
     """
 )
 
@@ -147,7 +155,7 @@ def cluster(
     )
     try:
         cluster.start()
-        for dag_id in ("pf_worker_kill", "pf_triggerer_restart", "pf_mark_failed", "pf_clear", f"retrain_{model_id}"):
+        for dag_id in (*FAULT_DAG_IDS, f"retrain_{model_id}"):
             cluster.wait_for_dag(dag_id)
         yield cluster
     finally:
@@ -309,6 +317,38 @@ def test_triggerer_killed_and_restarted_while_deferred_resumes_every_wait_with_i
     assert HUNG_JOB_TIMEOUT - 1 <= waited <= HUNG_JOB_TIMEOUT + 5, f"job cancelled {waited:.1f}s after submission"
     log = cluster.task_log("pf_triggerer_restart", run_id, "train_hung", 1)
     assert "did not end within job_timeout" in log
+
+
+def test_a_task_started_in_the_triggerer_survives_a_triggerer_kill_with_one_job_and_no_worker(
+    cluster: AirflowCluster, fresh_emulator: RunningEmulator, blob_service: Any
+):
+    emulator = fresh_emulator
+    emulator.admin("PATCH", "settings", json={"job_min_duration_seconds": 20})
+    known = job_ids(emulator)
+    tag = uuid.uuid4().hex[:10]
+    run_id = cluster.trigger("pf_start_in_triggerer", conf={"tag": tag})
+    # The scheduler defers the task itself; the triggerer renders its templates and submits the job.
+    job = wait_until(lambda: [j for j in new_jobs(emulator, known) if j["status"] == "Running"], "the job to run")[0]
+    assert cluster.task_instance("pf_start_in_triggerer", run_id, "train")["state"] == "deferred"
+    # The outputs were rendered from the run's conf, and the job is recorded beside the first one.
+    claim = blob_service.get_blob_client(CONTAINER, f"{tag}/train/model.ilearner.bes-job.json")
+    assert json.loads(claim.download_blob().readall())["job_id"] == job["id"]
+
+    cluster.kill_component("triggerer")
+    time.sleep(5)
+    cluster.start_component("triggerer")
+
+    assert cluster.wait_for_run("pf_start_in_triggerer", run_id, timeout=240) == "success"
+    train = cluster.task_instance("pf_start_in_triggerer", run_id, "train")
+    assert train["try_number"] == 1, train
+    assert train["hostname"] in (None, ""), f"a worker ran the task: {train}"
+    assert [j["id"] for j in new_jobs(emulator, known)] == [job["id"]]
+    assert route_count(emulator, "bes.submit") == 1 and job_status(emulator, job["id"]) == "Finished"
+    # The restarted trigger found the job in its claim (the job may have finished meanwhile), and the
+    # evaluation read the XCom the trigger set.
+    log = cluster.task_log("pf_start_in_triggerer", run_id, "train", 1)
+    assert f"Reattaching to BES job {job['id']} (" in log
+    assert cluster.task_instance("pf_start_in_triggerer", run_id, "evaluate")["state"] == "success"
 
 
 def test_marking_a_deferred_task_failed_through_the_api_cancels_its_job(
