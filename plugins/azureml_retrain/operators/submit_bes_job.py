@@ -165,18 +165,20 @@ class SubmitBesJobOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         store = context.get("task_state_store")
         record = self._reattach(store)
-        if record is None:
-            record = self._submit_and_start(store, _try_number(context))
-        return self._follow(context, record)
+        if record is not None:
+            return self._follow(context, record)
+        return self._follow(context, self._submit_and_start(store, _try_number(context)), just_started=True)
 
-    def _follow(self, context: Context, record: Mapping[str, Any]) -> dict[str, Any]:
+    def _follow(self, context: Context, record: Mapping[str, Any], *, just_started: bool = False) -> dict[str, Any]:
         """Wait for the job of ``record`` to end: here, or deferred to the triggerer."""
         job_id = str(record["job_id"])
         self._active_job_id = job_id
         context["ti"].xcom_push(key="bes_job_id", value=job_id)
         context["ti"].xcom_push(key=LINK_XCOM_KEY, value=bes_job_link(self.hook.api_location, job_id))
-        job = self.hook.get_job(job_id)
-        if job.status in BesJobStatus.TERMINAL:
+        # A job this try has just started is not worth a status call before deferring: the trigger
+        # polls at once when it starts, moments later (and sees a short job's end that much sooner).
+        job = None if just_started and self.deferrable else self.hook.get_job(job_id)
+        if job is not None and job.status in BesJobStatus.TERMINAL:
             return self._finish(context, job, record)
         if self.deferrable:
             remaining = max(0.0, float(record["deadline"]) - time.time())
@@ -188,7 +190,7 @@ class SubmitBesJobOperator(BaseOperator):
                     poll_interval=self.poll_interval,
                     max_poll_interval=self.max_poll_interval,
                     cancel_on_kill=self.cancel_on_kill,
-                    last_status=job.status,
+                    last_status=job.status if job is not None else None,
                     finish_task=True,
                     expected_outputs=sorted((self.outputs or {}).keys()),
                     submitted_at=str(record["submitted_at"]) if record.get("submitted_at") else None,
@@ -197,6 +199,7 @@ class SubmitBesJobOperator(BaseOperator):
                 # Backstop only: the trigger cancels the job and reports at its own deadline.
                 timeout=timedelta(seconds=remaining + 300),
             )
+        assert job is not None  # only a deferrable follow skips the first status call
         return self._finish(context, self._wait(job, float(record["deadline"])), record)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | str | None = None) -> dict[str, Any]:
@@ -230,7 +233,8 @@ class SubmitBesJobOperator(BaseOperator):
                 job.job_id,
                 submitted_by,
             )
-            return self._follow(context, self._submit_and_start(context.get("task_state_store"), current))
+            record = self._submit_and_start(context.get("task_state_store"), current)
+            return self._follow(context, record, just_started=True)
         return self._complete(job, record)
 
     def on_kill(self) -> None:

@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 #: ``Last-Modified`` in a listing is truncated to whole seconds.
 LAST_MODIFIED_RESOLUTION = timedelta(seconds=1)
 #: The keys of the sensor's XCom return value (and of a success event, besides ``status``).
+# While nothing changes, one "still waiting" line per this many checks.
+QUIET_CHECKS = 30
 RESULT_KEYS = ("container", "prefix", "window", "blobs", "total_bytes", "marker")
 
 _GLOB_SPECIALS = "*?["
@@ -657,6 +659,11 @@ class BlobArrivalTrigger(BaseTrigger):
 
         return WasbAsyncHook(wasb_conn_id=self.wasb_conn_id)
 
+    def _accepted(self, result: dict[str, Any]) -> TriggerEvent:
+        if self.finish_task:
+            return TaskSuccessEvent(xcoms={"return_value": accepted_result(result)})
+        return TriggerEvent({"status": "success", **result})
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         criteria = self.criteria
         previous = Observation.from_json(self.observation)
@@ -664,6 +671,7 @@ class BlobArrivalTrigger(BaseTrigger):
         hook = self._hook()
         client: AsyncBlobServiceClient | None = None
         checks = 0
+        logged_reason: str | None = None
         try:
             while True:
                 if time.time() >= self.end_time:
@@ -693,12 +701,13 @@ class BlobArrivalTrigger(BaseTrigger):
                     last_reason = assessment.reason
                     if assessment.ready and assessment.result is not None:
                         self.log.info("Check #%d: %s", checks, assessment.reason)
-                        if self.finish_task:
-                            yield TaskSuccessEvent(xcoms={"return_value": accepted_result(assessment.result)})
-                        else:
-                            yield TriggerEvent({"status": "success", **assessment.result})
+                        yield self._accepted(assessment.result)
                         return
-                    self.log.info("Check #%d (%d listed): %s", checks, len(listing.blobs), assessment.reason)
+                    # A short poke interval must not flood the log: say what changed, and that it still
+                    # waits now and then.
+                    if assessment.reason != logged_reason or checks % QUIET_CHECKS == 0:
+                        self.log.info("Check #%d (%d listed): %s", checks, len(listing.blobs), assessment.reason)
+                        logged_reason = assessment.reason
                     if assessment.ready_at is not None:
                         # Wake up right when the selection would become stable, if that is sooner.
                         wait = min(wait, max((assessment.ready_at - now).total_seconds(), 0.0) + 0.05)

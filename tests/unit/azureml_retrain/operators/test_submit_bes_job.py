@@ -101,15 +101,16 @@ def test_bad_arguments_name_the_field(field, value, message):
 
 def test_new_job_is_persisted_before_start_then_deferred():
     store = DictStateStore()
-    op, transport = make_operator(Reply(200, JOB), Reply(200), status("Running"))
+    op, transport = make_operator(Reply(200, JOB), Reply(200))
     ctx = make_context(store)
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(ctx)
-    assert calls(transport) == ["POST /jobs", f"POST /jobs/{JOB}/start", f"GET /jobs/{JOB}"]
+    # No status call before deferring a job just started: the trigger's first poll is that call.
+    assert calls(transport) == ["POST /jobs", f"POST /jobs/{JOB}/start"]
     assert store.data[JOB_STATE_KEY]["job_id"] == JOB
     trigger = deferred.value.trigger
     assert isinstance(trigger, BesJobTrigger)
-    assert trigger.job_id == JOB
+    assert trigger.job_id == JOB and trigger.last_status is None
     assert trigger.end_time == pytest.approx(time.time() + 6 * 3600, abs=60)
     assert ctx["ti"].xcom == {"bes_job_id": JOB, "azureml_link": "https://services.azureml.net/"}
     # The request carried credentials; nothing the operator kept does.
