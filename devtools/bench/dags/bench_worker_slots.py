@@ -2,8 +2,9 @@
 ### Bench: N concurrent BES jobs
 
 `bench_slots_deferrable_<n>`: N of the project's `SubmitBesJobOperator` tasks, started in the
-triggerer (`start_from_trigger=True`, its default poll schedule), outputs templated per run. `bench_slots_polling_<n>`: what users ran before, the Studio-generated
-BES sample (submit, start, GET the status every second) in a `PythonOperator`, mapped over N jobs.
+triggerer (`start_from_trigger=True`, its default poll schedule), outputs templated per run.
+`bench_slots_polling_<n>`: what users ran before, the Studio-generated BES sample (submit, start,
+GET the status every second) in a `PythonOperator`, mapped over N jobs.
 """
 
 from __future__ import annotations

@@ -207,8 +207,11 @@ class SubmitBesJobOperator(BaseOperator):
             # Only ``airflow dags test`` resumes a task its trigger already ended (it runs the trigger
             # inline and hands over the event's bare payload): read the job's result again.
             record = self._record(context.get("task_state_store"))
-            if record is None:
-                raise BesJobFailedError(f"{self.task_id}: the trigger ended the task, but no BES job is recorded")
+            if record is None:  # no state store: the id this try pushed before deferring
+                job_id = context["ti"].xcom_pull(task_ids=self.task_id, key="bes_job_id")
+                if not job_id:
+                    raise BesJobFailedError(f"{self.task_id}: the trigger ended the task, but no BES job is recorded")
+                record = {"job_id": str(job_id)}
             return self._finish(context, self.hook.get_job(str(record["job_id"])), record)
         if not isinstance(event, Mapping) or "job_id" not in event:
             raise BesJobFailedError(f"{self.task_id}: did not receive a valid event from the trigger: {event!r}")
