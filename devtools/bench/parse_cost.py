@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from devtools.bench.core import DAG_TEMPLATES, Bench, Check, Measurement, fmt_seconds, median, run_python
@@ -32,12 +33,48 @@ def shipped_dag_files() -> list[str]:
     return sorted(p.name for p in (ROOT / "dags").glob("*.py"))
 
 
-def probe(bench: Bench, rounds: int) -> dict[str, list[dict[str, Any]]]:
+SAME_SHAPE_TEMPLATE = """\
+\"\"\"Same shape as {name}: its DAGs, task counts and trigger-form params, every task an EmptyOperator.\"\"\"
+
+from __future__ import annotations
+
+import json
+
+import pendulum
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG, Param
+
+SHAPE = json.loads({shape!r})
+
+for spec in SHAPE:
+    params = {{
+        k: Param(v["default"], description=v["description"], schema=v["schema"]) for k, v in spec["params"].items()
+    }}
+    with DAG(dag_id="same_shape_" + spec["dag_id"], schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+             params=params):
+        for i in range(spec["tasks"]):
+            EmptyOperator(task_id=f"task_{{i}}")
+"""
+
+
+def same_shape_file(bench: Bench, name: str, shape: list[dict[str, Any]]) -> Path:
+    """An EmptyOperator file with ``name``'s DAG and task counts and trigger-form params."""
+    folder = bench.work / "same-shape"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"same_shape_{name}"
+    path.write_text(SAME_SHAPE_TEMPLATE.format(name=name, shape=json.dumps(shape)))
+    return path
+
+
+def probe(bench: Bench, rounds: int, extra: dict[str, Path] | None = None) -> dict[str, list[dict[str, Any]]]:
     out = bench.work / "parse-probe.json"
     files = [{"name": BASELINE, "path": str(DAG_TEMPLATES / BASELINE), "bundle_path": str(DAG_TEMPLATES)}]
     files += [
         {"name": name, "path": str(ROOT / "dags" / name), "bundle_path": str(ROOT / "dags")}
         for name in shipped_dag_files()
+    ]
+    files += [
+        {"name": name, "path": str(path), "bundle_path": str(path.parent)} for name, path in (extra or {}).items()
     ]
     spec = {"files": files, "rounds": rounds, "out": str(out)}
     run_python(
@@ -79,7 +116,15 @@ def paired_ratio(ours: list[dict[str, Any]], base: list[dict[str, Any]], key: st
 def run(bench: Bench) -> Measurement:
     m = Measurement("parse_cost", TITLE)
     rounds = 7 if bench.smoke else 9
-    samples = probe(bench, rounds)
+    # A file of several DAGs cannot parse like one task: a baseline of the same shape (EmptyOperator
+    # tasks, the same trigger form) shows what the project's operators add to Airflow's own cost.
+    shapes = probe(bench, 1)
+    extra = {
+        f"same shape as {name}": same_shape_file(bench, name, shapes[name][0]["shape"])
+        for name in shipped_dag_files()
+        if shapes[name][0]["tasks"] > 1
+    }
+    samples = probe(bench, rounds, extra)
     base = samples[BASELINE]
     base_seconds = median(s["process_seconds"] for s in base)
     base_modules = median(s["modules"] for s in base)
@@ -118,6 +163,19 @@ def run(bench: Bench) -> Measurement:
                 note=note,
             )
         )
+        twin = samples.get(f"same shape as {name}")
+        if twin is not None:
+            m.checks.append(
+                Check(
+                    case=f"{name} parse time vs EmptyOperator DAGs of the same shape",
+                    value=round(paired_ratio(values, twin, "process_seconds"), 2),
+                    unit="x",
+                    target=None,
+                    ours=fmt_seconds(median(s["process_seconds"] for s in values)),
+                    baseline=fmt_seconds(median(s["process_seconds"] for s in twin)),
+                    note="what the project's operators add; the same trigger form on each retraining DAG",
+                )
+            )
         modules = median(s["modules"] for s in values)
         target, note = gate(name, "modules")
         m.checks.append(

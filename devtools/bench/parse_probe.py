@@ -30,6 +30,7 @@ def parse_in_child(path: str, bundle_path: str, log: Any) -> dict[str, Any]:
     done = time.perf_counter()
     new = sorted(set(sys.modules) - before)
     return {
+        "shape": [dag_shape(dag) for dag in bag.dags.values()],
         "parse_seconds": parsed - started,
         "serialize_seconds": done - parsed,
         "seconds": done - started,
@@ -39,6 +40,20 @@ def parse_in_child(path: str, bundle_path: str, log: Any) -> dict[str, Any]:
         "modules": len(new),
         "module_names": new,
     }
+
+
+def dag_shape(dag: Any) -> dict[str, Any]:
+    """What a same-shape baseline needs of a DAG: its task count and trigger-form params."""
+    from airflow.sdk.definitions._internal.types import is_arg_set
+
+    params = {}
+    for name, param in dag.params.items():
+        params[name] = {
+            "default": param.value if is_arg_set(param.value) else None,
+            "description": param.description,
+            "schema": param.schema,
+        }
+    return {"dag_id": dag.dag_id, "tasks": len(dag.tasks), "params": params}
 
 
 def forked_sample(path: str, bundle_path: str, log: Any) -> dict[str, Any]:
