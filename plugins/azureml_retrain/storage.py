@@ -21,6 +21,13 @@ REFERENCE_MODES: tuple[str, ...] = ("sas", "connection_string")
 DEFAULT_SAS_LIFETIME = timedelta(hours=1)
 
 
+# Jobs that read the same blob within a few minutes (many models trained on one dataset) share its
+# token: each new token is one more secret for the process's masker, which never forgets one and
+# rebuilds its pattern on every addition (a long-lived triggerer minting per job slows down).
+SAS_REUSE_WINDOW = timedelta(minutes=5)
+_recent_tokens: dict[tuple[str, str, str, bool, timedelta], tuple[datetime, str]] = {}
+
+
 def sas_signature(token: str) -> str | None:
     """The ``sig`` value of a SAS query string, as it appears in the string (URL-encoded)."""
     for part in token.lstrip("?").split("&"):
@@ -75,6 +82,10 @@ class StorageAccount:
         from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 
         now = datetime.now(UTC)
+        key = (self.account_name, location.container, location.blob_name, write, lifetime)
+        reusable = _recent_tokens.get(key)
+        if reusable is not None and now - reusable[0] < SAS_REUSE_WINDOW:
+            return reusable[1]
         start, expiry = now - timedelta(minutes=5), now + lifetime  # tolerate clock skew
         permission = BlobSasPermissions(read=True, write=write, create=write)
         signing: dict[str, Any] = (
@@ -94,6 +105,9 @@ class StorageAccount:
         # The signature is the secret part: masking it alone hides the token in any log line, and keeps
         # the masker's pattern (rebuilt for each new secret) short in processes that mint many.
         mask_once(sas_signature(token) or token)
+        for stale in [k for k, (minted, _) in _recent_tokens.items() if now - minted >= SAS_REUSE_WINDOW]:
+            del _recent_tokens[stale]
+        _recent_tokens[key] = (now, f"?{token}")
         return f"?{token}"
 
     def connection_string(self) -> str:

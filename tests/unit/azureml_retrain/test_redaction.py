@@ -24,3 +24,25 @@ def test_sas_signature_is_the_sig_value_as_written():
 
     assert sas_signature("?sv=2025-11-05&sr=b&sig=AbC%2Bd%3D&se=2026-11-27T10%3A00Z&sp=r") == "AbC%2Bd%3D"
     assert sas_signature("sv=2025&sp=r") is None
+
+
+def test_a_blob_read_again_within_minutes_shares_its_token(monkeypatch: pytest.MonkeyPatch):
+    from datetime import timedelta
+
+    from azureml_retrain import storage
+    from azureml_retrain.blobs import BlobLocation
+
+    monkeypatch.setattr(storage, "_recent_tokens", {})
+    account = storage.StorageAccount("wasb_default")
+    monkeypatch.setattr(storage.StorageAccount, "account_name", "devstoreaccount1")
+    monkeypatch.setattr(storage.StorageAccount, "_account_key", "a2V5" * 11)
+    data, other = BlobLocation("in", "data.csv"), BlobLocation("in", "other.csv")
+    first = account.sas_token(data, write=False)
+    assert account.sas_token(data, write=False) == first
+    assert account.sas_token(data, write=True) != first  # other permissions: its own token
+    assert account.sas_token(other, write=False) != first
+    key = ("devstoreaccount1", "in", "data.csv", False, storage.DEFAULT_SAS_LIFETIME)
+    minted, token = storage._recent_tokens[key]
+    storage._recent_tokens[key] = (minted - timedelta(minutes=6), token)
+    account.sas_token(data, write=False)
+    assert storage._recent_tokens[key][0] >= minted  # older than the reuse window: minted again
