@@ -14,8 +14,8 @@ from the measured N's time per wave (and marked extrapolated).
 from __future__ import annotations
 
 import math
-import time
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
