@@ -1,13 +1,13 @@
 """5. Status-call efficiency: HTTP calls spent on one 10-minute BES job.
 
 Ten real minutes would not fit, so the project runs against the real emulator on a compressed clock:
-its real code, ``SubmitBesJobOperator.execute`` (submit, start, first status, deferral), the deferred
+its real code, ``SubmitBesJobOperator.execute`` (submit, start, deferral), the deferred
 ``BesJobTrigger.run`` (its poll schedule: ``next_poll_interval`` with the operator's ``poll_interval``
 and ``max_poll_interval``) with ``time.time`` and ``asyncio.sleep`` of its module running
-``COMPRESSION`` times faster, then ``execute_complete``; the job lasts ``600 s / COMPRESSION`` of real
-time, i.e. 10 minutes on that clock. Its calls are counted in the emulator's request log (submit,
-start, every status GET of that job). The poll schedule is also computed from ``next_poll_interval``
-alone, and the two must agree.
+``COMPRESSION`` times faster, until it ends the task with the job's result; the job lasts
+``600 s / COMPRESSION`` of real time, i.e. 10 minutes on that clock. Its calls are counted in the
+emulator's request log (submit, start, every status GET of that job). The poll schedule is also
+computed from ``next_poll_interval`` alone, and the two must agree.
 
 The baseline, the Studio sample's loop (GET, then sleep one second), cannot be compressed that way:
 its HTTP round trips would be stretched by the same factor. It runs for real on a shortened job; its

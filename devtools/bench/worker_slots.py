@@ -1,7 +1,8 @@
 """2. Worker slots during long jobs: N concurrent BES jobs on a scheduler with 4 worker slots.
 
-The project: ``SubmitBesJobOperator`` (deferrable, its default poll schedule) mapped over N jobs; it
-holds a worker slot only to submit and, at the end, to collect the result, and waits in the triggerer.
+The project: N ``SubmitBesJobOperator`` tasks with ``start_from_trigger=True`` (its default poll
+schedule): the scheduler hands each to the triggerer, which submits, starts and follows the job and
+ends the task, so no worker slot is taken. Each N runs on a triggerer that has just started.
 The baseline: the Studio-generated BES sample (submit, start, GET every second) in a ``PythonOperator``
 mapped over N jobs, which holds a slot for a job's whole duration, so 4 slots run 4 jobs at a time.
 
