@@ -93,6 +93,38 @@ def start_job(hook: AzureMLWebServiceHook, job_id: str) -> None:
         raise
 
 
+def reattach(
+    hook: AzureMLWebServiceHook,
+    record: Mapping[str, Any],
+    log: Any,
+    *,
+    keep_failure_of_try: int | None = None,
+) -> bool:
+    """Whether the job ``record`` names can still be used, starting it if it never was.
+
+    A job that no longer exists, or ended Failed or Cancelled, is not: a new one is submitted. With
+    ``keep_failure_of_try``, a failed job that very try submitted is kept, so that it is reported.
+    """
+    job_id = str(record["job_id"])
+    try:
+        job = hook.get_job(job_id)
+    except AzureMLServiceError as error:
+        if error.status == 404:
+            log.warning("BES job %s from an earlier run no longer exists; submitting a new one", job_id)
+            return False
+        raise
+    own_try = keep_failure_of_try is not None and record.get("try_number") == keep_failure_of_try
+    if job.status in BesJobStatus.FAILURE and not own_try:
+        log.warning("BES job %s from an earlier try ended %s; submitting a new one", job_id, job.status)
+        return False
+    if job.status == BesJobStatus.NOT_STARTED:
+        log.info("Reattaching to BES job %s (submitted, not started): starting it", job_id)
+        start_job(hook, job_id)
+    else:
+        log.info("Reattaching to BES job %s (%s)", job_id, job.status)
+    return True
+
+
 def job_record(job_id: str, *, job_timeout_seconds: float, try_number: int | None) -> dict[str, Any]:
     now = time.time()
     return {

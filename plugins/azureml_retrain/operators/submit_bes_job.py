@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
 
-from azureml_retrain.bes import build_request, describe_request, job_record, start_job
+from azureml_retrain.bes import build_request, describe_request, job_record, reattach, start_job
 from azureml_retrain.exceptions import AzureMLServiceError, BesJobFailedError, ConfigurationError
 from azureml_retrain.hooks.web_service import AzureMLWebServiceHook, BesJob, BesJobStatus
 from azureml_retrain.links import LINK_XCOM_KEY, AzureMLLink, bes_job_link
@@ -259,23 +259,7 @@ class SubmitBesJobOperator(BaseOperator):
         record = self._record(store)
         if record is None:
             return None
-        job_id = str(record["job_id"])
-        try:
-            job = self.hook.get_job(job_id)
-        except AzureMLServiceError as error:
-            if error.status == 404:
-                self.log.warning("BES job %s from an earlier try no longer exists; submitting a new one", job_id)
-                return None
-            raise
-        if job.status in BesJobStatus.FAILURE:
-            self.log.warning("BES job %s from an earlier try ended %s; submitting a new one", job_id, job.status)
-            return None
-        if job.status == BesJobStatus.NOT_STARTED:
-            self.log.info("Reattaching to BES job %s (submitted, not started): starting it", job_id)
-            start_job(self.hook, job_id)
-        else:
-            self.log.info("Reattaching to BES job %s from an earlier try (%s)", job_id, job.status)
-        return record
+        return record if reattach(self.hook, record, self.log) else None
 
     def _submit_and_start(self, store: Any, try_number: int | None) -> dict[str, Any]:
         body = self.build_request()

@@ -16,6 +16,7 @@ from azureml_retrain.bes import (
     build_request,
     describe_request,
     job_record,
+    reattach,
     start_job,
     validate_locations,
 )
@@ -285,8 +286,9 @@ class BesSubmitTrigger(BesJobTrigger):
         give_up_at = time.time() + STALE_CLAIM_SECONDS + 10
         while True:
             claim = claims.read(location)
-            if claim.job_id and claim.content is not None and self._reusable(hook, claim.content, try_number):
-                return claim.content
+            reusable = claim.job_id is not None and claim.content is not None
+            if reusable and reattach(hook, claim.content or {}, self.log, keep_failure_of_try=try_number):
+                return dict(claim.content or {})
             if claim.submitting_elsewhere:
                 if time.time() > give_up_at:
                     raise TimeoutError(f"{location} stayed claimed by another run of this trigger without a job")
@@ -311,22 +313,3 @@ class BesSubmitTrigger(BesJobTrigger):
             start_job(hook, job_id)
             self.log.info("BES job %s submitted and started", job_id)
             return record
-
-    def _reusable(self, hook: AzureMLWebServiceHook, record: Mapping[str, Any], try_number: int | None) -> bool:
-        job_id = str(record["job_id"])
-        try:
-            job = hook.get_job(job_id)
-        except AzureMLServiceError as error:
-            if error.status == 404:
-                self.log.warning("BES job %s from an earlier run no longer exists; submitting a new one", job_id)
-                return False
-            raise
-        if job.status in BesJobStatus.FAILURE and record.get("try_number") != try_number:
-            self.log.warning("BES job %s from an earlier try ended %s; submitting a new one", job_id, job.status)
-            return False
-        if job.status == BesJobStatus.NOT_STARTED:
-            self.log.info("Reattaching to BES job %s (submitted, not started): starting it", job_id)
-            start_job(hook, job_id)
-        else:
-            self.log.info("Reattaching to BES job %s (%s)", job_id, job.status)
-        return True
