@@ -23,7 +23,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -463,6 +463,22 @@ class AirflowCluster:
         os.killpg(process.pid, 9)
         _kill_all(below)
         process.wait(timeout=30)
+
+    @contextlib.contextmanager
+    def paused_component(self, component: str) -> Iterator[None]:
+        """SIGSTOP a component and everything below it for the block, then SIGCONT: it falls behind
+        the others, as a starved or swapping process does, without losing any state."""
+        process = self.processes[component]
+        pids = [process.pid, *descendants(process.pid)]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def stop_component(self, component: str) -> None:
         process = self.processes.pop(component, None)

@@ -4,7 +4,8 @@
 * a worker running a non-deferrable SubmitBesJob is SIGKILLed mid-job: the retry reattaches (1 job);
 * the triggerer is SIGKILLed and restarted while a BES job and the sensor are deferred: both resume,
   a third task's job deadline fires at its original time (not reset), one job per task;
-* a deferred task marked failed through the API, or cleared from the CLI: the remote job is cancelled;
+* a deferred task marked failed, or cleared, through the API: the remote job is cancelled, also when
+  the cleared task's rerun reattached to it before the triggerer noticed the clear;
 * the scheduler (with its LocalExecutor workers) is SIGKILLed during a promotion and restarted: the
   run completes with one BES job, one PATCH per endpoint and one ledger record per target;
 * afterwards every log the installation wrote (task logs with their trigger sections, component
@@ -370,9 +371,12 @@ def test_marking_a_deferred_task_failed_through_the_api_cancels_its_job(
     assert len(new_jobs(emulator, known)) == 1
 
 
-def test_clearing_a_deferred_task_through_the_api_cancels_its_job_before_the_rerun(
+def test_clearing_a_deferred_task_through_the_api_cancels_its_job_even_when_the_rerun_reattached_first(
     cluster: AirflowCluster, fresh_emulator: RunningEmulator
 ):
+    """The rerun of a cleared task can start before the triggerer notices the clear (a busy
+    triggerer): it reattaches to the still-running job, which the old trigger then cancels. The
+    triggerer is held back here so that the rerun always wins that race."""
     emulator = fresh_emulator
     job_fault(emulator, "hang", service_id=service_of(emulator, "churn"), count=1)
     known = job_ids(emulator)
@@ -381,14 +385,27 @@ def test_clearing_a_deferred_task_through_the_api_cancels_its_job_before_the_rer
     first = wait_until(lambda: [j for j in new_jobs(emulator, known) if j["status"] == "Running"], "the job")[0]
     wait_until_trigger_runs(cluster, "pf_clear", run_id, "train")
 
-    cluster.clear_task("pf_clear", run_id, "train")  # what the UI's "Clear" does
+    with cluster.paused_component("triggerer"):
+        cluster.clear_task("pf_clear", run_id, "train")  # what the UI's "Clear" does
+        wait_until(
+            lambda: (
+                (ti := cluster.task_instance("pf_clear", run_id, "train"))["try_number"] == 2
+                and ti["state"] == "deferred"
+            ),
+            "the rerun to reattach and defer",
+            timeout=60,
+        )
+        assert job_status(emulator, first["id"]) == "Running"
 
     wait_until(lambda: job_status(emulator, first["id"]) == "Cancelled", "the job to be cancelled", timeout=60)
-    # The cleared task runs again: the cancelled job cannot be reused, so exactly one new job.
+    # The cancelled job cannot be reused, so the rerun starts exactly one new job.
     assert cluster.wait_for_run("pf_clear", run_id, timeout=180) == "success"
     created = new_jobs(emulator, known)
     assert [j["id"] for j in created if j["id"] != first["id"]] and len(created) == 2, created
     assert job_status(emulator, created[-1]["id"]) == "Finished"
+    log = cluster.task_log("pf_clear", run_id, "train", 2)
+    assert f"Reattaching to BES job {first['id']} (Running)" in log
+    assert f"BES job {first['id']} from try 1 was cancelled" in log
 
 
 @pytest.mark.timeout(600)
