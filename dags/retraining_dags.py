@@ -15,8 +15,7 @@ from pathlib import Path
 # re-parse of this file (parsing_pre_import_modules): what the factory's tasks and asset need.
 import airflow.providers.common.io.assets.file
 import airflow.providers.standard.decorators.branch_python
-import airflow.providers.standard.decorators.python
-import airflow.providers.standard.decorators.short_circuit  # noqa: F401
+import airflow.providers.standard.decorators.python  # noqa: F401
 from airflow.sdk import DAG
 
 from azureml_retrain.factory import build_dags

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,8 @@ TYPED_PACKAGES = [
 ]
 
 
-def _run(*argv: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+def _run(*argv: str, timeout: int = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False, env=env)
 
 
 def test_ruff_lint_clean():
@@ -37,7 +38,11 @@ def test_ruff_format_clean():
 
 
 def test_mypy_clean():
-    result = _run(str(BIN / "mypy"), *TYPED_PACKAGES)
+    # mypy's incremental cache lives with the user's other caches, so that a fresh checkout (as in CI)
+    # re-checks only what changed instead of all of Airflow (about 45 s -> 5 s). mypy validates every
+    # cached module against its source, so a stale cache cannot hide an error.
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "azureml-retrain" / "mypy"
+    result = _run(str(BIN / "mypy"), *TYPED_PACKAGES, env={**os.environ, "MYPY_CACHE_DIR": str(cache)})
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -1,7 +1,8 @@
 """BES job requests, starts and records: shared by SubmitBesJobOperator and the trigger that submits.
 
-A job's *record* (``job_id``, ``submitted_at``, ``deadline``, ``try_number``) is what lets a retry or
-a re-run reattach to the job instead of starting another. The operator keeps it in the task-instance
+A job's *record* (``job_id``, ``submitted_at``, ``deadline``, ``try_number``, and the run's
+``clear_number`` when known) is what lets a retry or a re-run reattach to the job instead of starting
+another. The operator keeps it in the task-instance
 state store. A trigger has no access to that store, so a task started in the triggerer keeps it in a
 *claim* blob next to its first output: :class:`JobClaims`.
 """
@@ -125,14 +126,19 @@ def reattach(
     return True
 
 
-def job_record(job_id: str, *, job_timeout_seconds: float, try_number: int | None) -> dict[str, Any]:
+def job_record(
+    job_id: str, *, job_timeout_seconds: float, try_number: int | None, clear_number: int | None = None
+) -> dict[str, Any]:
     now = time.time()
-    return {
+    record: dict[str, Any] = {
         "job_id": job_id,
         "submitted_at": datetime.fromtimestamp(now, UTC).isoformat(),
         "deadline": now + job_timeout_seconds,
         "try_number": try_number,
     }
+    if clear_number is not None:
+        record["clear_number"] = clear_number
+    return record
 
 
 @dataclass

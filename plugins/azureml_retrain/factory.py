@@ -10,8 +10,8 @@
   blobs the sensor accepted), output paths no other run uses, the rules, and per target the model
   the run evaluates against (the ledger's head, also the champion's metrics).
 * ``decide`` applies the run's ``promote`` param (auto/never/force), keeps backfills from promoting
-  unless asked; dry runs stop after ``plan``. Why a run did not promote goes to the ledger
-  container's decision log.
+  unless asked. A dry run stops after ``plan``: ``train`` skips itself, and so does everything after
+  it. Why a run did not promote goes to the ledger container's decision log.
 * Promotion is mapped over the config's targets: one failing target does not stop the others, and
   ``report`` lists which were promoted and which failed (it is skipped when no promotion was
   attempted); ``all_targets_promoted`` then fails the run if any target failed. Each promotion
@@ -304,10 +304,6 @@ def build_dag(config: RetrainingConfig) -> Any:
         # XComArg: indexing it selects a key of the plan at run time.
         run_plan: Any = plan(wait_for_data.output)
 
-        @task.short_circuit
-        def not_a_dry_run(run: Any) -> bool:
-            return not run["dry_run"]
-
         training = config.training
         train = SubmitBesJobOperator(
             task_id="train",
@@ -318,6 +314,7 @@ def build_dag(config: RetrainingConfig) -> Any:
             global_parameters=dict(training.global_parameters),
             poll_interval=training.poll_interval_seconds,
             job_timeout=timedelta(minutes=training.job_timeout_minutes),
+            pre_execute=stop_a_dry_run,
         )
         evaluate = EvaluateModelOperator(
             task_id="evaluate",
@@ -396,23 +393,35 @@ def build_dag(config: RetrainingConfig) -> Any:
 
         @task(trigger_rule=TriggerRule.ALL_DONE)
         def all_targets_promoted(**context: Any) -> None:
-            """Fails the run when a target's promotion failed, after the others were promoted and reported.
+            """Fails the run when a target's promotion failed, after the others were promoted and reported
+            (skipped, like ``report``, when no promotion was attempted).
 
             The run's state follows its leaf tasks, and ``report`` is not one: this task is what makes
             a run whose promotions (some or all) failed end failed."""
-            from airflow.sdk.exceptions import AirflowFailException
+            from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
             ti = context["ti"]
             attempted = attempted_targets(config, ti.xcom_pull(task_ids="plan"), ti.xcom_pull(task_ids="evaluate"))
+            if not attempted:
+                raise AirflowSkipException("no promotion was attempted in this run")
             failure = promotion_failure(summarise_promotions(config, promotion_results(ti), attempted))
             if failure:
                 raise AirflowFailException(failure)
 
         skipped = skip_promotion(run_plan, evaluate.output)
-        wait_for_data >> run_plan >> not_a_dry_run(run_plan) >> train >> evaluate >> decision
+        wait_for_data >> run_plan >> train >> evaluate >> decision
         decision >> [promote_classic, promote_arm, skipped]
         [promote_classic, promote_arm] >> report() >> all_targets_promoted()
     return dag
+
+
+def stop_a_dry_run(context: Any) -> None:
+    """``train``'s pre-execute hook: a dry run stops once ``plan`` has run (a separate short-circuit
+    task would cost every run another worker start on its critical path)."""
+    if context["params"].get("dry_run"):
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException("dry run: the plan is ready; nothing is trained or promoted")
 
 
 def promotion_results(ti: Any) -> list[dict[str, Any]]:

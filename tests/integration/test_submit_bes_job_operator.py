@@ -38,6 +38,7 @@ def churn_input(upload: Callable[..., str]) -> str:
 
 def churn_op(container: str, data: str, **kwargs: Any) -> SubmitBesJobOperator:
     kwargs.setdefault("deferrable", False)
+    kwargs.setdefault("defer_after", 0)  # the deferral paths, unless a test is about defer_after
     return SubmitBesJobOperator(
         task_id=kwargs.pop("task_id", "train"),
         inputs={"input1": data},
@@ -118,6 +119,27 @@ def test_deferrable_defers_then_the_trigger_ends_the_task(emulator, container, c
     assert result["duration_seconds"] >= 0.6
     assert_outputs_written(blob_service, result)
     assert route_count(emulator, "bes.submit") == 1
+
+
+def test_a_short_job_ends_in_the_worker_within_defer_after_and_a_longer_one_defers(
+    emulator, container, churn_input, blob_service
+):
+    emulator.admin("PATCH", "settings", json={"job_min_duration_seconds": 0.3})
+    started = time.monotonic()
+    result = churn_op(container, churn_input, deferrable=True, defer_after=2).execute(make_context())
+    assert result["status"] == "Finished" and time.monotonic() - started < 2.5
+    assert_outputs_written(blob_service, result)
+
+    emulator.admin("PATCH", "settings", json={"job_min_duration_seconds": 3})
+    started = time.monotonic()
+    with pytest.raises(TaskDeferred) as deferred:
+        churn_op(container, churn_input, deferrable=True, defer_after=1).execute(make_context())
+    # Polls at 0.2, 0.6 s (doubling, at most 0.5 s apart) then hands over: the trigger goes on at 0.5 s.
+    assert 0.6 <= time.monotonic() - started < 1.5
+    trigger = rebuilt(deferred.value.trigger)
+    assert (trigger.poll_interval, trigger.last_status) == (0.5, "Running")
+    assert run_trigger(trigger)["task_instance_state"] == "success"
+    assert route_count(emulator, "bes.submit") == 2 and [j["status"] for j in jobs(emulator)] == ["Finished"] * 2
 
 
 def test_a_terminal_event_resumes_the_operator(emulator, container, churn_input, blob_service):

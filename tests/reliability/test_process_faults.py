@@ -3,9 +3,10 @@
 
 * a worker running a non-deferrable SubmitBesJob is SIGKILLed mid-job: the retry reattaches (1 job);
 * the triggerer is SIGKILLed and restarted while a BES job and the sensor are deferred: both resume,
-  a third task's job deadline fires at its original time (not reset), one job per task;
-* a deferred task marked failed, or cleared, through the API: the remote job is cancelled, also when
-  the cleared task's rerun reattached to it before the triggerer noticed the clear;
+  a third task's job deadline fires at its original time (not reset), one job per task; a task the
+  triggerer started itself (``start_from_trigger``) reattaches to its job and never takes a worker;
+* a deferred task marked failed, or cleared, through the API: the remote job is cancelled; a cleared
+  task starts over with one new job, also when its rerun starts before the triggerer notices the clear;
 * the scheduler (with its LocalExecutor workers) is SIGKILLed during a promotion and restarted: the
   run completes with one BES job, one PATCH per endpoint and one ledger record per target;
 * afterwards every log the installation wrote (task logs with their trigger sections, component
@@ -277,15 +278,24 @@ def test_sigkilled_worker_running_a_blocking_submit_is_retried_and_reattaches_to
 def test_triggerer_killed_and_restarted_while_deferred_resumes_every_wait_with_its_original_deadline(
     cluster: AirflowCluster, fresh_emulator: RunningEmulator, blob_service: Any
 ):
+    """One SIGKILL of the triggerer, two DAGs waiting in it: ``pf_triggerer_restart`` (a sensor, a
+    job, a hung job with a deadline) and ``pf_start_in_triggerer`` (a task the triggerer started
+    itself, with no worker run at all)."""
     emulator = fresh_emulator
     emulator.admin("PATCH", "settings", json={"job_min_duration_seconds": 30})
     job_fault(emulator, "hang", service_id=service_of(emulator, "energy"))
     known = job_ids(emulator)
-    tag = uuid.uuid4().hex[:10]
+    tag, started_tag = uuid.uuid4().hex[:10], uuid.uuid4().hex[:10]
     run_id = cluster.trigger("pf_triggerer_restart", conf={"tag": tag})
+    started_run = cluster.trigger("pf_start_in_triggerer", conf={"tag": started_tag})
     for task_id in ("wait_for_data", "train", "train_hung"):
         cluster.wait_for_task_state("pf_triggerer_restart", run_id, task_id, ["deferred"], timeout=120)
-    submitted = wait_until(lambda: len(new_jobs(emulator, known)) == 2 and time.monotonic(), "two jobs")
+    submitted = wait_until(lambda: len(new_jobs(emulator, known)) == 3 and time.monotonic(), "three jobs")
+    # The scheduler deferred the started task itself; the triggerer rendered its outputs from the
+    # run's conf, submitted the job and recorded it beside the first output.
+    claim = blob_service.get_blob_client(CONTAINER, f"{started_tag}/train/model.ilearner.bes-job.json")
+    started_job = json.loads(claim.download_blob().readall())["job_id"]
+    assert cluster.task_instance("pf_start_in_triggerer", started_run, "train")["state"] == "deferred"
 
     cluster.kill_component("triggerer")
     time.sleep(15)
@@ -303,12 +313,12 @@ def test_triggerer_killed_and_restarted_while_deferred_resumes_every_wait_with_i
     for task_id in ("wait_for_data", "train", "train_hung"):
         assert tis[task_id]["try_number"] == 1, f"{task_id} was retried: {tis[task_id]}"
 
-    created = new_jobs(emulator, known)
+    created = [job for job in new_jobs(emulator, known) if job["id"] != started_job]
     assert len(created) == 2, created  # one per training task, none resubmitted
     by_service = {job["service_id"]: job for job in created}
     assert by_service[service_of(emulator, "churn")]["status"] == "Finished"
     assert by_service[service_of(emulator, "energy")]["status"] == "Cancelled"
-    assert route_count(emulator, "bes.submit") == 2
+    assert route_count(emulator, "bes.submit") == 3
 
     # The trigger cancels the job at its deadline: measure it on the service's own clock.
     energy = service_of(emulator, "energy")
@@ -319,37 +329,16 @@ def test_triggerer_killed_and_restarted_while_deferred_resumes_every_wait_with_i
     log = cluster.task_log("pf_triggerer_restart", run_id, "train_hung", 1)
     assert "did not end within job_timeout" in log
 
-
-def test_a_task_started_in_the_triggerer_survives_a_triggerer_kill_with_one_job_and_no_worker(
-    cluster: AirflowCluster, fresh_emulator: RunningEmulator, blob_service: Any
-):
-    emulator = fresh_emulator
-    emulator.admin("PATCH", "settings", json={"job_min_duration_seconds": 20})
-    known = job_ids(emulator)
-    tag = uuid.uuid4().hex[:10]
-    run_id = cluster.trigger("pf_start_in_triggerer", conf={"tag": tag})
-    # The scheduler defers the task itself; the triggerer renders its templates and submits the job.
-    job = wait_until(lambda: [j for j in new_jobs(emulator, known) if j["status"] == "Running"], "the job to run")[0]
-    assert cluster.task_instance("pf_start_in_triggerer", run_id, "train")["state"] == "deferred"
-    # The outputs were rendered from the run's conf, and the job is recorded beside the first one.
-    claim = blob_service.get_blob_client(CONTAINER, f"{tag}/train/model.ilearner.bes-job.json")
-    assert json.loads(claim.download_blob().readall())["job_id"] == job["id"]
-
-    cluster.kill_component("triggerer")
-    time.sleep(5)
-    cluster.start_component("triggerer")
-
-    assert cluster.wait_for_run("pf_start_in_triggerer", run_id, timeout=240) == "success"
-    train = cluster.task_instance("pf_start_in_triggerer", run_id, "train")
+    # The task the triggerer started: one job, one try, never on a worker; the restarted trigger
+    # found its job in the claim, and the evaluation read the XCom the trigger set.
+    assert cluster.wait_for_run("pf_start_in_triggerer", started_run, timeout=120) == "success"
+    train = cluster.task_instance("pf_start_in_triggerer", started_run, "train")
     assert train["try_number"] == 1, train
     assert train["hostname"] in (None, ""), f"a worker ran the task: {train}"
-    assert [j["id"] for j in new_jobs(emulator, known)] == [job["id"]]
-    assert route_count(emulator, "bes.submit") == 1 and job_status(emulator, job["id"]) == "Finished"
-    # The restarted trigger found the job in its claim (the job may have finished meanwhile), and the
-    # evaluation read the XCom the trigger set.
-    log = cluster.task_log("pf_start_in_triggerer", run_id, "train", 1)
-    assert f"Reattaching to BES job {job['id']} (" in log
-    assert cluster.task_instance("pf_start_in_triggerer", run_id, "evaluate")["state"] == "success"
+    assert job_status(emulator, started_job) == "Finished"
+    log = cluster.task_log("pf_start_in_triggerer", started_run, "train", 1)
+    assert f"Reattaching to BES job {started_job} (" in log
+    assert cluster.task_instance("pf_start_in_triggerer", started_run, "evaluate")["state"] == "success"
 
 
 def test_marking_a_deferred_task_failed_through_the_api_cancels_its_job(
@@ -371,12 +360,13 @@ def test_marking_a_deferred_task_failed_through_the_api_cancels_its_job(
     assert len(new_jobs(emulator, known)) == 1
 
 
-def test_clearing_a_deferred_task_through_the_api_cancels_its_job_even_when_the_rerun_reattached_first(
+def test_clearing_a_deferred_task_through_the_api_starts_it_over_with_one_new_job_even_if_the_triggerer_lags(
     cluster: AirflowCluster, fresh_emulator: RunningEmulator
 ):
-    """The rerun of a cleared task can start before the triggerer notices the clear (a busy
-    triggerer): it reattaches to the still-running job, which the old trigger then cancels. The
-    triggerer is held back here so that the rerun always wins that race."""
+    """Clearing a deferred task cancels its job through the trigger's ``on_kill``, but only once the
+    triggerer notices the clear: a busy triggerer lets the rerun start first. The rerun sees the run's
+    clear count moved past its job's record, so it cancels that job itself rather than follow it. The
+    triggerer is held back here so that the rerun always comes first."""
     emulator = fresh_emulator
     job_fault(emulator, "hang", service_id=service_of(emulator, "churn"), count=1)
     known = job_ids(emulator)
@@ -387,25 +377,16 @@ def test_clearing_a_deferred_task_through_the_api_cancels_its_job_even_when_the_
 
     with cluster.paused_component("triggerer"):
         cluster.clear_task("pf_clear", run_id, "train")  # what the UI's "Clear" does
-        wait_until(
-            lambda: (
-                (ti := cluster.task_instance("pf_clear", run_id, "train"))["try_number"] == 2
-                and ti["state"] == "deferred"
-            ),
-            "the rerun to reattach and defer",
-            timeout=60,
-        )
-        assert job_status(emulator, first["id"]) == "Running"
+        wait_until(lambda: job_status(emulator, first["id"]) == "Cancelled", "the rerun to cancel the job", timeout=60)
+        # The new job is short: the rerun follows it to its end without the (held) triggerer.
+        assert cluster.wait_for_run("pf_clear", run_id, timeout=120) == "success"
 
-    wait_until(lambda: job_status(emulator, first["id"]) == "Cancelled", "the job to be cancelled", timeout=60)
-    # The cancelled job cannot be reused, so the rerun starts exactly one new job.
-    assert cluster.wait_for_run("pf_clear", run_id, timeout=180) == "success"
     created = new_jobs(emulator, known)
     assert [j["id"] for j in created if j["id"] != first["id"]] and len(created) == 2, created
     assert job_status(emulator, created[-1]["id"]) == "Finished"
+    assert cluster.task_instance("pf_clear", run_id, "train")["try_number"] == 2
     log = cluster.task_log("pf_clear", run_id, "train", 2)
-    assert f"Reattaching to BES job {first['id']} (Running)" in log
-    assert f"BES job {first['id']} from try 1 was cancelled" in log
+    assert f"The task was cleared since BES job {first['id']} was submitted (Running): cancelling it" in log
 
 
 @pytest.mark.timeout(600)

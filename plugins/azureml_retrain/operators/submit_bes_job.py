@@ -30,7 +30,9 @@ class SubmitBesJobOperator(BaseOperator):
     needs at submit time. The job id is kept in the task-instance state store before the job is
     started, so a retry or a re-run of the same task instance reattaches to the job instead of
     starting another: NotStarted → start it, Running → wait, Finished → reuse its results,
-    Failed/Cancelled → submit a new job.
+    Failed/Cancelled → submit a new job. A task *cleared* since its job was submitted starts over
+    with a new job, as a user clearing it expects; a job still running from before the clear is
+    cancelled first (unless ``cancel_on_kill=False``), as the cleared try's kill would do.
 
     Returns (XCom) output locations only, never a SAS token or key::
 
@@ -46,6 +48,9 @@ class SubmitBesJobOperator(BaseOperator):
     :param reference_mode: ``"sas"`` (default: blob-scoped, short-lived tokens) or
         ``"connection_string"`` (the account key travels to the service).
     :param deferrable: wait in the triggerer (default) instead of holding a worker slot.
+    :param defer_after: seconds a deferrable task follows its job in the worker before deferring, on
+        the same polling schedule: a job that ends that soon spares the deferral's round trip through
+        the triggerer (about 2 s). 0 defers at once.
     :param poll_interval: first wait between status polls (s); doubles up to ``max_poll_interval``.
         A deferred job that finishes ends the task in the triggerer (no second worker run).
     :param job_timeout: the job is cancelled and the task fails if it has not ended by then,
@@ -84,6 +89,7 @@ class SubmitBesJobOperator(BaseOperator):
         wasb_conn_id: str = "wasb_default",
         reference_mode: str = "sas",
         deferrable: bool = True,
+        defer_after: float = 3.0,
         poll_interval: float = 1.0,
         max_poll_interval: float = 60.0,
         job_timeout: timedelta = timedelta(hours=6),
@@ -99,12 +105,15 @@ class SubmitBesJobOperator(BaseOperator):
         self.wasb_conn_id = wasb_conn_id
         self.reference_mode = reference_mode
         self.deferrable = deferrable
+        self.defer_after = defer_after
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.job_timeout = job_timeout
         self.cancel_on_kill = cancel_on_kill
         if poll_interval <= 0 or max_poll_interval < poll_interval:
             raise ConfigurationError("poll_interval must be > 0 and max_poll_interval >= poll_interval")
+        if defer_after < 0:
+            raise ConfigurationError("defer_after must be >= 0 seconds (0 defers at once)")
         if job_timeout <= timedelta(0):
             raise ConfigurationError("job_timeout must be a positive timedelta")
         self._active_job_id: str | None = None
@@ -164,10 +173,10 @@ class SubmitBesJobOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         store = context.get("task_state_store")
-        record = self._reattach(store)
+        record = self._reattach(store, _clear_number(context))
         if record is not None:
             return self._follow(context, record)
-        return self._follow(context, self._submit_and_start(store, _try_number(context)), just_started=True)
+        return self._follow(context, self._submit_and_start(store, context), just_started=True)
 
     def _follow(self, context: Context, record: Mapping[str, Any], *, just_started: bool = False) -> dict[str, Any]:
         """Wait for the job of ``record`` to end: here, or deferred to the triggerer."""
@@ -175,32 +184,39 @@ class SubmitBesJobOperator(BaseOperator):
         self._active_job_id = job_id
         context["ti"].xcom_push(key="bes_job_id", value=job_id)
         context["ti"].xcom_push(key=LINK_XCOM_KEY, value=bes_job_link(self.hook.api_location, job_id))
-        # A job this try has just started is not worth a status call before deferring: the trigger
-        # polls at once when it starts, moments later (and sees a short job's end that much sooner).
-        job = None if just_started and self.deferrable else self.hook.get_job(job_id)
+        deadline = float(record["deadline"])
+        # A job this try has just started is not worth a status call now: its first poll is one
+        # interval away (and, deferring at once, the trigger's first poll is moments away).
+        job = None if just_started else self.hook.get_job(job_id)
         if job is not None and job.status in BesJobStatus.TERMINAL:
             return self._finish(context, job, record)
-        if self.deferrable:
-            remaining = max(0.0, float(record["deadline"]) - time.time())
-            self.defer(
-                trigger=BesJobTrigger(
-                    azureml_conn_id=self.azureml_conn_id,
-                    job_id=job_id,
-                    end_time=float(record["deadline"]),
-                    poll_interval=self.poll_interval,
-                    max_poll_interval=self.max_poll_interval,
-                    cancel_on_kill=self.cancel_on_kill,
-                    last_status=job.status if job is not None else None,
-                    finish_task=True,
-                    expected_outputs=sorted((self.outputs or {}).keys()),
-                    submitted_at=str(record["submitted_at"]) if record.get("submitted_at") else None,
-                ),
-                method_name="execute_complete",
-                # Backstop only: the trigger cancels the job and reports at its own deadline.
-                timeout=timedelta(seconds=remaining + 300),
-            )
-        assert job is not None  # only a deferrable follow skips the first status call
-        return self._finish(context, self._wait(job, float(record["deadline"])), record)
+        status = job.status if job is not None else None
+        if not self.deferrable:
+            ended, _ = self._wait(job_id, status, deadline)
+            assert ended is not None  # without a hand-over, only an ended job comes back
+            return self._finish(context, ended, record)
+        job, interval = self._wait(job_id, status, deadline, hand_over_after=self.defer_after)
+        if job is not None and job.status in BesJobStatus.TERMINAL:
+            return self._finish(context, job, record)
+        remaining = max(0.0, deadline - time.time())
+        self.defer(
+            trigger=BesJobTrigger(
+                azureml_conn_id=self.azureml_conn_id,
+                job_id=job_id,
+                end_time=deadline,
+                # The trigger goes on with the schedule where the worker left it.
+                poll_interval=interval,
+                max_poll_interval=self.max_poll_interval,
+                cancel_on_kill=self.cancel_on_kill,
+                last_status=job.status if job is not None else None,
+                finish_task=True,
+                expected_outputs=sorted((self.outputs or {}).keys()),
+                submitted_at=str(record["submitted_at"]) if record.get("submitted_at") else None,
+            ),
+            method_name="execute_complete",
+            # Backstop only: the trigger cancels the job and reports at its own deadline.
+            timeout=timedelta(seconds=remaining + 300),
+        )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | str | None = None) -> dict[str, Any]:
         if event == ENDED_IN_TRIGGERER:
@@ -225,18 +241,18 @@ class SubmitBesJobOperator(BaseOperator):
         return self._finish(context, self.hook.get_job(str(event["job_id"])), record)
 
     def _finish(self, context: Context, job: BesJob, record: Mapping[str, Any]) -> dict[str, Any]:
-        # Clearing or marking a deferred task cancels its job from the triggerer, while the rerun may
-        # already have reattached to it: a job an *earlier* try left that ends Cancelled is that
-        # race, so this try starts over with one new job instead of failing.
+        # A job an *earlier* try left that ends Cancelled after this try reattached to it was
+        # cancelled by that try's kill (which can land late, after a clear the run did not record),
+        # not by this try: start over with one new job instead of failing.
         submitted_by = record.get("try_number")
         current = _try_number(context)
         if job.status == BesJobStatus.CANCELLED and submitted_by is not None and current not in (None, submitted_by):
             self.log.warning(
-                "BES job %s from try %s was cancelled (that try was cleared or marked); submitting a new one",
+                "BES job %s from try %s was cancelled (that try was killed); submitting a new one",
                 job.job_id,
                 submitted_by,
             )
-            record = self._submit_and_start(context.get("task_state_store"), current)
+            record = self._submit_and_start(context.get("task_state_store"), context)
             return self._follow(context, record, just_started=True)
         return self._complete(job, record)
 
@@ -254,18 +270,54 @@ class SubmitBesJobOperator(BaseOperator):
         value = store.get(JOB_STATE_KEY)
         return dict(value) if isinstance(value, Mapping) and value.get("job_id") else None
 
-    def _reattach(self, store: Any) -> dict[str, Any] | None:
+    def _reattach(self, store: Any, clear_number: int | None) -> dict[str, Any] | None:
         """The job an earlier try of this task instance left, if it can still be used."""
         record = self._record(store)
         if record is None:
             return None
+        recorded_clear = record.get("clear_number")
+        if isinstance(recorded_clear, int) and clear_number is not None and clear_number > recorded_clear:
+            self._retire_job_from_before_a_clear(str(record["job_id"]))
+            return None
         return record if reattach(self.hook, record, self.log) else None
 
-    def _submit_and_start(self, store: Any, try_number: int | None) -> dict[str, Any]:
+    def _retire_job_from_before_a_clear(self, job_id: str) -> None:
+        """The task was cleared since ``job_id`` was submitted: that try's kill (its trigger's or its
+        worker's ``on_kill``) cancels the job, possibly only after this rerun has started. Cancel it
+        now rather than follow a job about to be cancelled."""
+        try:
+            status = self.hook.get_job(job_id).status
+        except AzureMLServiceError as error:
+            if error.status != 404:
+                raise
+            status = "gone"
+        if status in BesJobStatus.TERMINAL or status == "gone":
+            self.log.info("The task was cleared since BES job %s (%s); submitting a new one", job_id, status)
+        elif self.cancel_on_kill:
+            self.log.warning(
+                "The task was cleared since BES job %s was submitted (%s): cancelling it, submitting a new one",
+                job_id,
+                status,
+            )
+            self.hook.cancel_job(job_id)
+        else:
+            self.log.warning(
+                "The task was cleared since BES job %s was submitted (%s); cancel_on_kill=False leaves it "
+                "running; submitting a new one",
+                job_id,
+                status,
+            )
+
+    def _submit_and_start(self, store: Any, context: Context) -> dict[str, Any]:
         body = self.build_request()
         self.log.info("Submitting BES job: %s", describe_request(body))
         job_id = self.hook.submit_job(body)
-        record = job_record(job_id, job_timeout_seconds=self.job_timeout.total_seconds(), try_number=try_number)
+        record = job_record(
+            job_id,
+            job_timeout_seconds=self.job_timeout.total_seconds(),
+            try_number=_try_number(context),
+            clear_number=_clear_number(context),
+        )
         # Persist before starting: a crash from here on leaves a job a retry can find.
         if store is not None:
             store.set(JOB_STATE_KEY, record)
@@ -273,32 +325,41 @@ class SubmitBesJobOperator(BaseOperator):
         self.log.info("BES job %s submitted and started", job_id)
         return record
 
-    def _wait(self, job: BesJob, deadline: float) -> BesJob:
-        """Poll in the worker until the job ends (non-deferrable mode)."""
-        interval, status, started = self.poll_interval, job.status, time.monotonic()
-        while job.status not in BesJobStatus.TERMINAL:
+    def _wait(
+        self, job_id: str, status: str | None, deadline: float, *, hand_over_after: float | None = None
+    ) -> tuple[BesJob | None, float]:
+        """Poll in the worker until the job ends: the last job seen and the next interval.
+
+        With ``hand_over_after``, stop instead once the next poll would come later than that many
+        seconds after the first wait began (the trigger then goes on with the schedule).
+        """
+        interval, planned, started = self.poll_interval, 0.0, time.monotonic()
+        job: BesJob | None = None
+        while job is None or job.status not in BesJobStatus.TERMINAL:
+            if hand_over_after is not None and planned + interval > hand_over_after:
+                break
             remaining = deadline - time.time()
             if remaining <= 0:
-                self.log.warning("BES job %s: job_timeout reached; cancelling", job.job_id)
-                self.hook.cancel_job(job.job_id)
+                self.log.warning("BES job %s: job_timeout reached; cancelling", job_id)
+                self.hook.cancel_job(job_id)
                 raise BesJobFailedError(
-                    f"BES job {job.job_id} did not end within job_timeout={self.job_timeout}; it was cancelled"
+                    f"BES job {job_id} did not end within job_timeout={self.job_timeout}; it was cancelled"
                 )
             time.sleep(min(interval, remaining))
+            planned += interval
             interval = next_poll_interval(interval, self.max_poll_interval)
             try:
-                job = self.hook.get_job(job.job_id)
+                job = self.hook.get_job(job_id)
             except AzureMLServiceError as error:
                 if not is_transient(error):
                     raise
-                self.log.warning("BES job %s: status unavailable (%s); will poll again", job.job_id, error)
+                self.log.warning("BES job %s: status unavailable (%s); will poll again", job_id, error)
                 continue
             if job.status != status:
-                self.log.info(
-                    "BES job %s: %s -> %s after %.0fs", job.job_id, status, job.status, time.monotonic() - started
-                )
+                elapsed = time.monotonic() - started
+                self.log.info("BES job %s: %s -> %s after %.0fs", job_id, status or "?", job.status, elapsed)
                 status = job.status
-        return job
+        return job, interval
 
     def _complete(self, job: BesJob, record: Mapping[str, Any]) -> dict[str, Any]:
         self._active_job_id = None
@@ -316,4 +377,10 @@ class SubmitBesJobOperator(BaseOperator):
 
 def _try_number(context: Context) -> int | None:
     number = getattr(context.get("ti"), "try_number", None)
+    return number if isinstance(number, int) else None
+
+
+def _clear_number(context: Context) -> int | None:
+    """How many times the run's tasks were cleared (Airflow counts it per DAG run)."""
+    number = getattr(context.get("dag_run"), "clear_number", None)
     return number if isinstance(number, int) else None

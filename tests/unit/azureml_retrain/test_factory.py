@@ -28,6 +28,7 @@ from azureml_retrain.factory import (
     promotion_failure,
     run_slug,
     skip_reason,
+    stop_a_dry_run,
     summarise_promotions,
     target_kwargs,
 )
@@ -329,6 +330,15 @@ def test_dag_params_validate_a_trigger():
             params.validate()
 
 
+def test_a_dry_run_stops_at_train_and_other_runs_go_on():
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    with pytest.raises(AirflowSkipException, match="dry run"):
+        stop_a_dry_run({"params": {"dry_run": True}})
+    assert stop_a_dry_run({"params": {"dry_run": False}}) is None
+    assert stop_a_dry_run({"params": {}}) is None
+
+
 def test_built_dag_shape():
     from airflow.sdk import CronDataIntervalTimetable
 
@@ -341,7 +351,6 @@ def test_built_dag_shape():
     assert set(dag.task_dict) == {
         "wait_for_data",
         "plan",
-        "not_a_dry_run",
         "train",
         "evaluate",
         "decide",
@@ -354,6 +363,7 @@ def test_built_dag_shape():
         "all_targets_promoted",
     }
     assert set(dag.task_dict["decide"].downstream_task_ids) == {CLASSIC_TASK, ARM_TASK, SKIP_TASK}
+    assert dag.task_dict["train"]._pre_execute_hook is stop_a_dry_run
     assert dag.task_dict["report"].outlets == [model_asset(CHURN)]
     assert model_asset(CHURN).name == "azureml_model_churn"
     # The run's state follows its leaves: all_targets_promoted is the one that fails a run whose promotions failed.

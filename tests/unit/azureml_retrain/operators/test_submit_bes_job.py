@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
@@ -42,6 +43,7 @@ def status(code: str, details: str | None = None) -> Reply:
 
 
 def make_operator(*script, **kwargs) -> tuple[SubmitBesJobOperator, FakeTransport]:
+    kwargs.setdefault("defer_after", 0)  # most tests here are about the deferral itself
     op = SubmitBesJobOperator(
         task_id="train",
         inputs={"input1": "training-data/2026-11-26/data.csv"},
@@ -163,6 +165,56 @@ def test_retry_after_a_failed_job_submits_a_new_one(previous):
         op.execute(make_context(store))
     assert calls(transport)[1] == "POST /jobs"
     assert store.data[JOB_STATE_KEY]["job_id"] == JOB
+
+
+def test_a_job_that_ends_within_defer_after_ends_in_the_worker_without_deferring(monkeypatch):
+    sleeps: list[float] = []
+    monkeypatch.setattr(time, "sleep", sleeps.append)
+    op, transport = make_operator(Reply(200, JOB), Reply(200), status("Running"), status("Finished"), defer_after=3)
+    result = op.execute(make_context(DictStateStore()))
+    assert result["job_id"] == JOB and result["status"] == "Finished"
+    # The same schedule as the trigger's: 1 s, then 2 s; no status call right after the start.
+    assert sleeps == [1.0, 2.0]
+    assert calls(transport) == ["POST /jobs", f"POST /jobs/{JOB}/start", f"GET /jobs/{JOB}", f"GET /jobs/{JOB}"]
+
+
+def test_a_job_still_running_at_defer_after_is_deferred_where_the_schedule_stands(monkeypatch):
+    sleeps: list[float] = []
+    monkeypatch.setattr(time, "sleep", sleeps.append)
+    op, transport = make_operator(Reply(200, JOB), Reply(200), status("Running"), status("Running"), defer_after=3)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(make_context(DictStateStore()))
+    assert sleeps == [1.0, 2.0]
+    trigger = deferred.value.trigger
+    # The trigger waits the next interval (4 s) before its first poll: one schedule, no extra call.
+    assert (trigger.poll_interval, trigger.last_status) == (4.0, "Running")
+    assert len(calls(transport)) == 4
+
+
+def test_defer_after_must_not_be_negative():
+    with pytest.raises(ConfigurationError, match="defer_after must be >= 0"):
+        make_operator(defer_after=-1)
+
+
+@pytest.mark.parametrize(("cancel_on_kill", "cancels"), [(True, True), (False, False)])
+def test_a_task_cleared_since_its_job_was_submitted_starts_over(cancel_on_kill, cancels):
+    store = DictStateStore({JOB_STATE_KEY: {"job_id": "old", "deadline": time.time() + 60, "clear_number": 0}})
+    script = [status("Running"), *([Reply(200)] if cancels else []), Reply(200, JOB), Reply(200)]
+    op, transport = make_operator(*script, cancel_on_kill=cancel_on_kill)
+    with pytest.raises(TaskDeferred):
+        op.execute(make_context(store, dag_run=SimpleNamespace(clear_number=1)))
+    expected = ["GET /jobs/old", *(["DELETE /jobs/old"] if cancels else []), "POST /jobs", f"POST /jobs/{JOB}/start"]
+    assert calls(transport) == expected
+    # The new job is recorded with the run's clear count: a retry of this try reattaches to it.
+    assert store.data[JOB_STATE_KEY]["job_id"] == JOB and store.data[JOB_STATE_KEY]["clear_number"] == 1
+
+
+def test_a_retry_within_the_same_clear_reattaches():
+    store = DictStateStore({JOB_STATE_KEY: {"job_id": JOB, "deadline": time.time() + 60, "clear_number": 1}})
+    op, transport = make_operator(status("Running"), status("Running"))
+    with pytest.raises(TaskDeferred):
+        op.execute(make_context(store, dag_run=SimpleNamespace(clear_number=1)))
+    assert calls(transport) == [f"GET /jobs/{JOB}", f"GET /jobs/{JOB}"]  # no new job
 
 
 def test_non_deferrable_waits_in_the_worker(monkeypatch):
