@@ -42,6 +42,18 @@ from emulator.datasets import generate_csv  # noqa: E402
 from support.emulator import RunningEmulator, start_emulator  # noqa: E402
 
 ARTIFACTS = ROOT / "test-artifacts"
+# The suite runs on two pytest-xdist workers (``make test``); each has its own services and logs.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+LOG_SUFFIX = f"-{WORKER}" if WORKER else ""
+# Tests that run whole Airflow installations take their turns on one worker: two at once on two
+# cores would starve each other's schedulers. Every other module goes whole to either worker.
+SERIAL_GROUP = "airflow-installations"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        heavy = item.get_closest_marker("cluster") or item.get_closest_marker("bench")
+        item.add_marker(pytest.mark.xdist_group(SERIAL_GROUP if heavy else item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +69,7 @@ def azurite() -> Iterator[str]:
     ``AIRFLOW_CONN_WASB_DEFAULT`` already points at this port, so hooks built inside tests reach it.
     """
     ARTIFACTS.mkdir(exist_ok=True)
-    process = azurite_service(PORTS.azurite).start(ARTIFACTS / "azurite.log")
+    process = azurite_service(PORTS.azurite).start(ARTIFACTS / f"azurite{LOG_SUFFIX}.log")
     try:
         yield azurite_connection_string(PORTS.azurite)
     finally:
@@ -68,7 +80,7 @@ def azurite() -> Iterator[str]:
 def emulator_session(azurite: str) -> Iterator[RunningEmulator]:
     """The Azure ML emulator as a real subprocess, on the ports the AIRFLOW_CONN_* point at."""
     ARTIFACTS.mkdir(exist_ok=True)
-    log_path = ARTIFACTS / "emulator.log"
+    log_path = ARTIFACTS / f"emulator{LOG_SUFFIX}.log"
     log_path.unlink(missing_ok=True)
     running = start_emulator(
         log_path,

@@ -12,7 +12,7 @@ import pytest
 
 from devtools import distributed
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.timeout(900)]
 
 
 def test_compose_topology_retrains_and_survives_a_celery_worker_kill():

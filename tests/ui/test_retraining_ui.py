@@ -27,7 +27,7 @@ from support.browser import UI_ARTIFACTS, Browser, dags_folder_with, keep_logs, 
 from support.dags import register_dag
 from support.retraining import Retraining, build_retraining, land_window
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 DAY1 = datetime(2026, 11, 2, tzinfo=UTC)  # trained and promoted before the UI part, then rolled back
 DAY2 = DAY1 + timedelta(days=1)  # trained through the UI
