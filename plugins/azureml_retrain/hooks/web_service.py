@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, ClassVar
 
-from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
+from azureml_retrain.exceptions import AzureMLServiceError, BesJobFailedError, ConfigurationError
 from azureml_retrain.hooks.base import AzureMLHttpHook, RetryPolicy
 from azureml_retrain.redaction import mask_once
 
@@ -67,11 +67,19 @@ class BesOutput:
 
     @property
     def container(self) -> str:
-        return self.relative_location.lstrip("/").split("/", 1)[0]
+        return self._parts()[0]
 
     @property
     def blob_name(self) -> str:
-        return self.relative_location.lstrip("/").split("/", 1)[1]
+        return self._parts()[1]
+
+    def _parts(self) -> tuple[str, str]:
+        container, _, blob = self.relative_location.lstrip("/").partition("/")
+        if not container or not blob:
+            raise BesJobFailedError(
+                f"the BES job reported an output at {self.relative_location!r}, not 'container/path/to/blob'"
+            )
+        return container, blob
 
     def to_xcom(self) -> dict[str, str]:
         """Locations only."""

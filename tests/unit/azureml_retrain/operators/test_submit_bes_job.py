@@ -284,3 +284,13 @@ def test_missing_output_in_results_is_an_error():
     ctx = make_context(DictStateStore({JOB_STATE_KEY: {"job_id": JOB}}))
     with pytest.raises(BesJobFailedError, match=r"without the outputs \['extra'\]"):
         op.execute_complete(ctx, {"status": "terminal", "job_id": JOB})
+
+
+def test_a_finished_job_reporting_an_output_without_a_blob_path_fails_with_a_clear_error():
+    """Found by the response fuzzer: ``{"Results": {"model": {"RelativeLocation": ""}}}``."""
+    op, _ = make_operator(
+        Reply(200, {"StatusCode": "Finished", "Results": {"model": {}, "evaluation": {"RelativeLocation": "models"}}})
+    )
+    ctx = make_context(DictStateStore({JOB_STATE_KEY: {"job_id": JOB}}))
+    with pytest.raises(BesJobFailedError, match="reported an output at '', not 'container/path/to/blob'"):
+        op.execute_complete(ctx, {"status": "terminal", "job_id": JOB})
