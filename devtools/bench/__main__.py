@@ -14,7 +14,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from devtools.bench.core import Bench, Measurement, machine, render_table
+from devtools.bench.core import Bench, Measurement, cpu_reference_seconds, machine, render_table
 from devtools.services import ROOT
 
 # In table order (the numbering).
@@ -52,14 +52,17 @@ def measure(bench: Bench, names: list[str]) -> list[Measurement]:
     return measurements
 
 
-def report(measurements: list[Measurement], out: Path, *, smoke: bool, wall: float, load: tuple[float, ...]) -> None:
+def report(
+    measurements: list[Measurement], out: Path, *, smoke: bool, wall: float, load: tuple[float, ...], cpu: float
+) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
+    host = machine((load[0], load[1], load[2]), cpu)
     document = {
         "mode": "smoke" if smoke else "full",
         "finished_at": datetime.now(UTC).isoformat(),
         "wall_seconds": round(wall, 1),
         "passed": all(m.passed for m in measurements),
-        "machine": machine((load[0], load[1], load[2])),
+        "machine": host,
         "measurements": {m.key: m.to_json() for m in measurements},
     }
     out.write_text(json.dumps(document, indent=2))
@@ -70,7 +73,10 @@ def report(measurements: list[Measurement], out: Path, *, smoke: bool, wall: flo
             print(f"  [{MEASUREMENTS.index(m.key) + 1}] {note}")
     verdict = "all targets met" if document["passed"] else "targets missed (FAIL rows)"
     loads = f"{load[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end"
-    print(f"\nbench: {wall:.0f}s in all (load average {loads}); raw numbers in {out}; {verdict}")
+    cpus = (
+        f"{host['cpu_reference_seconds_at_start']:.2f} s at start, {host['cpu_reference_seconds_at_end']:.2f} s at end"
+    )
+    print(f"\nbench: {wall:.0f}s in all (load average {loads}; CPU reference {cpus}); raw numbers in {out}; {verdict}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     load = os.getloadavg()
+    cpu = cpu_reference_seconds()
     # Every parse and every task start imports the DAG files and the package again. The venv's own
     # packages are installed compiled; without this, ours would be compiled from source each time
     # wherever the environment forbids writing bytecode (PYTHONDONTWRITEBYTECODE).
@@ -95,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.configure_process()
     print(f"bench: {'smoke' if args.smoke else 'full'} run of {', '.join(names)}; scratch in {bench.work}")
     measurements = measure(bench, names)
-    report(measurements, out, smoke=args.smoke, wall=time.monotonic() - started, load=load)
+    report(measurements, out, smoke=args.smoke, wall=time.monotonic() - started, load=load, cpu=cpu)
 
     errors = [m.key for m in measurements if m.error]
     if errors or args.keep:

@@ -138,14 +138,31 @@ def render_table(measurements: list[Measurement], numbers: Mapping[str, int] | N
     return "\n".join([line(header), separator, *(line(r) for r in rows)])
 
 
-def machine(load_at_start: tuple[float, float, float]) -> dict[str, Any]:
-    """Where the numbers come from; the load averages say how busy the machine was besides the bench."""
+def cpu_reference_seconds() -> float:
+    """A fixed pure-Python workload (5 million additions), best of 3: how fast this CPU was when the
+    numbers were taken. A shared virtual machine's speed varies over a day, and every figure that
+    involves Airflow's processes varies with it: compare runs at a similar reference."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for number in range(5_000_000):
+            total += number
+        best = min(best, time.perf_counter() - started)
+    return round(best, 3)
+
+
+def machine(load_at_start: tuple[float, float, float], cpu_at_start: float) -> dict[str, Any]:
+    """Where the numbers come from; the load averages say how busy the machine was besides the bench,
+    the CPU reference how fast it was."""
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in load_at_start],
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "cpu_reference_seconds_at_start": cpu_at_start,
+        "cpu_reference_seconds_at_end": cpu_reference_seconds(),
     }
 
 
