@@ -21,7 +21,7 @@ demo: bootstrap  ## The main job, end to end against the local services
 	@$(BIN)/python -m devtools.demo
 
 test: venv node browser  ## The whole test suite (lint, types, compose schema, unit, integration, browser); PYTEST_ARGS=... to select
-	@$(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/pytest -n 2 --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then \
 	  if [ -n "$(PYTEST_ARGS)" ]; then echo "make test: no test matched PYTEST_ARGS='$(PYTEST_ARGS)'"; rc=0; \
 	  else echo "make test: pytest collected no tests at all" >&2; rc=1; fi; \

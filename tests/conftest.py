@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from devtools.services import (
     ROOT,
@@ -45,15 +46,31 @@ ARTIFACTS = ROOT / "test-artifacts"
 # The suite runs on two pytest-xdist workers (``make test``); each has its own services and logs.
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 LOG_SUFFIX = f"-{WORKER}" if WORKER else ""
-# Tests that run whole Airflow installations take their turns on one worker: two at once on two
-# cores would starve each other's schedulers. Every other module goes whole to either worker.
-SERIAL_GROUP = "airflow-installations"
+# The modules that run whole Airflow installations (markers ``cluster`` and ``bench``) take turns on
+# one worker: two at once on two cores would starve each other's schedulers. Every other module goes
+# whole to either worker. (By path: xdist's scheduler sees node ids, not markers.)
+AIRFLOW_INSTALLATION_MODULES = ("tests/bench/", "tests/e2e/", "tests/reliability/test_process_faults.py", "tests/ui/")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneAirflowInstallationAtATime(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "airflow-installations" if module.startswith(AIRFLOW_INSTALLATION_MODULES) else module
+
+    return OneAirflowInstallationAtATime(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         heavy = item.get_closest_marker("cluster") or item.get_closest_marker("bench")
-        item.add_marker(pytest.mark.xdist_group(SERIAL_GROUP if heavy else item.nodeid.split("::")[0]))
+        if heavy and not item.nodeid.startswith(AIRFLOW_INSTALLATION_MODULES):
+            raise pytest.UsageError(
+                f"{item.nodeid} runs an Airflow installation: add its module to AIRFLOW_INSTALLATION_MODULES "
+                "in tests/conftest.py, so that it takes turns with the others"
+            )
 
 
 @pytest.fixture(scope="session")
