@@ -94,6 +94,16 @@ def start_job(hook: AzureMLWebServiceHook, job_id: str) -> None:
         raise
 
 
+def job_status(hook: AzureMLWebServiceHook, job_id: str) -> str | None:
+    """The job's status, or None if the service no longer has it (404)."""
+    try:
+        return hook.get_job(job_id).status
+    except AzureMLServiceError as error:
+        if error.status == 404:
+            return None
+        raise
+
+
 def reattach(
     hook: AzureMLWebServiceHook,
     record: Mapping[str, Any],
@@ -107,22 +117,19 @@ def reattach(
     ``keep_failure_of_try``, a failed job that very try submitted is kept, so that it is reported.
     """
     job_id = str(record["job_id"])
-    try:
-        job = hook.get_job(job_id)
-    except AzureMLServiceError as error:
-        if error.status == 404:
-            log.warning("BES job %s from an earlier run no longer exists; submitting a new one", job_id)
-            return False
-        raise
-    own_try = keep_failure_of_try is not None and record.get("try_number") == keep_failure_of_try
-    if job.status in BesJobStatus.FAILURE and not own_try:
-        log.warning("BES job %s from an earlier try ended %s; submitting a new one", job_id, job.status)
+    status = job_status(hook, job_id)
+    if status is None:
+        log.warning("BES job %s from an earlier run no longer exists; submitting a new one", job_id)
         return False
-    if job.status == BesJobStatus.NOT_STARTED:
+    own_try = keep_failure_of_try is not None and record.get("try_number") == keep_failure_of_try
+    if status in BesJobStatus.FAILURE and not own_try:
+        log.warning("BES job %s from an earlier try ended %s; submitting a new one", job_id, status)
+        return False
+    if status == BesJobStatus.NOT_STARTED:
         log.info("Reattaching to BES job %s (submitted, not started): starting it", job_id)
         start_job(hook, job_id)
     else:
-        log.info("Reattaching to BES job %s (%s)", job_id, job.status)
+        log.info("Reattaching to BES job %s (%s)", job_id, status)
     return True
 
 

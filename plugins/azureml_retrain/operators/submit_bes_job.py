@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
 
-from azureml_retrain.bes import build_request, describe_request, job_record, reattach, start_job
+from azureml_retrain.bes import build_request, describe_request, job_record, job_status, reattach, start_job
 from azureml_retrain.exceptions import AzureMLServiceError, BesJobFailedError, ConfigurationError
 from azureml_retrain.hooks.web_service import AzureMLWebServiceHook, BesJob, BesJobStatus
 from azureml_retrain.links import LINK_XCOM_KEY, AzureMLLink, bes_job_link
@@ -285,14 +285,9 @@ class SubmitBesJobOperator(BaseOperator):
         """The task was cleared since ``job_id`` was submitted: that try's kill (its trigger's or its
         worker's ``on_kill``) cancels the job, possibly only after this rerun has started. Cancel it
         now rather than follow a job about to be cancelled."""
-        try:
-            status = self.hook.get_job(job_id).status
-        except AzureMLServiceError as error:
-            if error.status != 404:
-                raise
-            status = "gone"
-        if status in BesJobStatus.TERMINAL or status == "gone":
-            self.log.info("The task was cleared since BES job %s (%s); submitting a new one", job_id, status)
+        status = job_status(self.hook, job_id)
+        if status is None or status in BesJobStatus.TERMINAL:
+            self.log.info("The task was cleared since BES job %s (%s); submitting a new one", job_id, status or "gone")
         elif self.cancel_on_kill:
             self.log.warning(
                 "The task was cleared since BES job %s was submitted (%s): cancelling it, submitting a new one",

@@ -286,9 +286,9 @@ class BesSubmitTrigger(BesJobTrigger):
         give_up_at = time.time() + STALE_CLAIM_SECONDS + 10
         while True:
             claim = claims.read(location)
-            reusable = claim.job_id is not None and claim.content is not None
-            if reusable and reattach(hook, claim.content or {}, self.log, keep_failure_of_try=try_number):
-                return dict(claim.content or {})
+            record = claim.content if claim.job_id is not None else None
+            if record is not None and reattach(hook, record, self.log, keep_failure_of_try=try_number):
+                return dict(record)
             if claim.submitting_elsewhere:
                 if time.time() > give_up_at:
                     raise TimeoutError(f"{location} stayed claimed by another run of this trigger without a job")
