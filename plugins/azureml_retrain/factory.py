@@ -2,35 +2,47 @@
 
 ::
 
-    wait_for_data ─ plan ─ train ─ evaluate ─ decide ─┬─ promote_classic_endpoints[*] ─┬─ report ─ all_targets_promoted
-                                                      ├─ promote_arm_web_services[*]  ─┘
-                                                      └─ skip_promotion
+    plan ──────────┐
+    wait_for_data ─┴─ train ─ evaluate ─┬─ promote_classic_endpoints[*] ─┬─ report ─ all_targets_promoted
+                                        ├─ promote_arm_web_services[*]  ─┘
+                                        └─ skip_promotion
 
-* ``plan`` fixes everything the run needs before spending money: the window, the input (exactly the
-  blobs the sensor accepted), output paths no other run uses, the rules, and per target the model
-  the run evaluates against (the ledger's head, also the champion's metrics).
-* ``decide`` applies the run's ``promote`` param (auto/never/force), keeps backfills from promoting
-  unless asked. A dry run stops after ``plan``: ``train`` skips itself, and so does everything after
-  it. Why a run did not promote goes to the ledger container's decision log.
+* ``plan`` fixes everything the run needs before spending money, while the sensor waits: the window
+  (resolved as the sensor resolves it), output paths no other run uses, the rules, and per target
+  the model the run evaluates against (the ledger's head, also the champion's metrics). It creates
+  the outputs container if it is missing (BES does not create it). Off the sensor's path, it adds
+  nothing to the time from the data's arrival to the new model serving.
+* ``train`` trains on exactly the blobs the sensor accepted: the blob itself when there is one, else
+  their concatenation, written by its pre-execute step. A dry run stops there: ``train`` skips
+  itself, and so does everything after it.
+* ``evaluate`` judges the model and branches: the run's ``promote`` param (auto/never/force) over
+  the verdict, and backfills do not promote unless asked. Why a run promoted or not goes to the
+  ledger container's decision log. (One task, not an evaluate and a decide: each task on the path
+  costs a worker start and a scheduling hop.)
 * Promotion is mapped over the config's targets: one failing target does not stop the others, and
   ``report`` lists which were promoted and which failed (it is skipped when no promotion was
   attempted); ``all_targets_promoted`` then fails the run if any target failed. Each promotion
   holds the target's ledger lock and applies only if the target still serves the model the run
   evaluated against, and only if its window is not older than the serving model's.
-* ``plan`` creates the outputs container if it is missing (BES does not create it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from azureml_retrain.blobs import BlobLocation, parse_structured
 from azureml_retrain.config import ArmWebServiceTarget, ClassicEndpointTarget, RetrainingConfig, load_configs
+from azureml_retrain.operators.evaluate import DECISION_XCOM_KEY, EvaluateModelOperator
 
 PROMOTE_MODES = ("auto", "never", "force")
+SENSOR_TASK = "wait_for_data"
+PLAN_TASK = "plan"
+EVALUATE_TASK = "evaluate"
 CLASSIC_TASK = "promote_classic_endpoints"
 ARM_TASK = "promote_arm_web_services"
 SKIP_TASK = "skip_promotion"
@@ -102,27 +114,20 @@ def params_for(config: RetrainingConfig) -> dict[str, Any]:
     }
 
 
-def build_plan(config: RetrainingConfig, arrival: dict[str, Any], context: Any) -> dict[str, Any]:
+def build_plan(config: RetrainingConfig, context: Any) -> dict[str, Any]:
     """Everything the run does, decided once (see the module docstring)."""
-    from azureml_retrain.blobs import parse_structured
     from azureml_retrain.ledger import NO_MODEL, PromotionLedger
-    from azureml_retrain.windows import parse_datetime
+    from azureml_retrain.windows import resolve_window
 
     params = context["params"]
     dag_run = context["dag_run"]
-    arrival = parse_structured(arrival, "wait_for_data's result")
-    start = parse_datetime(arrival["window"]["start"], "window_start")
-    end = parse_datetime(arrival["window"]["end"], "window_end")
-    assert start is not None and end is not None
+    # The sensor resolves the run's window with the same rules (and ``train`` checks they agree).
+    window = resolve_window(context)
+    start, end = window.start, window.end
     folder = f"{config.outputs.prefix.strip('/')}/{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}/{run_slug(str(dag_run.run_id))}"
-    blobs = sorted(b["name"] for b in arrival["blobs"])
     # BES writes the model and evaluation into this container but does not create it: a missing
     # container fails the training job (after the data wait) with a "blob not found".
     ensure_container(config.data.wasb_conn_id, config.outputs.container)
-    if len(blobs) == 1:
-        training_input = f"{arrival['container']}/{blobs[0]}"
-    else:
-        training_input = stage_training_input(config, arrival, f"{folder}/input.csv")
     ledger = PromotionLedger(config.data.wasb_conn_id, config.ledger_container)
     heads = {t.name: ledger.head(t.name) for t in config.targets}
     primary = heads[config.targets[0].name]
@@ -133,14 +138,49 @@ def build_plan(config: RetrainingConfig, arrival: dict[str, Any], context: Any) 
         "promote": params.get("promote") or "auto",
         "promote_backfill": bool(params.get("promote_backfill")),
         "dry_run": bool(params.get("dry_run")),
-        "input": training_input,
-        "input_blobs": [{k: b[k] for k in ("name", "etag", "size")} for b in arrival["blobs"]],
+        "staged_input": f"{config.outputs.container}/{folder}/input.csv",
         "model": f"{config.outputs.container}/{folder}/model.ilearner",
         "evaluation": f"{config.outputs.container}/{folder}/evaluation.csv",
         "rules": rules,
         "champion_metrics": dict(primary.metrics) if primary and primary.metrics else None,
         "expected_models": {name: (head.model_uri if head else NO_MODEL) for name, head in heads.items()},
     }
+
+
+def training_input(arrival: Any, plan: Any) -> str:
+    """The run's BES input: the one blob the sensor accepted, or the plan's ``staged_input`` where
+    ``train`` concatenates several (:func:`prepare_training`)."""
+    arrival = parse_structured(arrival, "wait_for_data's result")
+    blobs = sorted(b["name"] for b in arrival["blobs"])
+    if len(blobs) == 1:
+        return f"{arrival['container']}/{blobs[0]}"
+    return str(plan["staged_input"])
+
+
+def run_training_input(ti: Any) -> str:
+    """``training_input`` of the running DAG run (the ``train`` task's template macro)."""
+    return training_input(ti.xcom_pull(task_ids=SENSOR_TASK), ti.xcom_pull(task_ids=PLAN_TASK))
+
+
+def prepare_training(config: RetrainingConfig, context: Any) -> None:
+    """``train``'s pre-execute step: a dry run stops here; several accepted blobs are concatenated into
+    the plan's ``staged_input`` (again on a retry: the sensor may have accepted new blobs since)."""
+    from azureml_retrain.exceptions import ConfigurationError
+    from azureml_retrain.windows import parse_datetime
+
+    stop_a_dry_run(context)
+    ti = context["ti"]
+    arrival = parse_structured(ti.xcom_pull(task_ids=SENSOR_TASK), "wait_for_data's result")
+    plan = ti.xcom_pull(task_ids=PLAN_TASK)
+    accepted = [parse_datetime(arrival["window"][k], f"wait_for_data's window {k}") for k in ("start", "end")]
+    planned = [parse_datetime(plan["window"][k], f"plan's window {k}") for k in ("start", "end")]
+    if accepted != planned:
+        raise ConfigurationError(
+            f"window: the sensor accepted data for {arrival['window']} but the plan is for {plan['window']}; "
+            "clear both tasks to re-run the window"
+        )
+    if len(arrival["blobs"]) > 1:
+        stage_training_input(config, arrival, BlobLocation.parse(plan["staged_input"], "staged_input"))
 
 
 def ensure_container(wasb_conn_id: str, container: str) -> None:
@@ -153,10 +193,11 @@ def ensure_container(wasb_conn_id: str, container: str) -> None:
         StorageAccount(wasb_conn_id).client.create_container(container)
 
 
-def stage_training_input(config: RetrainingConfig, arrival: dict[str, Any], blob_name: str) -> str:
+def stage_training_input(config: RetrainingConfig, arrival: dict[str, Any], staged: BlobLocation) -> None:
     """Concatenate the accepted CSV blobs (header once) into one input blob for BES.
 
-    Each blob is read at the etag the sensor accepted, so the run trains on exactly those bytes.
+    Each blob is read at the etag the sensor accepted, so the run trains on exactly those bytes. The
+    staged blob is replaced if it exists: an earlier try of the run may have staged other blobs.
     """
     from azure.core import MatchConditions
     from azure.core.exceptions import ResourceModifiedError
@@ -191,8 +232,7 @@ def stage_training_input(config: RetrainingConfig, arrival: dict[str, Any], blob
             )
         lines.extend(r for r in rows[1:] if r.strip())
     text = "\n".join([header or "", *lines]) + "\n"
-    client.get_blob_client(config.outputs.container, blob_name).upload_blob(text.encode(), overwrite=False)
-    return f"{config.outputs.container}/{blob_name}"
+    client.get_blob_client(staged.container, staged.blob_name).upload_blob(text.encode(), overwrite=True)
 
 
 def choose_branches(config: RetrainingConfig, plan: dict[str, Any], decision: dict[str, Any]) -> list[str]:
@@ -246,10 +286,9 @@ def target_kwargs(
 
 
 def build_dag(config: RetrainingConfig) -> Any:
-    from airflow.sdk import DAG, CronDataIntervalTimetable, TriggerRule, task
+    from airflow.sdk import DAG, CronDataIntervalTimetable, TriggerRule, XComArg, task
 
     from azureml_retrain.operators import (
-        EvaluateModelOperator,
         PatchEndpointOperator,
         SubmitBesJobOperator,
         UpdateWebServiceDefinitionOperator,
@@ -276,6 +315,7 @@ def build_dag(config: RetrainingConfig) -> Any:
         tags=["azureml", "retraining", config.model, *config.tags],
         params=params_for(config),
         render_template_as_native_obj=True,
+        user_defined_macros={"training_input": run_training_input},
         default_args={
             "owner": config.owner,
             "retries": config.retries,
@@ -285,7 +325,7 @@ def build_dag(config: RetrainingConfig) -> Any:
     ) as dag:
         data = config.data
         wait_for_data = BlobArrivalSensor(
-            task_id="wait_for_data",
+            task_id=SENSOR_TASK,
             container=data.container,
             prefix="{{ params.data_prefix or '" + data.prefix.replace("'", "\\'") + "' }}",
             pattern=data.pattern,
@@ -297,52 +337,37 @@ def build_dag(config: RetrainingConfig) -> Any:
             timeout=data.timeout_hours * 3600,
         )
 
-        @task
-        def plan(arrival: Any, **context: Any) -> dict[str, Any]:
-            return build_plan(config, arrival, context)
+        @task(task_id=PLAN_TASK)
+        def plan(**context: Any) -> dict[str, Any]:
+            return build_plan(config, context)
 
         # XComArg: indexing it selects a key of the plan at run time.
-        run_plan: Any = plan(wait_for_data.output)
+        run_plan: Any = plan()
 
         training = config.training
         train = SubmitBesJobOperator(
             task_id="train",
             azureml_conn_id=training.azureml_conn_id,
             wasb_conn_id=data.wasb_conn_id,
-            inputs={training.input_name: run_plan["input"]},
+            inputs={training.input_name: "{{ training_input(ti) }}"},
             outputs={training.model_output: run_plan["model"], training.evaluation_output: run_plan["evaluation"]},
             global_parameters=dict(training.global_parameters),
             poll_interval=training.poll_interval_seconds,
             job_timeout=timedelta(minutes=training.job_timeout_minutes),
-            pre_execute=stop_a_dry_run,
+            pre_execute=functools.partial(prepare_training, config),
         )
-        evaluate = EvaluateModelOperator(
-            task_id="evaluate",
+        evaluate = RetrainingEvaluateOperator(
+            task_id=EVALUATE_TASK,
+            config=config,
             evaluation_results=train.output,
             output_name=training.evaluation_output,
             rules=run_plan["rules"],
             champion_metrics=run_plan["champion_metrics"],
             wasb_conn_id=data.wasb_conn_id,
         )
-
-        @task.branch
-        def decide(run: Any, verdict: Any, **context: Any) -> list[str]:
-            from azureml_retrain.ledger import PromotionLedger
-
-            branches = choose_branches(config, run, verdict)
-            PromotionLedger(data.wasb_conn_id, config.ledger_container).note_decision(
-                config.dag_id,
-                {
-                    "run_id": context["run_id"],
-                    "window": run["window"],
-                    "promote": branches != [SKIP_TASK],
-                    "reason": skip_reason(run, verdict) if branches == [SKIP_TASK] else verdict.get("reason"),
-                    "decision": verdict,
-                },
-            )
-            return branches
-
-        decision = decide(run_plan, evaluate.output)
+        # In branch mode the verdict is in the "decision" XCom (a branching task's return value is
+        # dropped when it skips tasks).
+        verdict: Any = XComArg(evaluate, key=DECISION_XCOM_KEY)
 
         @task
         def classic_targets(run: Any) -> list[dict[str, Any]]:
@@ -359,7 +384,7 @@ def build_dag(config: RetrainingConfig) -> Any:
             "smoke_test_rows": config.smoke_test_rows or None,
             "ledger_container": config.ledger_container,
             "window": run_plan["window"],
-            "metrics": evaluate.output,
+            "metrics": verdict,
             "allow_older_window": False,
             "verify_poll_interval": 1.0,
         }
@@ -381,7 +406,7 @@ def build_dag(config: RetrainingConfig) -> Any:
             from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
             ti = context["ti"]
-            attempted = attempted_targets(config, ti.xcom_pull(task_ids="plan"), ti.xcom_pull(task_ids="evaluate"))
+            attempted = attempted_targets(config, *plan_and_verdict(ti))
             if not attempted:
                 # The run took the no-promotion branch (or failed before deciding): nothing to report.
                 raise AirflowSkipException("no promotion was attempted in this run")
@@ -401,23 +426,54 @@ def build_dag(config: RetrainingConfig) -> Any:
             from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
             ti = context["ti"]
-            attempted = attempted_targets(config, ti.xcom_pull(task_ids="plan"), ti.xcom_pull(task_ids="evaluate"))
+            attempted = attempted_targets(config, *plan_and_verdict(ti))
             if not attempted:
                 raise AirflowSkipException("no promotion was attempted in this run")
             failure = promotion_failure(summarise_promotions(config, promotion_results(ti), attempted))
             if failure:
                 raise AirflowFailException(failure)
 
-        skipped = skip_promotion(run_plan, evaluate.output)
-        wait_for_data >> run_plan >> train >> evaluate >> decision
-        decision >> [promote_classic, promote_arm, skipped]
+        skipped = skip_promotion(run_plan, verdict)
+        [wait_for_data, run_plan] >> train >> evaluate >> [promote_classic, promote_arm, skipped]
         [promote_classic, promote_arm] >> report() >> all_targets_promoted()
     return dag
 
 
+class RetrainingEvaluateOperator(EvaluateModelOperator):
+    """``evaluate`` of a retraining DAG: the verdict, then the run's promote policy picks the branch
+    (:func:`choose_branches`), and the decision log records why the run promoted or not."""
+
+    def __init__(self, *, config: RetrainingConfig, **kwargs: Any) -> None:
+        super().__init__(promote_task_ids=[CLASSIC_TASK, ARM_TASK], reject_task_ids=[SKIP_TASK], **kwargs)
+        self.config = config
+
+    def choose_branch(self, context: Any, decision: dict[str, Any]) -> list[str]:
+        from azureml_retrain.ledger import PromotionLedger
+
+        run = context["ti"].xcom_pull(task_ids=PLAN_TASK)
+        branches = choose_branches(self.config, run, decision)
+        promote = branches != [SKIP_TASK]
+        PromotionLedger(self.config.data.wasb_conn_id, self.config.ledger_container).note_decision(
+            self.config.dag_id,
+            {
+                "run_id": context["run_id"],
+                "window": run["window"],
+                "promote": promote,
+                "reason": decision.get("reason") if promote else skip_reason(run, decision),
+                "decision": decision,
+            },
+        )
+        return branches
+
+
+def plan_and_verdict(ti: Any) -> tuple[Any, Any]:
+    """The run's plan and its evaluation's verdict (None for either that is missing)."""
+    return ti.xcom_pull(task_ids=PLAN_TASK), ti.xcom_pull(task_ids=EVALUATE_TASK, key=DECISION_XCOM_KEY)
+
+
 def stop_a_dry_run(context: Any) -> None:
-    """``train``'s pre-execute hook: a dry run stops once ``plan`` has run (a separate short-circuit
-    task would cost every run another worker start on its critical path)."""
+    """A dry run stops at ``train`` (a separate short-circuit task would cost every run another worker
+    start on its critical path)."""
     if context["params"].get("dry_run"):
         from airflow.sdk.exceptions import AirflowSkipException
 

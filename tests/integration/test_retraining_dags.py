@@ -36,6 +36,7 @@ from support.retrain import (
 )
 from support.retraining import (
     CONFIG_FOLDER,
+    DATA_CONTAINER,
     Retraining,
     arm_model,
     asset_events,
@@ -77,6 +78,18 @@ def model_of(run: Any) -> str:
     return str(xcom(run, "plan")["model"])
 
 
+def verdict_of(run: Any) -> dict[str, Any]:
+    """The evaluation's verdict (``evaluate`` branches, so it is in the "decision" XCom)."""
+    return dict(xcom(run, "evaluate", key="decision"))
+
+
+def trained_on(emulator: Any, run: Any) -> str:
+    """The blob (``container/path``) the run's BES job read its training input from, as the service saw it."""
+    job = emulator.admin("GET", f"state/jobs/{xcom(run, 'train')['job_id']}").json()
+    (location,) = job["inputs"].values()
+    return str(location).split("/devstoreaccount1/", 1)[1]
+
+
 def served_models(emulator: Any) -> dict[str, str | None]:
     return {t: endpoint_model(emulator, t.removeprefix("churn-")) for t in CHURN_TARGETS}
 
@@ -106,7 +119,7 @@ def test_shipped_churn_dag_promotes_to_both_endpoints(emulator, blob_service, ai
     plan = xcom(run, "plan")
     window = {"start": "2026-11-18T02:00:00+00:00", "end": "2026-11-19T02:00:00+00:00"}
     assert plan["window"] == window
-    assert plan["input"] == "training-data/churn/2026-11-18/part-0.csv"
+    assert trained_on(emulator, run) == "training-data/churn/2026-11-18/part-0.csv"  # the one blob, not a copy
     model_uri = endpoint_model(emulator, "retrain01")
     assert model_uri is not None and model_uri.endswith(model_of(run))
     assert served_models(emulator) == dict.fromkeys(CHURN_TARGETS, model_uri)
@@ -115,7 +128,7 @@ def test_shipped_churn_dag_promotes_to_both_endpoints(emulator, blob_service, ai
     assert after != before
     assert predictions(endpoint_scoring(emulator, "retrain02"), CHURN_SMOKE_ROWS) == after
     # The ledger: the model found serving, then this run's promotion with its metrics, window and run.
-    metrics = xcom(run, "evaluate")["challenger"]
+    metrics = verdict_of(run)["challenger"]
     ledger = PromotionLedger(container=shipped.config.ledger_container)
     for target in CHURN_TARGETS:
         baseline, promotion = ledger.records(target)
@@ -174,6 +187,29 @@ def test_energy_manual_run_without_logical_date(emulator, blob_service, airflow_
     assert run.state == DagRunState.SUCCESS, task_states(run)
     assert xcom(run, "plan")["window"] == {"start": start.isoformat(), "end": end.isoformat()}
     assert xcom(run, "report")["promoted"] == ["energy-predictive"]
+
+
+def test_a_window_in_several_files_trains_on_their_concatenation(emulator, blob_service, airflow_db):
+    from airflow.utils.state import DagRunState
+
+    churn = build_retraining("churn")
+    prefix = land_window(blob_service, churn, DAY1, dataset="churn", window=1, parts=3)
+
+    run = run_dag(churn.dag, logical_date=scheduled_run_of(churn, DAY1))
+
+    assert run.state == DagRunState.SUCCESS, task_states(run)
+    staged = xcom(run, "plan")["staged_input"]
+    assert trained_on(emulator, run) == staged
+    container, _, name = staged.partition("/")
+    text = blob_service.get_blob_client(container, name).download_blob().readall().decode()
+    parts = [
+        blob_service.get_blob_client(DATA_CONTAINER, f"{prefix}part-{i}.csv").download_blob().readall().decode()
+        for i in range(3)
+    ]
+    header = parts[0].splitlines()[0]
+    assert text.splitlines() == [header, *(line for part in parts for line in part.splitlines()[1:])]
+    assert len(text.splitlines()) == 401  # the header once, every row of the window
+    assert xcom(run, "report")["promoted"] == list(CHURN_TARGETS)
 
 
 # --- no-promotion paths, manual runs without a logical date ----------------------------------------
@@ -247,7 +283,7 @@ def test_dry_run_stops_before_training(emulator, blob_service, airflow_db):
     assert run.state == DagRunState.SUCCESS, task_states(run)
     states = task_states(run)
     assert states["plan"] == "success" and xcom(run, "plan")["dry_run"] is True
-    assert {states[t] for t in ("train", "evaluate", "decide", "report", "all_targets_promoted")} == {"skipped"}
+    assert {states[t] for t in ("train", "evaluate", "report", "all_targets_promoted")} == {"skipped"}
     assert requests_log(emulator, "bes.submit") == []
     assert requests_log(emulator, "mgmt.endpoint.patch") == []
 
@@ -264,9 +300,7 @@ def test_failed_training_fails_the_run_without_reporting_promotions(emulator, bl
     assert run.state == DagRunState.FAILED
     states = task_states(run)
     assert states["train"] == "failed"
-    assert {states[t] for t in ("evaluate", "decide", "promote_classic_endpoints", "skip_promotion")} == {
-        "upstream_failed"
-    }
+    assert {states[t] for t in ("evaluate", "promote_classic_endpoints", "skip_promotion")} == {"upstream_failed"}
     # Nothing was attempted, so nothing is reported as a failed promotion (and no Asset event).
     assert states["report"] == states["all_targets_promoted"] == "skipped"
     assert asset_events(f"azureml_model_{churn.config.model}") == []
@@ -378,7 +412,7 @@ def test_older_window_never_replaces_newer_and_rollbacks(emulator, blob_service,
     head = churn.ledger.records("churn-retrain01")[-1]
     assert (head.kind, head.model_uri, head.previous_model_uri) == ("rollback", newer_model, latest_model)
     assert head.window == {"start": "2026-11-19T02:00:00+00:00", "end": "2026-11-20T02:00:00+00:00"}
-    assert head.metrics == xcom(newer, "evaluate")["challenger"]  # the champion is the restored model again
+    assert head.metrics == verdict_of(newer)["challenger"]  # the champion is the restored model again
 
     to_seed = run_dag(rollback, logical_date=None, run_conf={"target": "churn-retrain01", "to_model_uri": seed_model})
     assert to_seed.state == DagRunState.SUCCESS, task_states(to_seed)

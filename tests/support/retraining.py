@@ -102,17 +102,20 @@ def land_window(
     rows: int = 400,
     seed: int = 1,
     marker: bool = True,
+    parts: int = 1,
 ) -> str:
-    """Land one day's generated data (``part-0.csv`` + ``_SUCCESS``) where the config's sensor looks."""
+    """Land one day's generated data (``part-0.csv`` ... in ``parts`` files, each with the header, then
+    ``_SUCCESS``) where the config's sensor looks."""
     from emulator.datasets import generate_csv
 
     container = blob_service.get_container_client(DATA_CONTAINER)
     if not container.exists():
         container.create_container()
     prefix = retraining.config.data.prefix.format(window_start=day, window_end=day + timedelta(days=1))
-    container.upload_blob(
-        f"{prefix}part-0.csv", generate_csv(dataset, rows=rows, window=window, seed=seed).encode(), overwrite=True
-    )
+    header, *lines = generate_csv(dataset, rows=rows, window=window, seed=seed).splitlines()
+    for part in range(parts):
+        text = "\n".join([header, *lines[part::parts]]) + "\n"
+        container.upload_blob(f"{prefix}part-{part}.csv", text.encode(), overwrite=True)
     if marker:
         container.upload_blob(f"{prefix}_SUCCESS", b"", overwrite=True)
     return prefix

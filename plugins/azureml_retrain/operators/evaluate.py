@@ -63,7 +63,7 @@ class EvaluateModelOperator(BaseOperator, BranchMixIn):
       the followed task ids, like ``BranchPythonOperator`` (Airflow keeps that ``return_value`` only
       when no task had to be skipped, so read the ``"decision"`` key, not ``return_value``). With
       ``fail_on_reject=True`` a rejection fails instead of branching (then ``reject_task_ids`` must be
-      empty).
+      empty). Subclasses may override :meth:`choose_branch` to apply a run policy on top of the verdict.
 
     :param evaluation_results: where the CSV is: ``"container/path.csv"``, ``{"container", "blob_name"}``
         or the SubmitBesJob result ``{"job_id", "outputs": {...}}`` (e.g. ``submit.output``). (templated)
@@ -183,5 +183,11 @@ class EvaluateModelOperator(BaseOperator, BranchMixIn):
             raise AirflowFailException(f"Challenger rejected: {decision['reason']}")
         if not self.branch_mode:
             return decision
-        follow = self.promote_task_ids if decision["promote"] else self.reject_task_ids
-        return self.do_branch(context, follow or None)
+        return self.do_branch(context, self.choose_branch(context, decision) or None)
+
+    def choose_branch(self, context: Context, decision: dict[str, Any]) -> list[str]:
+        """The task ids to follow in branch mode: ``promote_task_ids`` on promote, else ``reject_task_ids``.
+
+        Override it to put a policy of the run (a manual override, a backfill rule) on top of the verdict.
+        """
+        return self.promote_task_ids if decision["promote"] else self.reject_task_ids

@@ -25,12 +25,14 @@ from azureml_retrain.factory import (
     model_asset,
     params_for,
     plan_rollback,
+    prepare_training,
     promotion_failure,
     run_slug,
     skip_reason,
     stop_a_dry_run,
     summarise_promotions,
     target_kwargs,
+    training_input,
 )
 from azureml_retrain.ledger import NO_MODEL, LedgerRecord, PromotionLedger
 from devtools.services import ROOT
@@ -340,6 +342,8 @@ def test_a_dry_run_stops_at_train_and_other_runs_go_on():
 
 
 def test_built_dag_shape():
+    import functools
+
     from airflow.sdk import CronDataIntervalTimetable
 
     dag = build_dag(CHURN)
@@ -353,7 +357,6 @@ def test_built_dag_shape():
         "plan",
         "train",
         "evaluate",
-        "decide",
         "classic_targets",
         "arm_targets",
         CLASSIC_TASK,
@@ -362,12 +365,84 @@ def test_built_dag_shape():
         "report",
         "all_targets_promoted",
     }
-    assert set(dag.task_dict["decide"].downstream_task_ids) == {CLASSIC_TASK, ARM_TASK, SKIP_TASK}
-    assert dag.task_dict["train"]._pre_execute_hook is stop_a_dry_run
+    # The plan is made while the sensor waits: the path from the data to serving is sensor, train,
+    # evaluate (which branches), promotion.
+    assert dag.task_dict["plan"].upstream_task_ids == set()
+    assert dag.task_dict["train"].upstream_task_ids == {"wait_for_data", "plan"}
+    assert set(dag.task_dict["evaluate"].downstream_task_ids) == {CLASSIC_TASK, ARM_TASK, SKIP_TASK}
+    hook = dag.task_dict["train"]._pre_execute_hook
+    assert isinstance(hook, functools.partial) and hook.func is prepare_training and hook.args == (CHURN,)
+    assert dag.task_dict["train"].inputs == {"input1": "{{ training_input(ti) }}"}
+    assert "training_input" in dag.user_defined_macros
     assert dag.task_dict["report"].outlets == [model_asset(CHURN)]
     assert model_asset(CHURN).name == "azureml_model_churn"
     # The run's state follows its leaves: all_targets_promoted is the one that fails a run whose promotions failed.
     assert {t.task_id for t in dag.leaves} == {"all_targets_promoted", SKIP_TASK}
+
+
+# --- the training input: the one accepted blob, or the staged concatenation of several ------------
+
+WINDOW = {"start": "2026-11-18T02:00:00+00:00", "end": "2026-11-19T02:00:00+00:00"}
+STAGED = "models/churn/20261118T0200-20261119T0200/run/input.csv"
+
+
+def arrival(*names: str, window: dict[str, str] = WINDOW) -> dict[str, Any]:
+    blobs = [{"name": n, "etag": f"e-{n}", "size": 10} for n in names]
+    return {"container": "training-data", "prefix": "churn/", "window": window, "blobs": blobs}
+
+
+class FakeTi:
+    def __init__(self, **values: Any) -> None:
+        self.values = values
+
+    def xcom_pull(self, task_ids: str) -> Any:
+        return self.values[task_ids]
+
+
+def test_training_input_is_the_one_blob_or_the_staged_file():
+    plan = {"staged_input": STAGED}
+    assert training_input(arrival("churn/part-0.csv"), plan) == "training-data/churn/part-0.csv"
+    assert training_input(arrival("churn/b.csv", "churn/a.csv"), plan) == STAGED
+    # The sensor's XCom may come back as JSON text.
+    import json
+
+    assert training_input(json.dumps(arrival("churn/x.csv")), plan) == "training-data/churn/x.csv"
+
+
+def test_prepare_training_stages_several_blobs_only(monkeypatch: pytest.MonkeyPatch):
+    from azureml_retrain import factory
+
+    staged: list[tuple[list[str], str]] = []
+
+    def fake_stage(config: Any, accepted: dict[str, Any], where: Any) -> None:
+        staged.append(([b["name"] for b in accepted["blobs"]], where.relative_location))
+
+    monkeypatch.setattr(factory, "stage_training_input", fake_stage)
+    plan = {"window": WINDOW, "staged_input": STAGED}
+    context = {"params": {}, "ti": FakeTi(wait_for_data=arrival("churn/a.csv"), plan=plan)}
+    prepare_training(CHURN, context)
+    assert staged == []
+    context["ti"] = FakeTi(wait_for_data=arrival("churn/a.csv", "churn/b.csv"), plan=plan)
+    prepare_training(CHURN, context)
+    assert staged == [(["churn/a.csv", "churn/b.csv"], STAGED)]
+
+
+def test_prepare_training_refuses_data_of_another_window_than_the_plan():
+    other = {"start": "2026-11-19T02:00:00Z", "end": "2026-11-20T02:00:00Z"}
+    ti = FakeTi(wait_for_data=arrival("churn/a.csv", window=other), plan={"window": WINDOW, "staged_input": STAGED})
+    with pytest.raises(ConfigurationError, match=r"window: the sensor accepted data for .* but the plan is for"):
+        prepare_training(CHURN, {"params": {}, "ti": ti})
+    # The same instants written differently agree.
+    same = {"start": "2026-11-18T02:00:00Z", "end": "2026-11-19T02:00:00Z"}
+    ti = FakeTi(wait_for_data=arrival("churn/a.csv", window=same), plan={"window": WINDOW, "staged_input": STAGED})
+    prepare_training(CHURN, {"params": {}, "ti": ti})
+
+
+def test_prepare_training_stops_a_dry_run_before_touching_the_data():
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    with pytest.raises(AirflowSkipException, match="dry run"):
+        prepare_training(CHURN, {"params": {"dry_run": True}, "ti": FakeTi()})
 
 
 def test_shipped_folder_builds_one_dag_per_config_and_the_rollback_dag():
