@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import json
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -46,6 +48,8 @@ EVALUATE_TASK = "evaluate"
 CLASSIC_TASK = "promote_classic_endpoints"
 ARM_TASK = "promote_arm_web_services"
 SKIP_TASK = "skip_promotion"
+# Metadata of a staged training input: a digest of the blobs (container, names, etags) it joins.
+STAGED_FROM_METADATA = "stagedfrom"
 
 
 def model_asset(config: RetrainingConfig) -> Any:
@@ -197,15 +201,23 @@ def stage_training_input(config: RetrainingConfig, arrival: dict[str, Any], stag
     """Concatenate the accepted CSV blobs (header once) into one input blob for BES.
 
     Each blob is read at the etag the sensor accepted, so the run trains on exactly those bytes. The
-    staged blob is replaced if it exists: an earlier try of the run may have staged other blobs.
+    staged blob records which blobs (names and etags) it joins: a retry finds it done and leaves it
+    alone (a job of an earlier try may be reading it); one staged from other blobs (the sensor ran
+    again after a clear) is replaced.
     """
     from azure.core import MatchConditions
-    from azure.core.exceptions import ResourceModifiedError
+    from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
     from azureml_retrain.exceptions import ConfigurationError
     from azureml_retrain.storage import StorageAccount
 
     client = StorageAccount(config.data.wasb_conn_id).client
+    target = client.get_blob_client(staged.container, staged.blob_name)
+    sources = sorted((str(b["name"]), str(b["etag"])) for b in arrival["blobs"])
+    fingerprint = hashlib.sha256(json.dumps([arrival["container"], sources]).encode()).hexdigest()
+    with contextlib.suppress(ResourceNotFoundError):
+        if target.get_blob_properties().metadata.get(STAGED_FROM_METADATA) == fingerprint:
+            return
     header: str | None = None
     lines: list[str] = []
     for blob in sorted(arrival["blobs"], key=lambda b: b["name"]):
@@ -232,7 +244,7 @@ def stage_training_input(config: RetrainingConfig, arrival: dict[str, Any], stag
             )
         lines.extend(r for r in rows[1:] if r.strip())
     text = "\n".join([header or "", *lines]) + "\n"
-    client.get_blob_client(staged.container, staged.blob_name).upload_blob(text.encode(), overwrite=True)
+    target.upload_blob(text.encode(), overwrite=True, metadata={STAGED_FROM_METADATA: fingerprint})
 
 
 def choose_branches(config: RetrainingConfig, plan: dict[str, Any], decision: dict[str, Any]) -> list[str]:

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
+from azureml_retrain.blobs import BlobLocation
 from azureml_retrain.config import load_config
-from azureml_retrain.factory import build_rollback_dag
+from azureml_retrain.factory import build_rollback_dag, stage_training_input
 from azureml_retrain.ledger import NO_MODEL, PromotionLedger, PromotionRefusedError
 from azureml_retrain.operators.promote import PatchEndpointOperator
 from azureml_retrain.windows import latest_cron_interval
@@ -210,6 +211,17 @@ def test_a_window_in_several_files_trains_on_their_concatenation(emulator, blob_
     assert text.splitlines() == [header, *(line for part in parts for line in part.splitlines()[1:])]
     assert len(text.splitlines()) == 401  # the header once, every row of the window
     assert xcom(run, "report")["promoted"] == list(CHURN_TARGETS)
+    # A retry finds the input staged from the same blobs and leaves it alone (its job may be reading it);
+    # staged from other blobs (the sensor accepted again after a clear), it is replaced.
+    staged_blob = blob_service.get_blob_client(container, name)
+    etag = staged_blob.get_blob_properties().etag
+    accepted = xcom(run, "wait_for_data")
+    stage_training_input(churn.config, accepted, BlobLocation.parse(staged))
+    assert staged_blob.get_blob_properties().etag == etag
+    first_two = [b for b in accepted["blobs"] if b["name"].endswith(("part-0.csv", "part-1.csv"))]
+    stage_training_input(churn.config, {**accepted, "blobs": first_two}, BlobLocation.parse(staged))
+    assert staged_blob.get_blob_properties().etag != etag
+    assert len(staged_blob.download_blob().readall().decode().splitlines()) == 1 + 267  # rows of parts 0 and 1
 
 
 # --- no-promotion paths, manual runs without a logical date ----------------------------------------
