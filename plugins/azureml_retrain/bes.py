@@ -53,7 +53,7 @@ def build_request(
     outputs: Mapping[str, Any] | None,
     global_parameters: Mapping[str, Any] | None,
     *,
-    wasb_conn_id: str,
+    storage: StorageAccount,
     reference_mode: str,
 ) -> dict[str, Any]:
     """The BES request body. It carries storage credentials: never log or return it."""
@@ -65,7 +65,6 @@ def build_request(
         raise ConfigurationError("outputs: name at least one web service output and where to write it")
     if global_parameters is not None and not isinstance(global_parameters, Mapping):
         raise ConfigurationError("global_parameters: expected a mapping of parameter name to value")
-    storage = StorageAccount(wasb_conn_id)
     mode: Any = reference_mode
     return {
         "Inputs": {n: storage.bes_reference(loc, mode=mode, write=False) for n, loc in input_locations.items()},
@@ -176,8 +175,8 @@ class JobClaims:
     same trigger (a triggerer failover) cannot both submit: the second one waits for the first's job.
     """
 
-    def __init__(self, wasb_conn_id: str) -> None:
-        self.storage = StorageAccount(wasb_conn_id)
+    def __init__(self, storage: StorageAccount) -> None:
+        self.storage = storage
 
     @staticmethod
     def location(outputs: Mapping[str, BlobLocation]) -> BlobLocation:

@@ -23,12 +23,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
 from typing import Any, Literal
 
 from airflow.sdk.exceptions import AirflowFailException
 
 from azureml_retrain.exceptions import AzureMLRetrainError, ConfigurationError
+from azureml_retrain.lazy import cached_property
 
 DEFAULT_LEDGER_CONTAINER = "model-ledger"
 RecordKind = Literal["baseline", "promotion", "rollback"]

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
 from typing import Any, Literal
 
 from azureml_retrain.blobs import BlobLocation
 from azureml_retrain.exceptions import ConfigurationError
+from azureml_retrain.lazy import cached_property
 from azureml_retrain.redaction import mask_once
 
 ReferenceMode = Literal["sas", "connection_string"]

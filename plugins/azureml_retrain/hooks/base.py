@@ -14,12 +14,12 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseHook
 
 from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
+from azureml_retrain.lazy import cached_property
 from azureml_retrain.redaction import mask_once, redact, strip_query
 
 if TYPE_CHECKING:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from functools import cached_property
 from typing import Any
 
 from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
 from azureml_retrain.hooks.base import AzureMLHttpHook, expect_object, expect_objects
+from azureml_retrain.lazy import cached_property
 from azureml_retrain.redaction import mask_once
 
 DEFAULT_ENDPOINT = "default"

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from functools import cached_property
 from typing import Any
 
 from azureml_retrain.exceptions import AzureMLServiceError
 from azureml_retrain.hooks.base import AzureMLHttpHook, expect_object
+from azureml_retrain.lazy import cached_property
 from azureml_retrain.redaction import mask_once
 
 ARM_HOST = "https://management.azure.com"

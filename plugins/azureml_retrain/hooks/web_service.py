@@ -11,11 +11,11 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
 from typing import Any, ClassVar
 
 from azureml_retrain.exceptions import AzureMLServiceError, BesJobFailedError, ConfigurationError
 from azureml_retrain.hooks.base import AzureMLHttpHook, RetryPolicy
+from azureml_retrain.lazy import cached_property
 from azureml_retrain.redaction import mask_once
 
 API_VERSION = "2.0"

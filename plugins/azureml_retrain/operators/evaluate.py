@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator, BranchMixIn
@@ -18,6 +17,7 @@ from azureml_retrain.evaluation import (
     resolve_evaluation_location,
 )
 from azureml_retrain.exceptions import ConfigurationError, EvaluationError
+from azureml_retrain.lazy import cached_property
 
 if TYPE_CHECKING:
     from airflow.providers.microsoft.azure.hooks.wasb import WasbHook

@@ -17,7 +17,6 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
@@ -37,6 +36,7 @@ from azureml_retrain.hooks.resource_manager import (
     operation_state,
 )
 from azureml_retrain.hooks.web_service import AzureMLWebServiceHook
+from azureml_retrain.lazy import cached_property
 from azureml_retrain.links import LINK_XCOM_KEY, AzureMLLink, classic_endpoint_link, resource_manager_link
 from azureml_retrain.storage import StorageAccount
 from azureml_retrain.triggers.arm_operation import ArmOperationTrigger

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
@@ -13,7 +12,9 @@ from airflow.sdk import BaseOperator, Context
 from azureml_retrain.bes import build_request, describe_request, job_record, job_status, reattach, start_job
 from azureml_retrain.exceptions import AzureMLServiceError, BesJobFailedError, ConfigurationError
 from azureml_retrain.hooks.web_service import AzureMLWebServiceHook, BesJob, BesJobStatus
+from azureml_retrain.lazy import cached_property
 from azureml_retrain.links import LINK_XCOM_KEY, AzureMLLink, bes_job_link
+from azureml_retrain.storage import StorageAccount
 from azureml_retrain.triggers.bes_job import BesJobTrigger, BesSubmitTrigger, is_transient, next_poll_interval
 
 # Key in the task-instance state store (it survives retries, unlike XCom).
@@ -165,7 +166,7 @@ class SubmitBesJobOperator(BaseOperator):
             self.inputs,
             self.outputs,
             self.global_parameters,
-            wasb_conn_id=self.wasb_conn_id,
+            storage=StorageAccount(self.wasb_conn_id),
             reference_mode=self.reference_mode,
         )
 

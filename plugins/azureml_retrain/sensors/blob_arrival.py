@@ -13,13 +13,13 @@ import re
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from azureml_retrain.exceptions import AzureMLRetrainError, ConfigurationError
+from azureml_retrain.lazy import cached_property
 from azureml_retrain.triggers.blob_arrival import (
     ArrivalCriteria,
     Assessment,

@@ -25,6 +25,7 @@ from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
 from azureml_retrain.hooks.web_service import AzureMLWebServiceHook, BesJobStatus
 from azureml_retrain.links import LINK_XCOM_KEY, bes_job_link
 from azureml_retrain.redaction import redact
+from azureml_retrain.storage import StorageAccount
 
 
 def next_poll_interval(current: float, maximum: float) -> float:
@@ -281,7 +282,10 @@ class BesSubmitTrigger(BesJobTrigger):
 
     def _claimed_job(self, hook: AzureMLWebServiceHook, location: BlobLocation) -> dict[str, Any]:
         """The job this task instance runs: the claimed one if it can still be used, else a new one."""
-        claims = JobClaims(self.wasb_conn_id)
+        # One storage client for the claim and the request: each connection lookup is a round trip to
+        # the triggerer's supervisor, shared by every trigger of the process.
+        storage = StorageAccount(self.wasb_conn_id)
+        claims = JobClaims(storage)
         try_number = self._try_number()
         give_up_at = time.time() + STALE_CLAIM_SECONDS + 10
         while True:
@@ -301,7 +305,7 @@ class BesSubmitTrigger(BesJobTrigger):
                 self.inputs,
                 self.outputs,
                 self.global_parameters,
-                wasb_conn_id=self.wasb_conn_id,
+                storage=storage,
                 reference_mode=self.reference_mode,
             )
             self.log.info("Submitting BES job: %s", describe_request(body))
