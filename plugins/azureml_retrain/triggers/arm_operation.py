@@ -12,6 +12,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from azureml_retrain.exceptions import AzureMLServiceError
 from azureml_retrain.hooks.resource_manager import AzureMLResourceManagerHook, ProvisioningState, operation_state
 from azureml_retrain.triggers.bes_job import is_transient, next_poll_interval
+from azureml_retrain.triggers.blocking import run_blocking
 
 
 class ArmOperationTrigger(BaseTrigger):
@@ -59,7 +60,7 @@ class ArmOperationTrigger(BaseTrigger):
         interval = self.poll_interval
         while True:
             try:
-                operation = await asyncio.to_thread(hook.get_async_operation, self.operation_url)
+                operation = await run_blocking(hook.get_async_operation, self.operation_url)
             except AzureMLServiceError as error:
                 if not is_transient(error):
                     yield TriggerEvent({"status": "error", "message": str(error)})

@@ -26,6 +26,7 @@ from azureml_retrain.hooks.web_service import AzureMLWebServiceHook, BesJobStatu
 from azureml_retrain.links import LINK_XCOM_KEY, bes_job_link
 from azureml_retrain.redaction import redact
 from azureml_retrain.storage import StorageAccount
+from azureml_retrain.triggers.blocking import run_blocking
 
 
 def next_poll_interval(current: float, maximum: float) -> float:
@@ -139,7 +140,7 @@ class BesJobTrigger(BaseTrigger):
             interval = next_poll_interval(interval, self.max_poll_interval)
         while True:
             try:
-                job = await asyncio.to_thread(hook.get_job, job_id)
+                job = await run_blocking(hook.get_job, job_id)
                 polls += 1
             except AzureMLServiceError as error:
                 if not is_transient(error):
@@ -181,7 +182,7 @@ class BesJobTrigger(BaseTrigger):
     async def _cancel(self, hook: AzureMLWebServiceHook, job_id: str, *, reason: str) -> None:
         self.log.warning("BES job %s: cancelling (%s)", job_id, reason)
         try:
-            await asyncio.to_thread(hook.cancel_job, job_id)
+            await run_blocking(hook.cancel_job, job_id)
         except AzureMLServiceError as error:
             self.log.error("BES job %s: cancel failed: %s", job_id, error)
 
@@ -256,7 +257,7 @@ class BesSubmitTrigger(BesJobTrigger):
             if not outputs:
                 raise ConfigurationError("outputs: name at least one web service output and where to write it")
             self.expected_outputs = sorted(outputs)
-            record = await asyncio.to_thread(self._claimed_job, hook, JobClaims.location(outputs))
+            record = await run_blocking(self._claimed_job, hook, JobClaims.location(outputs))
         except Exception as error:
             # Before a job runs nothing is lost: the task fails with the reason, and its retry starts over.
             message = redact(f"{type(error).__name__}: {error}")

@@ -1,0 +1,34 @@
+"""``run_blocking``: the triggers' blocking calls on a pool of their own, in the caller's context."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+
+from azureml_retrain.triggers.blocking import MAX_THREADS, run_blocking
+
+TRIGGER = contextvars.ContextVar("trigger", default="none")
+
+
+def test_runs_in_the_pool_with_the_callers_context():
+    async def main() -> tuple[str, str]:
+        TRIGGER.set("trigger 7")
+        return await run_blocking(lambda: (threading.current_thread().name, TRIGGER.get()))
+
+    thread, trigger = asyncio.run(main())
+    assert thread.startswith("azureml-retrain")
+    assert trigger == "trigger 7"  # the triggerer routes a trigger's log lines by its context
+
+
+def test_more_blocking_calls_wait_at_once_than_the_default_executor_has_threads():
+    # The default executor has min(32, CPUs + 4) threads (6 on 2 cores): 12 calls that each wait for
+    # all the others could never all be waiting at once there.
+    waiting = 12
+    assert waiting <= MAX_THREADS
+    barrier = threading.Barrier(waiting)
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(run_blocking(barrier.wait, 10) for _ in range(waiting)))
+
+    assert sorted(asyncio.run(main())) == list(range(waiting))
