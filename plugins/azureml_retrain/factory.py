@@ -183,7 +183,7 @@ def prepare_training(config: RetrainingConfig, context: Any) -> None:
             f"window: the sensor accepted data for {arrival['window']} but the plan is for {plan['window']}; "
             "clear both tasks to re-run the window"
         )
-    if len(arrival["blobs"]) > 1:
+    if training_input(arrival, plan) == plan["staged_input"]:
         stage_training_input(config, arrival, BlobLocation.parse(plan["staged_input"], "staged_input"))
 
 
