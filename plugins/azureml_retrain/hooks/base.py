@@ -3,16 +3,23 @@
 Retried: connection errors, timeouts, 429 (honouring ``Retry-After``), 500/502/503/504 and a 2xx
 body that is not the JSON we asked for; with capped exponential backoff and jitter. Any other 4xx
 fails at once with the service's error code and message. A call that is not idempotent (BES submit)
-is retried only where the service cannot have acted on it: connect errors, 429 and 503.
+is retried only where the service cannot have acted on it: a connection that was never made (told
+apart by the types of the errors, :func:`connection_failure_stage`), 429 and 503. A TLS certificate
+the client refuses fails at once.
+
+The loop is ours rather than urllib3's ``Retry`` or tenacity: it needs per-call idempotency (a
+submit's reset is final, a read's is not), a ceiling on ``Retry-After`` past which Airflow's task
+retry takes over instead of a sleeping worker, and a final error built from the service's envelope.
 """
 
 from __future__ import annotations
 
 import email.utils
+import enum
 import json
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -135,10 +142,11 @@ def expect_objects(operation: str, resource: str, body: Any) -> list[dict[str, A
     return [dict(item) for item in body]
 
 
-class AzureMLHttpHook(BaseHook):
-    """Base for the Azure ML hooks: connection loading, the request method and its retry policy.
+class AzureMLBaseHook(BaseHook):
+    """Base of the Azure ML hooks: the connection, its extras, and the retry and timeout settings.
 
-    Subclasses say how to authenticate (:meth:`auth_headers`) and which connection fields they need.
+    Subclasses say how they reach the service: :class:`AzureMLHttpHook` over ``requests`` with this
+    module's retry loop, the Resource Manager hook over azure-core's pipeline.
     """
 
     conn_name_attr: ClassVar[str] = "conn_id"
@@ -204,6 +212,13 @@ class AzureMLHttpHook(BaseHook):
             raise ConfigurationError(
                 f"Connection '{self.conn_id}': connect_timeout / read_timeout must be numbers of seconds"
             ) from exc
+
+
+class AzureMLHttpHook(AzureMLBaseHook):
+    """An Azure ML hook over ``requests``: the request method and its retry policy.
+
+    Subclasses say how to authenticate (:meth:`auth_headers`) and which connection fields they need.
+    """
 
     @cached_property
     def session(self) -> requests.Session:
@@ -282,17 +297,23 @@ class AzureMLHttpHook(BaseHook):
     def _classify_exception(self, exc: requests.RequestException, *, idempotent: bool) -> _Outcome:
         import requests
 
-        if isinstance(exc, requests.ConnectTimeout) or (
-            isinstance(exc, requests.ConnectionError) and not _was_sent(exc)
-        ):
-            # Never reached the service: always safe to try again.
-            return _Outcome(f"{type(exc).__name__}: {redact(str(exc))[:300]}", retryable=True)
+        failure = f"{type(exc).__name__}: {redact(str(exc))[:300]}"
+        stage = connection_failure_stage(exc)
+        if stage is ConnectionFailureStage.CERTIFICATE:
+            # The same certificate is refused on every attempt: fail now, saying what to change.
+            return _Outcome(
+                f"{failure} (the service's TLS certificate is not trusted: set the connection's CA bundle, "
+                "or fix the host name)",
+                retryable=False,
+            )
+        if stage is ConnectionFailureStage.NOT_SENT:
+            return _Outcome(failure, retryable=True)  # never reached the service: always safe to try again
         if isinstance(exc, requests.Timeout):
             return _Outcome(f"{type(exc).__name__} after {self.timeout[1]:g}s", retryable=idempotent)
         if isinstance(exc, requests.ConnectionError):
             # Reset or dropped after sending: the service may have acted on the call.
-            return _Outcome(f"{type(exc).__name__}: {redact(str(exc))[:300]}", retryable=idempotent)
-        return _Outcome(f"{type(exc).__name__}: {redact(str(exc))[:300]}", retryable=False)
+            return _Outcome(failure, retryable=idempotent)
+        return _Outcome(failure, retryable=False)
 
     @staticmethod
     def _final_error(
@@ -360,12 +381,48 @@ def _is_json(response: requests.Response) -> bool:
     return True
 
 
-def _was_sent(exc: requests.ConnectionError) -> bool:
-    """Whether the request may have reached the service before the connection failed.
+class ConnectionFailureStage(enum.Enum):
+    """How far a failed request got, which decides whether the service may have acted on it."""
 
-    Refused/unreachable connections fail before sending; resets and protocol errors after it.
+    NOT_SENT = "not sent"  # no connection was made: name resolution, refused, connect timeout, proxy
+    CERTIFICATE = "certificate refused"  # not sent either, and the same on every attempt
+    POSSIBLY_SENT = "possibly sent"  # the connection failed after (part of) the request was written
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps: requests keeps urllib3's error in ``args``, urllib3 its cause in ``reason``."""
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        reason = getattr(current, "reason", None)
+        linked = [current.__cause__, current.__context__, reason, *current.args]
+        pending.extend(item for item in linked if isinstance(item, BaseException))
+
+
+def connection_failure_stage(exc: BaseException) -> ConnectionFailureStage:
+    """Classify a failed request by the types of the errors it wraps (never by their text).
+
+    Name resolution, a refused or unreachable connection, a connect timeout and a failed connection
+    to a proxy all fail before a byte of the request is written; anything else (a reset, a dropped
+    connection, a read timeout) may come after the service received it. A TLS error other than a
+    refused certificate counts as possibly sent: urllib3 raises the same type for a failed handshake
+    and for a connection that broke while the answer was read.
     """
-    text = str(exc)
-    return not any(
-        marker in text for marker in ("Connection refused", "Name or service not known", "NewConnectionError")
-    )
+    import socket
+    import ssl
+
+    from urllib3.exceptions import ConnectTimeoutError, ProxyError
+
+    chain = list(exception_chain(exc))
+    if any(isinstance(e, ssl.SSLCertVerificationError) for e in chain):
+        return ConnectionFailureStage.CERTIFICATE
+    # NewConnectionError and NameResolutionError are ConnectTimeoutErrors in urllib3 2.
+    not_sent = (ConnectTimeoutError, ProxyError, socket.gaierror, ConnectionRefusedError)
+    if any(isinstance(e, not_sent) for e in chain):
+        return ConnectionFailureStage.NOT_SENT
+    return ConnectionFailureStage.POSSIBLY_SENT

@@ -136,7 +136,7 @@ def test_submit_is_not_retried_when_the_service_may_have_created_the_job():
 
 
 def test_submit_is_retried_when_the_service_refused_it():
-    refused = requests.ConnectionError("HTTPSConnectionPool: NewConnectionError: [Errno 111] Connection refused")
+    refused = requests.ConnectionError(ConnectionRefusedError(111, "Connection refused"))
     hook, transport, _ = make_hook(
         Reply(429, headers={"Retry-After": "1"}), Reply(503), refused, Reply(200, "0123456789abcdef0123456789abcdef")
     )
