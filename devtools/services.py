@@ -107,7 +107,8 @@ def airflow_connections(ports: LocalPorts | None = None) -> dict[str, str]:
         },
         "azureml_resource_manager_default": {
             "conn_type": "azureml_resource_manager",
-            "host": base,
+            # Resource Manager is https-only (bearer tokens never go over http): the TLS listener.
+            "host": f"https://{HOST}:{ports.emulator_tls}",
             "login": principal.client_id,
             "password": principal.client_secret,
             "extra": {
@@ -115,7 +116,7 @@ def airflow_connections(ports: LocalPorts | None = None) -> dict[str, str]:
                 "subscription_id": arm_training.subscription,
                 "resource_group": arm_training.resource_group,
                 "authority_host": f"https://{HOST}:{ports.emulator_tls}",
-                "authority_ca_bundle": str(emulator_cert_path(ports.emulator_data_dir)),
+                "ca_bundle": str(emulator_cert_path(ports.emulator_data_dir)),
             },
         },
     }

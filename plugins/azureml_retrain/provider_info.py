@@ -89,9 +89,12 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Token authority; default https://login.microsoftonline.com.",
                         "schema": {"type": ["string", "null"]},
                     },
-                    "authority_ca_bundle": {
-                        "label": "Authority CA bundle",
-                        "description": "Path of a CA certificate file to trust for the authority.",
+                    "ca_bundle": {
+                        "label": "CA bundle",
+                        "description": (
+                            "Path of a CA certificate file to trust for the host and the authority "
+                            "(default: the system's)."
+                        ),
                         "schema": {"type": ["string", "null"]},
                     },
                     **_TIMEOUT_FIELDS,

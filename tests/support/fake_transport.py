@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+import urllib3
 from requests.adapters import BaseAdapter
 
 
@@ -46,6 +48,10 @@ class FakeTransport(BaseAdapter):
             response.headers.setdefault("Content-Type", "application/json")
         response.url = request.url or ""
         response.request = request
+        # What azure-core's RequestsTransport reads besides the content (the Resource Manager hook).
+        response.raw = urllib3.HTTPResponse(
+            body=io.BytesIO(response._content), headers=dict(response.headers), status=step.status
+        )
         response.reason = "scripted"
         return response
 
@@ -59,4 +65,58 @@ class FakeTransport(BaseAdapter):
 def install(hook: Any, transport: FakeTransport) -> FakeTransport:
     hook.session.mount("https://", transport)
     hook.session.mount("http://", transport)
+    return transport
+
+
+class FakeCredential:
+    """An azure-identity credential that hands out one fixed token (Resource Manager hooks in unit tests)."""
+
+    token = "aad-token-value-xyz"
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        import time
+
+        from azure.core.credentials import AccessToken
+
+        return AccessToken(self.token, int(time.time()) + 3600)
+
+
+def install_arm(hook: Any, transport: FakeTransport) -> FakeTransport:
+    """Script a Resource Manager hook's azure-core pipeline: its RequestsTransport runs over a session
+    whose adapter is ``transport`` (so azure-core's own error mapping and retries still apply)."""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    session = requests.Session()
+    session.mount("https://", transport)
+    session.mount("http://", transport)
+    hook._transport = RequestsTransport(session=session, session_owner=False)
+    hook.credential = FakeCredential()
+    return transport
+
+
+class FakeAsyncCredential:
+    """The async counterpart of :class:`FakeCredential`."""
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        return FakeCredential().get_token(*scopes)
+
+    async def close(self) -> None:
+        pass
+
+    async def __aenter__(self) -> FakeAsyncCredential:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+
+def install_async_arm(hook: Any, transport: FakeTransport) -> FakeTransport:
+    """Script a Resource Manager hook's async pipeline (azure-core's asyncio transport over requests)."""
+    from azure.core.pipeline.transport import AsyncioRequestsTransport
+
+    session = requests.Session()
+    session.mount("https://", transport)
+    session.mount("http://", transport)
+    hook._async_transport = AsyncioRequestsTransport(session=session, session_owner=False)
+    hook._async_credential = FakeAsyncCredential()
     return transport

@@ -74,17 +74,25 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 def error_from_response(operation: str, resource: str, response: requests.Response) -> AzureMLServiceError:
-    """Build the error for a failed response from the service's error envelope.
-
-    Both planes answer ``{"error": {"code", "message", "details": [{"code", "message"}]}}``.
-    """
-    code: str | None = None
-    message = ""
-    detail_codes: tuple[str, ...] = ()
+    """Build the error for a failed ``requests`` response from the service's error envelope."""
     try:
         body = response.json()
     except ValueError:
         body = None
+    return error_from_body(operation, resource, response.status_code, body, text=response.text, reason=response.reason)
+
+
+def error_from_body(
+    operation: str, resource: str, status: int, body: Any, *, text: str | None, reason: str | None
+) -> AzureMLServiceError:
+    """Build the error for a failed response from its parsed body (``None`` if not JSON) and text.
+
+    Every plane answers ``{"error": {"code", "message", "details": [{"code", "message"}]}}``; the
+    OAuth2 authority ``{"error", "error_description"}``.
+    """
+    code: str | None = None
+    message = ""
+    detail_codes: tuple[str, ...] = ()
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
         code = str(error.get("code") or "") or None
@@ -101,11 +109,11 @@ def error_from_response(operation: str, resource: str, response: requests.Respon
         code = str(body.get("error") or "") or None
         message = str(body.get("error_description") or "")
     if not message:
-        message = (response.text or response.reason or "").strip()[:500] or "no error message in the response"
+        message = (text or reason or "").strip()[:500] or "no error message in the response"
     return AzureMLServiceError(
         operation,
         resource,
-        status=response.status_code,
+        status=status,
         code=code,
         message=redact(message),
         detail_codes=detail_codes,

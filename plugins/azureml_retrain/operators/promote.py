@@ -29,6 +29,7 @@ from azureml_retrain.hooks.classic_management import (
     validate_endpoint_name,
 )
 from azureml_retrain.hooks.resource_manager import (
+    ArmOperation,
     AzureMLResourceManagerHook,
     ProvisioningState,
     get_member,
@@ -586,27 +587,28 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
         if previous_uri == new_uri:
             self.log.info("Web service %s already serves %s; nothing to do", self.web_service_name, model)
             return self._finish(result, context)
-        operation_url = self._patch_asset(definition, asset_id, new_uri)
+        operation = self._patch_asset(definition, asset_id, new_uri)
         # Under the ledger's lock the wait stays in the worker, so the lock covers the whole change.
-        if operation_url and self.deferrable and not self.ledger_container:
+        if not operation.done and self.deferrable and not self.ledger_container:
             self.defer(
                 trigger=ArmOperationTrigger(
                     arm_conn_id=self.arm_conn_id,
-                    operation_url=operation_url,
+                    continuation_token=operation.continuation_token,
                     end_time=time.time() + self.operation_timeout.total_seconds(),
                     poll_interval=self.poll_interval,
+                    status_url=operation.status_url,
                 ),
                 method_name="execute_complete",
                 kwargs={"result": result},
                 timeout=self.operation_timeout + timedelta(minutes=5),
             )
-        if operation_url:
-            result["operation"] = self._check_operation(
-                self.hook.wait_for_async_operation(
-                    operation_url, poll_interval=self.poll_interval, timeout=self.operation_timeout.total_seconds()
-                )
-            )
+        result["operation"] = self._check_operation(self._wait(operation))
         return self._finish(result, context)
+
+    def _wait(self, operation: ArmOperation) -> dict[str, Any]:
+        return self.hook.wait_for_operation(
+            operation, poll_interval=self.poll_interval, timeout=self.operation_timeout.total_seconds()
+        )
 
     def execute_complete(
         self, context: Context, event: dict[str, Any] | None = None, result: dict[str, Any] | None = None
@@ -640,7 +642,7 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
             self.log.info("Web service %s: an update is in progress; waiting for it to end", self.web_service_name)
             time.sleep(self.poll_interval)
 
-    def _patch_asset(self, definition: Mapping[str, Any], asset_id: str, uri: str) -> str | None:
+    def _patch_asset(self, definition: Mapping[str, Any], asset_id: str, uri: str) -> ArmOperation:
         properties = dict(get_member(definition, "properties") or {})
         assets = {k: dict(v) if isinstance(v, Mapping) else v for k, v in get_member(properties, "assets").items()}
         location_key = next((k for k in assets[asset_id] if k.lower() == "locationinfo"), "locationInfo")
@@ -712,13 +714,7 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
         """PATCH the previous uri back, wait for the operation, and read the definition back."""
         latest = self.hook.get_web_service(self.web_service_name)
         asset_id, _ = find_trained_model_asset(latest, self.trained_model_name)
-        url = self._patch_asset(latest, asset_id, previous_uri)
-        if url:
-            self._check_operation(
-                self.hook.wait_for_async_operation(
-                    url, poll_interval=self.poll_interval, timeout=self.operation_timeout.total_seconds()
-                )
-            )
+        self._check_operation(self._wait(self._patch_asset(latest, asset_id, previous_uri)))
         _, asset = find_trained_model_asset(self.hook.get_web_service(self.web_service_name), self.trained_model_name)
         if _asset_uri(asset) != previous_uri:
             raise PromotionVerificationError(f"the service shows {_asset_uri(asset)} after the put-back")

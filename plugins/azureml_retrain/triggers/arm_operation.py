@@ -1,54 +1,55 @@
-"""Trigger that waits for a Resource Manager async operation (``Azure-AsyncOperation``) to end."""
+"""Trigger that waits for a Resource Manager long-running operation to end, on the event loop."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from azureml_retrain.exceptions import AzureMLServiceError
-from azureml_retrain.hooks.resource_manager import AzureMLResourceManagerHook, ProvisioningState, operation_state
-from azureml_retrain.triggers.bes_job import is_transient, next_poll_interval
-from azureml_retrain.triggers.blocking import run_blocking
+from azureml_retrain.exceptions import AzureMLRetrainError, AzureMLServiceError
+from azureml_retrain.hooks.resource_manager import AzureMLResourceManagerHook
 
 
 class ArmOperationTrigger(BaseTrigger):
-    """Poll an ARM async operation until Succeeded/Failed or the absolute deadline passes.
+    """Follow an ARM operation with ``AsyncARMPolling`` until it ends or the absolute deadline passes.
 
     :param arm_conn_id: ``azureml_resource_manager`` connection.
-    :param operation_url: the ``Azure-AsyncOperation`` URL returned by the PATCH.
+    :param continuation_token: azure-core's continuation token of the operation (from the PATCH or
+        PUT that started it; JSON without credentials).
     :param end_time: absolute deadline (epoch seconds), kept across triggerer restarts.
     :param poll_interval: first wait between polls (s), doubling up to ``max_poll_interval``.
+    :param status_url: where the operation is watched, for the log (no query string).
     """
 
     def __init__(
         self,
         *,
         arm_conn_id: str,
-        operation_url: str,
+        continuation_token: str,
         end_time: float,
         poll_interval: float = 5.0,
         max_poll_interval: float = 30.0,
+        status_url: str | None = None,
     ) -> None:
         super().__init__()
         self.arm_conn_id = arm_conn_id
-        self.operation_url = operation_url
+        self.continuation_token = continuation_token
         self.end_time = end_time
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
+        self.status_url = status_url
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             "azureml_retrain.triggers.arm_operation.ArmOperationTrigger",
             {
                 "arm_conn_id": self.arm_conn_id,
-                "operation_url": self.operation_url,
+                "continuation_token": self.continuation_token,
                 "end_time": self.end_time,
                 "poll_interval": self.poll_interval,
                 "max_poll_interval": self.max_poll_interval,
+                "status_url": self.status_url,
             },
         )
 
@@ -56,24 +57,22 @@ class ArmOperationTrigger(BaseTrigger):
         return AzureMLResourceManagerHook(self.arm_conn_id)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = self._hook()
-        interval = self.poll_interval
-        while True:
-            try:
-                operation = await run_blocking(hook.get_async_operation, self.operation_url)
-            except AzureMLServiceError as error:
-                if not is_transient(error):
-                    yield TriggerEvent({"status": "error", "message": str(error)})
-                    return
-                self.log.warning("operation status unavailable (%s); will poll again", error)
+        self.log.info("Waiting for the web service update %s", self.status_url or "")
+        try:
+            operation = await self._hook().await_operation(
+                self.continuation_token,
+                end_time=self.end_time,
+                poll_interval=self.poll_interval,
+                max_poll_interval=self.max_poll_interval,
+            )
+        except AzureMLServiceError as error:
+            if error.code == "Timeout":
+                message = f"the update did not finish before the deadline ({error.message})"
+                yield TriggerEvent({"status": "timeout", "message": message})
             else:
-                state = operation_state(operation)
-                if state in ProvisioningState.TERMINAL:
-                    yield TriggerEvent({"status": "terminal", "operation": operation})
-                    return
-            remaining = self.end_time - time.time()
-            if remaining <= 0:
-                yield TriggerEvent({"status": "timeout", "message": "the update did not finish before the deadline"})
-                return
-            await asyncio.sleep(min(interval, remaining))
-            interval = next_poll_interval(interval, self.max_poll_interval)
+                yield TriggerEvent({"status": "error", "message": str(error)})
+            return
+        except AzureMLRetrainError as error:
+            yield TriggerEvent({"status": "error", "message": str(error)})
+            return
+        yield TriggerEvent({"status": "terminal", "operation": operation})

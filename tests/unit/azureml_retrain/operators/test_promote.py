@@ -14,7 +14,7 @@ from azureml_retrain.operators.promote import (
 from azureml_retrain.storage import StorageAccount
 from azureml_retrain.triggers.arm_operation import ArmOperationTrigger
 from support.airflow_context import make_context
-from support.fake_transport import FakeTransport, Reply
+from support.fake_transport import FakeTransport, Reply, install_arm
 
 MGMT = "https://management.azureml.net"
 RESOURCE = "Customer Churn [trained model]"
@@ -168,20 +168,11 @@ def test_find_trained_model_asset_ignores_member_casing():
         find_trained_model_asset(DEFINITION, "Other [trained model]")
 
 
-class FakeCredential:
-    def get_token(self, *scopes):
-        from types import SimpleNamespace
-
-        return SimpleNamespace(token="aad-token-value-xyz")
-
-
 def arm_operator(*script, **kwargs):
     op = UpdateWebServiceDefinitionOperator(
         task_id="update", web_service_name="energy-predictive", model=MODEL, **kwargs
     )
-    op.hook.credential = FakeCredential()
-    transport = FakeTransport(*script)
-    op.hook.session.mount("https://", transport)
+    transport = install_arm(op.hook, FakeTransport(*script))
     return op, transport
 
 
@@ -199,7 +190,10 @@ def test_update_patches_the_asset_uri_and_defers_on_the_operation():
     uri = body["properties"]["Assets"]["asset2"]["LocationInfo"]["Uri"]
     assert uri.endswith("/devstoreaccount1/models/run7/model.ilearner") and "sig=" not in uri
     assert transport.requests[0].headers["Authorization"] == "Bearer aad-token-value-xyz"
-    assert isinstance(deferred.value.trigger, ArmOperationTrigger)
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, ArmOperationTrigger)
+    assert trigger.status_url == "https://management.azure.com/op/1"
+    assert "aad-token-value-xyz" not in json.dumps(trigger.serialize())  # the token carries no credential
     assert deferred.value.kwargs["result"]["previous_uri"].endswith("models/old.ilearner")
 
 
