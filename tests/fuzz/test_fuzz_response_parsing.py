@@ -32,7 +32,7 @@ from azureml_retrain.operators.promote import (
     _asset_uri,
     find_trained_model_asset,
 )
-from support.fake_transport import FakeTransport, Reply, install
+from support.fake_transport import FakeTransport, Reply, install, install_arm
 from support.fuzzing import FUZZ_SETTINGS, JSON_VALUES, SHORT_TEXT, json_bytes
 
 EXAMPLES = 150
@@ -244,8 +244,7 @@ def arm_hook_factory() -> Callable[[Reply], AzureMLResourceManagerHook]:
             retry_policy=ONE_ATTEMPT,
             sleep=_no_sleep,
         )
-        hook.auth_headers = lambda: {"Authorization": "Bearer t"}  # type: ignore[method-assign]
-        install(hook, FakeTransport(reply))
+        install_arm(hook, FakeTransport(reply))
         return hook
 
     return make
@@ -262,7 +261,7 @@ def test_resource_manager_hook(
     hook = arm_hook_factory(reply)
     call = {
         "get_web_service": lambda: hook.get_web_service("svc"),
-        "get_async_operation": lambda: hook.get_async_operation("https://arm/op"),
+        "get_async_operation": lambda: hook.get_async_operation("https://arm/op?api-version=2017-01-01"),
         "list_keys": lambda: hook.list_keys("svc"),
         "patch_web_service": lambda: hook.patch_web_service("svc", {"properties": {}}),
     }[method]

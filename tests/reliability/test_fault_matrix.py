@@ -204,9 +204,15 @@ class Env:
 
     def refuse_connections(self, conn_id: str) -> FaultProxy:
         """Route ``conn_id`` through a proxy that accepts no connection for a while (connect timeouts)."""
-        proxy = self._proxy(urlsplit(self.emulator.url).port or 0)
         conn = json.loads(os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"])
-        host = str(conn["host"]).replace(self.emulator.url, proxy.url)
+        if str(conn["host"]).startswith(self.emulator.tls_url):  # Resource Manager: https only
+            cert = Path(self.emulator.cert_path)
+            proxy = FaultProxy(urlsplit(self.emulator.tls_url).port or 0, tls=(cert, cert.with_name("key.pem")))
+            self._proxies.append(proxy)
+            host = str(conn["host"]).replace(self.emulator.tls_url, proxy.url)
+        else:
+            proxy = self._proxy(urlsplit(self.emulator.url).port or 0)
+            host = str(conn["host"]).replace(self.emulator.url, proxy.url)
         self.azureml_connection(conn_id, host=host, **CONNECT_RETRIES)
         proxy.refuse_connections_for(REFUSED_FOR)
         return proxy
@@ -978,7 +984,7 @@ def applied_changes(env: Env, promotion: Promotion) -> int:
     hook = AzureMLResourceManagerHook(ARM_CONN)
     operations = {r["path"] for r in requests_log(env.emulator, "arm.asyncop.get")}
     assert len(operations) == accepted, "an accepted PATCH whose operation was never watched"
-    urls = [f"{env.emulator.url}{path}?api-version=2017-01-01" for path in operations]
+    urls = [f"{env.emulator.tls_url}{path}?api-version=2017-01-01" for path in operations]
     states = [operation_state(hook.get_async_operation(url)) for url in urls]
     return states.count("Succeeded")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import http.client
 import re
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -48,10 +49,16 @@ class ProxiedRequest:
 
 
 class FaultProxy:
-    """An HTTP/1.1 forwarding proxy to ``127.0.0.1:upstream_port`` with injectable faults."""
+    """An HTTP/1.1 forwarding proxy to ``127.0.0.1:upstream_port`` with injectable faults.
 
-    def __init__(self, upstream_port: int) -> None:
+    With ``tls`` (a certificate and its key, e.g. the emulator's) it speaks https on both sides: it
+    serves that certificate to clients and talks TLS to the upstream (trusting the same certificate),
+    so a service that names URLs after the request's scheme and host names the proxy's https URLs.
+    """
+
+    def __init__(self, upstream_port: int, tls: tuple[Path, Path] | None = None) -> None:
         self.upstream_port = upstream_port
+        self.tls = tls
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind((HOST, 0))
@@ -71,7 +78,7 @@ class FaultProxy:
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{HOST}:{self.port}"
 
     def close(self) -> None:
         self._stop.set()
@@ -150,7 +157,21 @@ class FaultProxy:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
-        upstream = http.client.HTTPConnection(HOST, self.upstream_port, timeout=60)
+        upstream: http.client.HTTPConnection
+        if self.tls is None:
+            upstream = http.client.HTTPConnection(HOST, self.upstream_port, timeout=60)
+        else:
+            cert, key = self.tls
+            server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            server_side.load_cert_chain(cert, key)
+            try:
+                client = server_side.wrap_socket(client, server_side=True)
+            except (OSError, ssl.SSLError):
+                client.close()
+                return
+            upstream = http.client.HTTPSConnection(
+                HOST, self.upstream_port, timeout=60, context=ssl.create_default_context(cafile=str(cert))
+            )
         reader = client.makefile("rb")
         try:
             while not self._stop.is_set():

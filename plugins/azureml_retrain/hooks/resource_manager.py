@@ -234,8 +234,13 @@ class AzureMLResourceManagerHook(AzureMLBaseHook):
         )
 
         retry = self.retry_policy
+        retries = max(0, retry.max_attempts - 1)
+        # max_attempts bounds every kind of failure (azure-core also counts connect, read and status ones).
         retry_settings = {
-            "retry_total": max(0, retry.max_attempts - 1),
+            "retry_total": retries,
+            "retry_connect": retries,
+            "retry_read": retries,
+            "retry_status": retries,
             "retry_backoff_factor": retry.base_delay,
             "retry_backoff_max": retry.max_delay,
         }
