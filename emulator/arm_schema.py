@@ -117,6 +117,18 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+def without_nulls(value: Any) -> Any:
+    """``value`` without ``null`` object members, at any depth (list items are kept).
+
+    The spec types its optional members as string or object, so an absent one is omitted, never
+    ``null`` (generated clients reject ``null`` where they expect a string)."""
+    if isinstance(value, dict):
+        return {key: without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [without_nulls(item) for item in value]
+    return value
+
+
 def experiment_key(properties: dict[str, Any]) -> str | None:
     """The catalogue experiment a graph runs (from its experiment asset)."""
     for asset in (properties.get("assets") or {}).values():

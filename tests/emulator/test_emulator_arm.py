@@ -141,7 +141,7 @@ def test_list_keys_and_lists(emulator, arm):
     assert keys == {"primary": predictive["primary_key"], "secondary": predictive["secondary_key"]}
     group = arm("GET", service_url(emulator, "predictive").rsplit("/", 1)[0] + "?" + API).json()
     assert sorted(s["name"] for s in group["value"]) == ["energy-predictive", "energy-training"]
-    assert group["nextLink"] is None
+    assert "nextLink" not in group  # one page; the spec's nextLink is a string, never null
     subscription = predictive["subscription"]
     listed = arm(
         "GET", f"{emulator.url}/subscriptions/{subscription}/providers/Microsoft.MachineLearning/webServices?{API}"
@@ -168,9 +168,15 @@ def test_put_creates_then_updates_and_delete(emulator, arm):
     updated = arm("PUT", url, json=body)
     assert updated.status_code == 200
     wait_operation(arm, updated.headers["Azure-AsyncOperation"])
-    assert arm("DELETE", url).status_code == 200
+    deleted = arm("DELETE", url)
+    assert deleted.status_code == 202
+    assert wait_operation(arm, deleted.headers["Azure-AsyncOperation"])["status"] == "Succeeded"
+    assert arm("GET", deleted.headers["Location"]).status_code == 204
     assert arm("GET", url).status_code == 404
-    assert arm("DELETE", url).status_code == 204
+    # The spec: "a 202 status is returned even if the service did not exist".
+    again = arm("DELETE", url)
+    assert again.status_code == 202
+    assert wait_operation(arm, again.headers["Azure-AsyncOperation"])["status"] == "Succeeded"
 
 
 def test_put_needs_a_known_experiment(emulator, arm):
