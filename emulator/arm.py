@@ -106,15 +106,18 @@ class ArmService:
         properties.update(computed)
         if service.storage_account_name and not sparse:
             properties["storageAccount"] = {"name": service.storage_account_name}
-        document: dict[str, Any] = without_nulls(
-            {
-                "id": service.resource_id,
-                "name": service.name,
-                "type": RESOURCE_TYPE,
-                "location": service.location,
-                "tags": service.tags,
-                "properties": properties,
-            }
+        # canonical: enum casing also for definitions stored before it was enforced (a --data-dir).
+        document: dict[str, Any] = canonical(
+            without_nulls(
+                {
+                    "id": service.resource_id,
+                    "name": service.name,
+                    "type": RESOURCE_TYPE,
+                    "location": service.location,
+                    "tags": service.tags,
+                    "properties": properties,
+                }
+            )
         )
         return document
 
@@ -193,6 +196,9 @@ class ArmService:
                 created_on=existing.created_on if existing else now,
                 modified_on=now,
                 model_id=existing.model_id if existing else None,
+                # GET never shows the storage key, so a definition PUT back keeps the stored one.
+                storage_account_name=existing.storage_account_name if existing else None,
+                storage_account_key=existing.storage_account_key if existing else None,
             )
             self._apply_properties(service, properties, existing)
             operation = self._begin(service, existing)
@@ -333,11 +339,22 @@ class ArmService:
             service.secondary_key = str(keys.get("secondary") or service.secondary_key)
         account = properties.pop("storageAccount", None)
         if isinstance(account, dict):
-            service.storage_account_name = account.get("name") or service.storage_account_name
-            service.storage_account_key = account.get("key") or service.storage_account_key
+            self._set_storage_account(service, account.get("name"), account.get("key"))
         service.experiment = key
         service.kind = WebServiceKind.PREDICTIVE if trained_model_asset(properties) else WebServiceKind.TRAINING
         service.properties = properties
+
+    def _set_storage_account(self, service: ArmWebService, name: Any, key: Any) -> None:
+        """Name and key of the account the graph's blobs are read with. GET shows only the name, so
+        a definition sent back without a key keeps the key the service has for that account, or
+        one the emulator knows (a seeded account such as Azurite's)."""
+        name = str(name) if name else service.storage_account_name
+        if not name:
+            return
+        same_account = name.lower() == (service.storage_account_name or "").lower()
+        kept = service.storage_account_key if same_account else None
+        service.storage_account_name = name
+        service.storage_account_key = str(key) if key else kept or self.backend.known_account_key(name)
 
     def _begin(self, service: ArmWebService, previous: ArmWebService | None) -> AsyncOperation:
         """Store ``service`` as Provisioning and start the operation that finishes it."""

@@ -263,12 +263,13 @@ class Backend:
 
     def known_account_key(self, account_name: str) -> str | None:
         """A storage key the emulator knows (seed storage accounts and ARM services' accounts)."""
+        name = account_name.lower()  # account names are lowercase; compare as Azure does
         for account in self.seed.storage_accounts:
-            if account.name == account_name:
+            if account.name.lower() == name:
                 return account.key
         with self.lock:
             for service in self.state.arm_services.values():
-                if service.storage_account_name == account_name and service.storage_account_key:
+                if (service.storage_account_name or "").lower() == name and service.storage_account_key:
                     return service.storage_account_key
         return None
 
