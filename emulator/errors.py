@@ -3,7 +3,7 @@
 Data-plane and classic management errors use the Studio envelope
 ``{"error": {"code": <class>, "message": ..., "details": [{"code": <specific>, "message": ...}]}}``
 with the class/status pairs of the official web-service error list. ARM errors use the ARM envelope
-``{"error": {"code", "message", "target", "details"}}`` and the token authority answers like AAD
+``{"error": {"code", "message", "target" (when there is one), "details"}}`` and the token authority answers like AAD
 (``{"error": ..., "error_description": ...}``). Handlers raise only through the functions here; an
 unknown path or method answers in the envelope of the plane its path belongs to.
 """
