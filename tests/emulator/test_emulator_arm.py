@@ -203,6 +203,9 @@ def test_patch_with_a_bad_model_fails_and_keeps_the_old_one(emulator, arm, uploa
     assert operation["status"] == "Failed"
     assert operation["errorInfo"]["code"] == "IncompatibleModel"
     assert operation["errorInfo"]["target"] == f"properties.assets.{asset_id}.locationInfo.uri"
+    assert operation["error"] == {"code": "IncompatibleModel", "message": operation["errorInfo"]["message"]}
+    result = arm("GET", patched.headers["Azure-AsyncOperation"].replace("/operationsStatus/", "/operationResults/"))
+    assert (result.status_code, result.json()["error"]["code"]) == (400, "IncompatibleModel")
     after = arm("GET", url).json()
     assert after["properties"]["provisioningState"] == "Failed"
     assert after["properties"]["assets"][asset_id]["locationInfo"]["uri"] == old_uri
@@ -221,6 +224,14 @@ def test_operation_is_provisioning_until_done(emulator, arm):
     assert (busy.status_code, busy.json()["error"]["code"]) == (409, "Conflict")
     assert wait_operation(arm, patched.headers["Azure-AsyncOperation"])["status"] == "Succeeded"
     assert arm("GET", url).json()["tags"] == {"team": "ml"}
+    # A delete's operation runs as long too; its Location answers 202 until it ends, then 204.
+    deleted = arm("DELETE", url)
+    assert deleted.status_code == 202
+    assert arm("GET", url).status_code == 404  # gone at once
+    result = arm("GET", deleted.headers["Location"])
+    assert (result.status_code, result.headers["Location"]) == (202, deleted.headers["Location"])
+    assert wait_operation(arm, deleted.headers["Azure-AsyncOperation"])["status"] == "Succeeded"
+    assert arm("GET", deleted.headers["Location"]).status_code == 204
 
 
 def test_unknown_resource(emulator, arm):
