@@ -128,13 +128,15 @@ class ArmService:
             f"/locations/{operation.location}/{collection}/{operation.id}"
         )
 
+    def _operation_url(self, operation: AsyncOperation, base: str, collection: str = "operationsStatus") -> str:
+        return f"{base}{self._operation_path(operation, collection)}?api-version={API_VERSIONS[0]}"
+
     def _operation_urls(self, operation: AsyncOperation, base: str) -> dict[str, str]:
         """The headers that hand out an operation: its status (``Azure-AsyncOperation``) and, for a
-        202, its result (``Location``: 202 while it runs, then the outcome)."""
-        query = f"?api-version={API_VERSIONS[0]}"
-        headers = {"Azure-AsyncOperation": f"{base}{self._operation_path(operation)}{query}"}
+        DELETE's 202, its result (``Location``: 202 while it runs, then the outcome)."""
+        headers = {"Azure-AsyncOperation": self._operation_url(operation, base)}
         if operation.kind == "delete":
-            headers["Location"] = f"{base}{self._operation_path(operation, 'operationResults')}{query}"
+            headers["Location"] = self._operation_url(operation, base, "operationResults")
         return headers
 
     # --- operations ----------------------------------------------------------------------------
@@ -285,7 +287,7 @@ class ArmService:
         with self.backend.lock:
             operation = self._operation(subscription, operation_id)
             if operation.status == "Provisioning":
-                return 202, None, {"Location": self._operation_urls(operation, base).get("Location", "")}
+                return 202, None, {"Location": self._operation_url(operation, base, "operationResults")}
             if operation.status == "Failed":
                 error = operation.error_info or {}
                 code = str(error.get("code", "InternalError"))
