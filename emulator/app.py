@@ -21,7 +21,7 @@ from emulator.authority import Authority
 from emulator.backend import Backend, stored_model_uri
 from emulator.batch import BatchService
 from emulator.control import Control, FaultAction
-from emulator.errors import EmulatorError, aad_error, api_error, arm_error
+from emulator.errors import EmulatorError, aad_error, api_error, arm_error, is_arm_path
 from emulator.management import ManagementService
 from emulator.routes import admin, arm, authority, data_plane, management
 from emulator.scoring import ScoringService
@@ -271,6 +271,15 @@ def _route_name(routes: list[BaseRoute], scope: Scope) -> str | None:
     return None
 
 
+def _allowed_methods(routes: list[BaseRoute], scope: Scope) -> list[str]:
+    methods: set[str] = set()
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is Match.PARTIAL:  # the path matches, the method does not
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def _injected_error(route: str | None, action: FaultAction) -> EmulatorError:
     status = action.status
     headers = {"Retry-After": str(action.retry_after_seconds)} if action.retry_after_seconds is not None else None
@@ -357,10 +366,18 @@ def create_app(emulator: Emulator) -> ASGIApp:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 405:
-            error = api_error("MethodNotAllowed", f"{request.method} is not supported on {request.url.path}.")
+        path = request.url.path
+        not_allowed = exc.status_code == 405
+        if is_arm_path(path) and not_allowed:
+            error = arm_error(405, "MethodNotAllowed", f"The {request.method} method is not allowed on {path}.")
+        elif is_arm_path(path):
+            error = arm_error(404, "NotFound", f"No resource at {path}.")
+        elif not_allowed:
+            error = api_error("MethodNotAllowed", f"{request.method} is not supported on {path}.")
         else:
-            error = api_error("ResourceNotFound", f"No resource at {request.url.path}.")
+            error = api_error("ResourceNotFound", f"No resource at {path}.")
+        if not_allowed:  # every method the path has a route for (Starlette's Allow names one route's)
+            error.headers["Allow"] = ", ".join(_allowed_methods(app.router.routes, request.scope))
         return JSONResponse(error.body, status_code=error.status, headers=error.headers)
 
     return EmulatorMiddleware(app, emulator.control, app.router.routes)

@@ -5,7 +5,11 @@ PUT and PATCH are long-running: they answer at once with ``provisioningState: Pr
 with the service's storage account key, or from the emulator's own model store for ``aml://``
 URIs). On success the service scores with the new model; on failure the previous definition and
 model are restored, the service shows ``provisioningState: Failed`` and the operation's
-``errorInfo`` says why.
+``errorInfo`` says why. DELETE removes the service at once and answers 202 with an operation
+that ends ``Succeeded`` (also for a service that did not exist, as the spec says).
+
+Every URL an answer hands out (``Azure-AsyncOperation``, ``Location``, ``swaggerLocation``) starts with
+the ``base`` the route passes in: the scheme, host and port the request itself reached.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from emulator import learning
-from emulator.arm_schema import canonical, experiment_key, merge_patch, trained_model_asset
+from emulator.arm_schema import canonical, experiment_key, merge_patch, trained_model_asset, without_nulls
 from emulator.backend import new_key, stored_model_id
 from emulator.catalog import WebServiceKind
 from emulator.errors import arm_error, arm_not_found
@@ -34,6 +38,9 @@ API_VERSIONS = ("2017-01-01", "2016-05-01-preview")
 RESOURCE_TYPE = "Microsoft.MachineLearning/webServices"
 # Members the service computes; ignored when a client sends them back.
 _READ_ONLY = ("createdOn", "modifiedOn", "provisioningState", "swaggerLocation")
+PROVIDER_PATH = "/providers/Microsoft.MachineLearning"
+# Where an operation on a service that does not exist (DELETE) is tracked: Studio's main region.
+_DEFAULT_OPERATION_LOCATION = "southcentralus"
 
 
 class ArmService:
@@ -79,17 +86,17 @@ class ArmService:
 
     # --- representations -----------------------------------------------------------------------
 
-    def _swagger_location(self, service: ArmWebService) -> str:
-        base = self.backend.urls.public
+    @staticmethod
+    def _swagger_location(service: ArmWebService, base: str) -> str:
         return f"{base}/subscriptions/{service.subscription}/services/{service.data_plane_id}/swagger.json"
 
-    def to_json(self, service: ArmWebService, *, sparse: bool = False) -> dict[str, Any]:
+    def to_json(self, service: ArmWebService, base: str, *, sparse: bool = False) -> dict[str, Any]:
         """The resource as GET shows it: keys and the storage key are write-only, never returned."""
         computed = {
             "createdOn": iso(service.created_on),
             "modifiedOn": iso(service.modified_on),
             "provisioningState": service.provisioning_state,
-            "swaggerLocation": self._swagger_location(service),
+            "swaggerLocation": self._swagger_location(service, base),
         }
         if sparse:
             keep = ("title", "description", "packageType", "readOnly")
@@ -99,44 +106,66 @@ class ArmService:
         properties.update(computed)
         if service.storage_account_name and not sparse:
             properties["storageAccount"] = {"name": service.storage_account_name}
-        return {
-            "id": service.resource_id,
-            "name": service.name,
-            "type": RESOURCE_TYPE,
-            "location": service.location,
-            "tags": service.tags,
-            "properties": properties,
-        }
-
-    def _operation_url(self, operation: AsyncOperation) -> str:
-        return (
-            f"{self.backend.urls.public}/subscriptions/{operation.subscription}/providers/Microsoft.MachineLearning"
-            f"/locations/{operation.location}/operationsStatus/{operation.id}?api-version={API_VERSIONS[0]}"
+        # canonical: enum casing also for definitions stored before it was enforced (a --data-dir).
+        document: dict[str, Any] = canonical(
+            without_nulls(
+                {
+                    "id": service.resource_id,
+                    "name": service.name,
+                    "type": RESOURCE_TYPE,
+                    "location": service.location,
+                    "tags": service.tags,
+                    "properties": properties,
+                }
+            )
         )
+        return document
+
+    @staticmethod
+    def _operation_path(operation: AsyncOperation, collection: str = "operationsStatus") -> str:
+        return (
+            f"/subscriptions/{operation.subscription}{PROVIDER_PATH}"
+            f"/locations/{operation.location}/{collection}/{operation.id}"
+        )
+
+    def _operation_url(self, operation: AsyncOperation, base: str, collection: str = "operationsStatus") -> str:
+        return f"{base}{self._operation_path(operation, collection)}?api-version={API_VERSIONS[0]}"
+
+    def _operation_urls(self, operation: AsyncOperation, base: str) -> dict[str, str]:
+        """The headers that hand out an operation: its status (``Azure-AsyncOperation``) and, for a
+        DELETE's 202, its result (``Location``: 202 while it runs, then the outcome)."""
+        headers = {"Azure-AsyncOperation": self._operation_url(operation, base)}
+        if operation.kind == "delete":
+            headers["Location"] = self._operation_url(operation, base, "operationResults")
+        return headers
 
     # --- operations ----------------------------------------------------------------------------
 
-    def get(self, subscription: str, resource_group: str, name: str) -> dict[str, Any]:
+    def get(self, subscription: str, resource_group: str, name: str, base: str) -> dict[str, Any]:
         with self.backend.lock:
-            return self.to_json(self._service(subscription, resource_group, name))
+            return self.to_json(self._service(subscription, resource_group, name), base)
 
-    def list(self, subscription: str, resource_group: str | None) -> dict[str, Any]:
+    def list(self, subscription: str, resource_group: str | None, base: str) -> dict[str, Any]:
+        """Every service in scope on one page: no ``nextLink`` (the spec's member is a string, so a
+        last page omits it rather than sending null)."""
         with self.backend.lock:
             self._check_scope(subscription, resource_group)
             services = [
-                self.to_json(s, sparse=True)
+                self.to_json(s, base, sparse=True)
                 for s in self.backend.state.arm_services.values()
                 if s.subscription.lower() == subscription.lower()
                 and (resource_group is None or s.resource_group.lower() == resource_group.lower())
             ]
-        return {"value": services, "nextLink": None}
+        return {"value": services}
 
     def list_keys(self, subscription: str, resource_group: str, name: str) -> dict[str, str]:
         with self.backend.lock:
             service = self._service(subscription, resource_group, name)
             return {"primary": service.primary_key, "secondary": service.secondary_key}
 
-    def put(self, subscription: str, resource_group: str, name: str, body: Any) -> tuple[int, dict[str, Any], str]:
+    def put(
+        self, subscription: str, resource_group: str, name: str, body: Any, base: str
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         document = self._document(body)
         properties = document.get("properties")
         if not isinstance(properties, dict):
@@ -169,12 +198,17 @@ class ArmService:
                 created_on=existing.created_on if existing else now,
                 modified_on=now,
                 model_id=existing.model_id if existing else None,
+                # GET never shows the storage key, so a definition PUT back keeps the stored one.
+                storage_account_name=existing.storage_account_name if existing else None,
+                storage_account_key=existing.storage_account_key if existing else None,
             )
             self._apply_properties(service, properties, existing)
             operation = self._begin(service, existing)
-            return (200 if existing else 201), self.to_json(service), self._operation_url(operation)
+            return (200 if existing else 201), self.to_json(service, base), self._operation_urls(operation, base)
 
-    def patch(self, subscription: str, resource_group: str, name: str, body: Any) -> tuple[dict[str, Any], str]:
+    def patch(
+        self, subscription: str, resource_group: str, name: str, body: Any, base: str
+    ) -> tuple[dict[str, Any], dict[str, str]]:
         document = self._document(body)
         with self.backend.lock:
             existing = self._service(subscription, resource_group, name)
@@ -192,31 +226,78 @@ class ArmService:
             self._apply_properties(service, merge_patch(current, patch), existing)
             service.modified_on = utc_now()
             operation = self._begin(service, existing)
-            return self.to_json(service), self._operation_url(operation)
+            return self.to_json(service, base), self._operation_urls(operation, base)
 
-    def delete(self, subscription: str, resource_group: str, name: str) -> int:
+    def delete(self, subscription: str, resource_group: str, name: str, base: str) -> dict[str, str]:
+        """Remove the service now; the 202's operation ends ``Succeeded`` (also when there was none)."""
         with self.backend.lock:
             self._check_scope(subscription, resource_group)
-            removed = self.backend.state.arm_services.pop(arm_key(subscription, resource_group, name), None)
+            key = arm_key(subscription, resource_group, name)
+            existing = self.backend.state.arm_services.get(key)
+            self._check_busy(existing)
+            self.backend.state.arm_services.pop(key, None)
+            location = existing.location if existing else _DEFAULT_OPERATION_LOCATION
+            operation = AsyncOperation(
+                id=uuid.uuid4().hex,
+                kind="delete",
+                subscription=existing.subscription if existing else subscription,
+                location=location.replace(" ", "").lower(),
+                service_key=key,
+                start_time=utc_now(),
+            )
+            self.backend.state.operations[operation.id] = operation
             self.backend.save()
-        return 200 if removed is not None else 204
+        self._executor.submit(self._finish_delete, operation.id)
+        return self._operation_urls(operation, base)
+
+    def _operation(self, subscription: str, operation_id: str) -> AsyncOperation:
+        operation = self.backend.state.operations.get(operation_id)
+        if operation is None or operation.subscription.lower() != subscription.lower():
+            raise arm_error(404, "OperationNotFound", f"The operation '{operation_id}' was not found.")
+        return operation
 
     def operation(self, subscription: str, operation_id: str) -> dict[str, Any]:
+        """The ``Azure-AsyncOperation`` status document."""
         with self.backend.lock:
-            operation = self.backend.state.operations.get(operation_id)
-            if operation is None or operation.subscription.lower() != subscription.lower():
-                raise arm_error(404, "OperationNotFound", f"The operation '{operation_id}' was not found.")
-            return {
-                "id": self._operation_url(operation).split("?")[0].removeprefix(self.backend.urls.public),
-                "name": operation.id,
-                # The ML spec names the member provisioningState; generic ARM pollers read status.
-                "status": operation.status,
-                "provisioningState": operation.status,
-                "startTime": iso(operation.start_time),
-                "endTime": iso(operation.end_time),
-                "percentComplete": 1.0 if operation.end_time else 0.0,
-                "errorInfo": operation.error_info,
-            }
+            operation = self._operation(subscription, operation_id)
+            error = operation.error_info
+            status: dict[str, Any] = without_nulls(
+                {
+                    "id": self._operation_path(operation),
+                    "name": operation.id,
+                    # The ML spec names the member provisioningState; generic ARM pollers read status.
+                    "status": operation.status,
+                    "provisioningState": operation.status,
+                    "startTime": iso(operation.start_time),
+                    "endTime": iso(operation.end_time),
+                    "percentComplete": 100.0 if operation.end_time else 0.0,
+                    "errorInfo": error,
+                    # Likewise: the spec's errorInfo, and the generic ARM error that azure-core's
+                    # poller puts in the exception it raises for a Failed operation.
+                    "error": {"code": error["code"], "message": error["message"]} if error else None,
+                }
+            )
+            return status
+
+    def operation_result(
+        self, subscription: str, operation_id: str, base: str
+    ) -> tuple[int, dict[str, Any] | None, dict[str, str]]:
+        """The ``Location`` answer: 202 while the operation runs, then 204 (deleted) or 200 with the
+        resource, or the operation's error in the ARM envelope."""
+        with self.backend.lock:
+            operation = self._operation(subscription, operation_id)
+            if operation.status == "Provisioning":
+                return 202, None, {"Location": self._operation_url(operation, base, "operationResults")}
+            if operation.status == "Failed":
+                error = operation.error_info or {}
+                code = str(error.get("code", "InternalError"))
+                raise arm_error(
+                    500 if code == "InternalError" else 400, code, str(error.get("message", "")), error.get("target")
+                )
+            service = self.backend.state.arm_services.get(operation.service_key)
+            if operation.kind == "delete" or service is None:
+                return 204, None, {}
+            return 200, self.to_json(service, base), {}
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -260,17 +341,29 @@ class ArmService:
             service.secondary_key = str(keys.get("secondary") or service.secondary_key)
         account = properties.pop("storageAccount", None)
         if isinstance(account, dict):
-            service.storage_account_name = account.get("name") or service.storage_account_name
-            service.storage_account_key = account.get("key") or service.storage_account_key
+            self._set_storage_account(service, account.get("name"), account.get("key"))
         service.experiment = key
         service.kind = WebServiceKind.PREDICTIVE if trained_model_asset(properties) else WebServiceKind.TRAINING
         service.properties = properties
+
+    def _set_storage_account(self, service: ArmWebService, name: Any, key: Any) -> None:
+        """Name and key of the account the graph's blobs are read with. GET shows only the name, so
+        a definition sent back without a key keeps the key the service has for that account, or
+        one the emulator knows (a seeded account such as Azurite's)."""
+        name = str(name) if name else service.storage_account_name
+        if not name:
+            return
+        same_account = name.lower() == (service.storage_account_name or "").lower()
+        kept = service.storage_account_key if same_account else None
+        service.storage_account_name = name
+        service.storage_account_key = str(key) if key else kept or self.backend.known_account_key(name)
 
     def _begin(self, service: ArmWebService, previous: ArmWebService | None) -> AsyncOperation:
         """Store ``service`` as Provisioning and start the operation that finishes it."""
         service.provisioning_state = "Provisioning"
         operation = AsyncOperation(
             id=uuid.uuid4().hex,
+            kind="provision",
             subscription=service.subscription,
             location=service.location.replace(" ", "").lower(),
             service_key=arm_key(service.subscription, service.resource_group, service.name),
@@ -283,14 +376,26 @@ class ArmService:
         self._executor.submit(self._provision, operation.id)
         return operation
 
+    def _finish_delete(self, operation_id: str) -> None:
+        # The service is gone already; the operation still takes the knob's minimum to end.
+        if self._stopping.wait(self.backend.control.knobs.operation_min_duration_seconds):
+            return
+        with self.backend.lock:
+            operation = self.backend.state.operations.get(operation_id)
+            if operation is None:  # the emulator was reset meanwhile
+                return
+            operation.status = "Succeeded"
+            operation.end_time = utc_now()
+            self.backend.save()
+
     def _provision(self, operation_id: str) -> None:
         backend = self.backend
         if self._stopping.wait(backend.control.knobs.operation_min_duration_seconds):
             return
         with backend.lock:
-            operation = backend.state.operations[operation_id]
-            service = backend.state.arm_services.get(operation.service_key)
-            if service is None:
+            operation = backend.state.operations.get(operation_id)
+            service = backend.state.arm_services.get(operation.service_key) if operation else None
+            if service is None:  # the emulator was reset meanwhile
                 return
             snapshot = service.model_copy(deep=True)
         error: dict[str, Any] | None = None
@@ -305,9 +410,9 @@ class ArmService:
             log.exception("ARM operation %s failed unexpectedly", operation_id)
             error = {"code": "InternalError", "message": "Internal error while provisioning the web service."}
         with backend.lock:
-            operation = backend.state.operations[operation_id]
-            current = backend.state.arm_services.get(operation.service_key)
-            if current is None:  # deleted meanwhile
+            operation = backend.state.operations.get(operation_id)
+            current = backend.state.arm_services.get(operation.service_key) if operation else None
+            if operation is None or current is None:  # the emulator was reset meanwhile
                 return
             operation.end_time = utc_now()
             if error is None:
@@ -319,7 +424,7 @@ class ArmService:
                 found = trained_model_asset(snapshot.properties)
                 if found is not None:
                     target = f"properties.assets.{found[0]}.locationInfo.uri"
-                operation.error_info = {**error, "target": target, "details": []}
+                operation.error_info = without_nulls({**error, "target": target, "details": []})
                 operation.status = "Failed"
                 restored = operation.previous.model_copy(deep=True) if operation.previous else current
                 restored.provisioning_state = "Failed"

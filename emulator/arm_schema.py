@@ -35,20 +35,69 @@ class _List:
     item: Any
 
 
+@dataclass(frozen=True)
+class _Enum:
+    """A string enum of the spec: read case-insensitively, stored and shown in the spec's casing."""
+
+    values: tuple[str, ...]
+
+    def spelled(self, value: str) -> str:
+        return next((known for known in self.values if known.lower() == value.lower()), value)
+
+
 def _obj(*names: str, **nested: Any) -> _Object:
     return _Object({**dict.fromkeys(names), **nested})
 
 
+# Enums of the 2017-01-01 spec (x-ms-enum modelAsString: other values pass through unchanged).
+COLUMN_TYPES = _Enum(("Boolean", "Integer", "Number", "String"))
+COLUMN_FORMATS = _Enum(
+    (
+        "Byte",
+        "Char",
+        "Complex64",
+        "Complex128",
+        "Date-time",
+        "Date-timeOffset",
+        "Double",
+        "Duration",
+        "Float",
+        "Int8",
+        "Int16",
+        "Int32",
+        "Int64",
+        "Uint8",
+        "Uint16",
+        "Uint32",
+        "Uint64",
+    )
+)
+_PARAMETER_TYPES = _Enum(
+    (
+        "String",
+        "Int",
+        "Float",
+        "Enumerated",
+        "Script",
+        "Mode",
+        "Credential",
+        "Boolean",
+        "Double",
+        "ColumnPicker",
+        "ParameterRange",
+        "DataGatewayName",
+    )
+)
 _BLOB = _obj("uri", "credentials")
 _PARAMETER = _obj("value", "certificateThumbprint")
-_PORT = _obj("type")
-_COLUMN = _obj("type", "format", "enum", "x-ms-isnullable")
+_PORT = _obj(type=_Enum(("Dataset",)))
+_COLUMN = _obj("enum", "x-ms-isnullable", "x-ms-isordered", type=COLUMN_TYPES, format=COLUMN_FORMATS)
 _TABLE = _obj("title", "description", "type", "format", properties=_Map(_COLUMN))
 _SCHEMA = _obj("title", "description", "type", properties=_Map(_TABLE))
 _ASSET = _obj(
     "name",
     "id",
-    "type",
+    type=_Enum(("Module", "Resource")),
     locationInfo=_BLOB,
     inputPorts=_Map(_PORT),
     outputPorts=_Map(_PORT),
@@ -58,7 +107,7 @@ _ASSET = _obj(
 _PACKAGE = _obj(
     nodes=_Map(_obj("assetId", "inputId", "outputId", parameters=_Map(_PARAMETER))),
     edges=_List(_obj("sourceNodeId", "sourcePortId", "targetNodeId", "targetPortId")),
-    graphParameters=_Map(_obj("description", "type", links=_List(_obj("nodeId", "parameterKey")))),
+    graphParameters=_Map(_obj("description", type=_PARAMETER_TYPES, links=_List(_obj("nodeId", "parameterKey")))),
 )
 _PROPERTIES = _obj(
     "title",
@@ -69,11 +118,11 @@ _PROPERTIES = _obj(
     "readOnly",
     "swaggerLocation",
     "exposeSampleData",
-    "packageType",
     "payloadsInBlobStorage",
+    packageType=_Enum(("Graph",)),
     keys=_obj("primary", "secondary"),
     realtimeConfiguration=_obj("maxConcurrentCalls"),
-    diagnostics=_obj("level", "expiry"),
+    diagnostics=_obj("expiry", level=_Enum(("None", "Error", "All"))),
     storageAccount=_obj("name", "key"),
     machineLearningWorkspace=_obj("id"),
     commitmentPlan=_obj("id"),
@@ -89,7 +138,10 @@ WEB_SERVICE = _obj("id", "name", "type", "location", tags=_Map(None), properties
 
 
 def canonical(value: Any, kind: Any = WEB_SERVICE) -> Any:
-    """``value`` with schema member names in canonical camelCase (user keys untouched)."""
+    """``value`` with schema member names in canonical camelCase and enum values in the spec's
+    casing (user keys untouched)."""
+    if isinstance(kind, _Enum) and isinstance(value, str):
+        return kind.spelled(value)
     if isinstance(kind, _Object) and isinstance(value, dict):
         lookup = {name.lower(): name for name in kind.fields}
         result = {}
@@ -117,6 +169,18 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+def without_nulls(value: Any) -> Any:
+    """``value`` without ``null`` object members, at any depth (list items are kept).
+
+    The spec types its optional members as string or object, so an absent one is omitted, never
+    ``null`` (generated clients reject ``null`` where they expect a string)."""
+    if isinstance(value, dict):
+        return {key: without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [without_nulls(item) for item in value]
+    return value
+
+
 def experiment_key(properties: dict[str, Any]) -> str | None:
     """The catalogue experiment a graph runs (from its experiment asset)."""
     for asset in (properties.get("assets") or {}).values():
@@ -139,9 +203,12 @@ def trained_model_asset(properties: dict[str, Any]) -> tuple[str, dict[str, Any]
 
 
 def _column(feature_type: str) -> dict[str, Any]:
+    """A column of the service's input/output schema, typed in the spec's casing."""
     if feature_type == "Integer":
-        return {"type": "integer", "format": "int32", "x-ms-isnullable": False}
-    return {"type": "number", "format": "double", "x-ms-isnullable": False}
+        return {"type": "Integer", "format": "Int32", "x-ms-isnullable": False}
+    if feature_type == "String":
+        return {"type": "String", "x-ms-isnullable": False}
+    return {"type": "Number", "format": "Double", "x-ms-isnullable": False}
 
 
 def _table(title: str, columns: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -161,18 +228,19 @@ def render_properties(
     """The ``properties`` of a seeded web service running ``experiment``."""
     input_columns = {feature.name: _column(feature.type) for feature in experiment.features}
     if kind is WebServiceKind.TRAINING:
-        label_type = "Number" if experiment.task is Task.REGRESSION else "String"
-        input_columns[experiment.label] = (
-            _column(label_type) if label_type == "Number" else {"type": "string", "x-ms-isnullable": False}
-        )
+        input_columns[experiment.label] = _column("Number" if experiment.task is Task.REGRESSION else "String")
         outputs = {
             experiment.model_output: _table("Trained model (.ilearner)", {}),
             experiment.evaluation_output: _table("Evaluation results", {}),
         }
     else:
-        scored = {"Scored Labels": {"type": "number" if experiment.task is Task.REGRESSION else "string"}}
+        scored = {
+            "Scored Labels": (
+                {"type": "Number", "format": "Double"} if experiment.task is Task.REGRESSION else {"type": "String"}
+            )
+        }
         if experiment.task is Task.BINARY:
-            scored["Scored Probabilities"] = {"type": "number", "format": "double"}
+            scored["Scored Probabilities"] = {"type": "Number", "format": "Double"}
         outputs = {experiment.scoring_output: _table("Scored results", scored)}
     assets: dict[str, Any] = {
         "asset1": {
@@ -233,7 +301,7 @@ def render_properties(
         "exposeSampleData": False,
         "payloadsInBlobStorage": False,
         "realtimeConfiguration": {"maxConcurrentCalls": 4},
-        "diagnostics": {"level": "None", "expiry": None},
+        "diagnostics": {"level": "None"},
         "storageAccount": {"name": storage_account_name},
         "commitmentPlan": {"id": commitment_plan},
         "input": {

@@ -117,13 +117,15 @@ class Backend:
                 job.ended_at = now
                 job.details = "The emulator restarted while the job was running; submit the job again."
         for operation in self.state.operations.values():
-            if operation.status == "Provisioning":
+            if operation.status == "Provisioning" and operation.kind == "delete":
+                operation.status = "Succeeded"  # the service was removed when the DELETE came in
+                operation.end_time = now
+            elif operation.status == "Provisioning":
                 operation.status = "Failed"
                 operation.end_time = now
                 operation.error_info = {
                     "code": "InternalError",
                     "message": "The emulator restarted during the operation; send the request again.",
-                    "target": None,
                     "details": [],
                 }
                 key = operation.service_key
@@ -261,12 +263,13 @@ class Backend:
 
     def known_account_key(self, account_name: str) -> str | None:
         """A storage key the emulator knows (seed storage accounts and ARM services' accounts)."""
+        name = account_name.lower()  # account names are lowercase; compare as Azure does
         for account in self.seed.storage_accounts:
-            if account.name == account_name:
+            if account.name.lower() == name:
                 return account.key
         with self.lock:
             for service in self.state.arm_services.values():
-                if service.storage_account_name == account_name and service.storage_account_key:
+                if (service.storage_account_name or "").lower() == name and service.storage_account_key:
                     return service.storage_account_key
         return None
 
@@ -309,9 +312,10 @@ class Backend:
                     )
             raise api_error("WebServiceNotFound", f"Web service '{service_id}' was not found.")
 
-    def data_plane_url(self, service: DataPlaneService) -> str:
+    @staticmethod
+    def data_plane_url(service: DataPlaneService, base: str) -> str:
         kind = "workspaces" if service.scope == "workspace" else "subscriptions"
-        return f"{self.urls.public}/{kind}/{service.owner}/services/{service.id}"
+        return f"{base}/{kind}/{service.owner}/services/{service.id}"
 
     # --- secrets -------------------------------------------------------------------------------
 

@@ -3,15 +3,19 @@
 Data-plane and classic management errors use the Studio envelope
 ``{"error": {"code": <class>, "message": ..., "details": [{"code": <specific>, "message": ...}]}}``
 with the class/status pairs of the official web-service error list. ARM errors use the ARM envelope
-``{"error": {"code", "message", "target", "details"}}`` and the token authority answers like AAD
-(``{"error": ..., "error_description": ...}``). Handlers raise only through the functions here.
+``{"error": {"code", "message", "target" (when there is one), "details"}}`` and the token authority answers like AAD
+(``{"error": ..., "error_description": ...}``). Handlers raise only through the functions here; an
+unknown path or method answers in the envelope of the plane its path belongs to.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+
+_ARM_PATH = re.compile(r"/(subscriptions/[^/]+/(resourcegroups|providers)|providers)(/|$)", re.IGNORECASE)
 
 # Error class (top-level ``code``) -> (HTTP status, class message).
 _CLASSES: dict[str, tuple[int, str]] = {
@@ -105,8 +109,19 @@ def api_error_status(detail_code: str) -> int:
 
 
 def arm_error(status: int, code: str, message: str, target: str | None = None) -> EmulatorError:
-    """An ARM error in the ARM envelope."""
-    return EmulatorError(status, {"error": {"code": code, "message": message, "target": target, "details": []}})
+    """An ARM error in the ARM envelope (``target`` only when there is one: it is a string, never null)."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if target is not None:
+        error["target"] = target
+    error["details"] = []
+    return EmulatorError(status, {"error": error})
+
+
+def is_arm_path(path: str) -> bool:
+    """Whether ``path`` is Resource Manager's: ``/subscriptions/{sub}/resourceGroups/...``,
+    ``/subscriptions/{sub}/providers/...`` or ``/providers/...`` (an ARM web service's data plane,
+    ``/subscriptions/{sub}/services/...``, is not)."""
+    return _ARM_PATH.match(path) is not None
 
 
 def arm_not_found(subscription: str, resource_group: str, name: str) -> EmulatorError:

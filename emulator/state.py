@@ -14,7 +14,7 @@ import threading
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -155,6 +155,7 @@ class ArmWebService(Record):
 
 class AsyncOperation(Record):
     id: str
+    kind: Literal["provision", "delete"] = "provision"  # PUT/PATCH, or DELETE
     subscription: str
     location: str
     service_key: str

@@ -7,7 +7,6 @@ assets name a blob by URI instead and are read with the web service's storage ac
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -128,14 +127,11 @@ def _storage_error(target: BlobTarget, exc: Exception) -> BlobReferenceError:
 
 
 def _is_path_style(host: str) -> bool:
-    """Emulators (Azurite) put the account in the path: http://127.0.0.1:10000/devstoreaccount1."""
-    if host in ("localhost", "host.docker.internal"):
-        return True
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+    """Whether a blob URL names its account in the path, as Azurite does (``http://127.0.0.1:10000/
+    devstoreaccount1/c/b``, ``http://azurite:10000/devstoreaccount1/c/b`` in a container network),
+    rather than in the host, as Azure does (``https://acct.blob.core.windows.net/c/b``)."""
+    labels = host.lower().split(".")
+    return not (len(labels) >= 3 and labels[0] and labels[1] == "blob")
 
 
 def split_relative_location(relative: str) -> tuple[str, str]:
@@ -208,7 +204,8 @@ def blob_from_reference(reference: object, what: str) -> BlobTarget:
 
 
 def blob_from_uri(uri: str, account_name: str | None, account_key: str | None) -> BlobTarget:
-    """The blob an ARM asset ``locationInfo.uri`` names, read with the service's storage account."""
+    """The blob an ARM asset ``locationInfo.uri`` names: with the SAS in its query if it has one,
+    otherwise with the web service's storage account (``account_name``, ``account_key``)."""
     parts = urlsplit(uri)
     account_url, name = _account_of(uri)
     rest = parts.path.lstrip("/")
@@ -217,9 +214,17 @@ def blob_from_uri(uri: str, account_name: str | None, account_key: str | None) -
     container, blob = split_relative_location(rest)
     if parts.query:
         return BlobTarget(account_url, name, container, blob, sas_token=parts.query)
-    if account_name != name or not account_key:
+    # Storage account names are lowercase; compare as Azure does, ignoring case.
+    if (account_name or "").lower() != name.lower():
         raise BlobReferenceError(
             "InvalidBlob",
-            f"The blob's account '{name}' is not the web service's storage account '{account_name}'.",
+            f"The blob's account '{name}' is not the web service's storage account '{account_name}' "
+            "(properties.storageAccount), and its uri has no SAS.",
+        )
+    if not account_key:
+        raise BlobReferenceError(
+            "InvalidBlob",
+            f"No key is known for the web service's storage account '{account_name}': send "
+            "properties.storageAccount.key, or a uri with a SAS.",
         )
     return BlobTarget(account_url, name, container, blob, account_key=account_key)

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from emulator.backend import DataPlaneService, bearer, matches_any
 from emulator.errors import api_error
-from emulator.routes.common import call, emulator, json_body
+from emulator.routes.common import base_url, call, emulator, json_body
 from emulator.swagger import swagger_document
 
 API_VERSION = "2.0"
@@ -73,7 +73,7 @@ def _add_routes(prefix: str, scope: Literal["workspace", "subscription"]) -> Non
         backend = emulator(request).backend
         service = backend.data_plane(scope, owner, service_id)
         model = backend.model(service.model_id) if service.model_id else None
-        return JSONResponse(swagger_document(service, backend.data_plane_url(service), model))
+        return JSONResponse(swagger_document(service, backend.data_plane_url(service, base_url(request)), model))
 
 
 _add_routes("/workspaces", "workspace")

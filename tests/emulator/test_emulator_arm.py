@@ -9,6 +9,7 @@ import pytest
 import requests
 from azure.identity import ClientSecretCredential
 
+from emulator.storage import BlobReferenceError, blob_from_uri
 from support.emulator import ENERGY_COLUMNS, ENERGY_ROWS, error_codes, table_request
 
 API = "api-version=2017-01-01"
@@ -141,7 +142,7 @@ def test_list_keys_and_lists(emulator, arm):
     assert keys == {"primary": predictive["primary_key"], "secondary": predictive["secondary_key"]}
     group = arm("GET", service_url(emulator, "predictive").rsplit("/", 1)[0] + "?" + API).json()
     assert sorted(s["name"] for s in group["value"]) == ["energy-predictive", "energy-training"]
-    assert group["nextLink"] is None
+    assert "nextLink" not in group  # one page; the spec's nextLink is a string, never null
     subscription = predictive["subscription"]
     listed = arm(
         "GET", f"{emulator.url}/subscriptions/{subscription}/providers/Microsoft.MachineLearning/webServices?{API}"
@@ -168,9 +169,15 @@ def test_put_creates_then_updates_and_delete(emulator, arm):
     updated = arm("PUT", url, json=body)
     assert updated.status_code == 200
     wait_operation(arm, updated.headers["Azure-AsyncOperation"])
-    assert arm("DELETE", url).status_code == 200
+    deleted = arm("DELETE", url)
+    assert deleted.status_code == 202
+    assert wait_operation(arm, deleted.headers["Azure-AsyncOperation"])["status"] == "Succeeded"
+    assert arm("GET", deleted.headers["Location"]).status_code == 204
     assert arm("GET", url).status_code == 404
-    assert arm("DELETE", url).status_code == 204
+    # The spec: "a 202 status is returned even if the service did not exist".
+    again = arm("DELETE", url)
+    assert again.status_code == 202
+    assert wait_operation(arm, again.headers["Azure-AsyncOperation"])["status"] == "Succeeded"
 
 
 def test_put_needs_a_known_experiment(emulator, arm):
@@ -196,6 +203,9 @@ def test_patch_with_a_bad_model_fails_and_keeps_the_old_one(emulator, arm, uploa
     assert operation["status"] == "Failed"
     assert operation["errorInfo"]["code"] == "IncompatibleModel"
     assert operation["errorInfo"]["target"] == f"properties.assets.{asset_id}.locationInfo.uri"
+    assert operation["error"] == {"code": "IncompatibleModel", "message": operation["errorInfo"]["message"]}
+    result = arm("GET", patched.headers["Azure-AsyncOperation"].replace("/operationsStatus/", "/operationResults/"))
+    assert (result.status_code, result.json()["error"]["code"]) == (400, "IncompatibleModel")
     after = arm("GET", url).json()
     assert after["properties"]["provisioningState"] == "Failed"
     assert after["properties"]["assets"][asset_id]["locationInfo"]["uri"] == old_uri
@@ -210,8 +220,18 @@ def test_operation_is_provisioning_until_done(emulator, arm):
     assert arm("GET", patched.headers["Azure-AsyncOperation"]).json()["status"] == "Provisioning"
     busy = arm("PATCH", url, json={"tags": {"team": "ml2"}})
     assert (busy.status_code, busy.json()["error"]["code"]) == (409, "Conflict")
+    busy = arm("DELETE", url)
+    assert (busy.status_code, busy.json()["error"]["code"]) == (409, "Conflict")
     assert wait_operation(arm, patched.headers["Azure-AsyncOperation"])["status"] == "Succeeded"
     assert arm("GET", url).json()["tags"] == {"team": "ml"}
+    # A delete's operation runs as long too; its Location answers 202 until it ends, then 204.
+    deleted = arm("DELETE", url)
+    assert deleted.status_code == 202
+    assert arm("GET", url).status_code == 404  # gone at once
+    result = arm("GET", deleted.headers["Location"])
+    assert (result.status_code, result.headers["Location"]) == (202, deleted.headers["Location"])
+    assert wait_operation(arm, deleted.headers["Azure-AsyncOperation"])["status"] == "Succeeded"
+    assert arm("GET", deleted.headers["Location"]).status_code == 204
 
 
 def test_unknown_resource(emulator, arm):
@@ -221,3 +241,81 @@ def test_unknown_resource(emulator, arm):
     group = url.replace("retrain-dev-rg", "no-such-rg")
     assert arm("GET", group).json()["error"]["code"] == "ResourceGroupNotFound"
     assert error_codes(requests.get(emulator.url + "/nothing", timeout=30)) == (404, "NotFound", "ResourceNotFound")
+
+
+def test_handed_out_urls_use_the_scheme_and_host_the_request_reached(emulator, arm):
+    """Through the http listener: http URLs; through TLS: https ones (azure-core sends a token over
+    https only); and the host and port the client used, e.g. a container's service name."""
+    tls_url = service_url(emulator, "training").replace(emulator.url, emulator.tls_url) + "?" + API
+    over_tls = arm("PATCH", tls_url, json={"tags": {"via": "tls"}}, verify=emulator.cert_path)
+    assert over_tls.headers["Azure-AsyncOperation"].startswith(emulator.tls_url + "/subscriptions/")
+    operation = over_tls.headers["Azure-AsyncOperation"].replace(emulator.tls_url, emulator.url)
+    assert wait_operation(arm, operation)["status"] == "Succeeded"
+    over_http = arm("PATCH", service_url(emulator, "training") + "?" + API, json={"tags": {"via": "http"}})
+    assert over_http.headers["Azure-AsyncOperation"].startswith(emulator.url + "/subscriptions/")
+    assert wait_operation(arm, over_http.headers["Azure-AsyncOperation"])["status"] == "Succeeded"
+    port = emulator.url.rsplit(":", 1)[1]
+    named = arm("GET", service_url(emulator, "predictive") + "?" + API, headers={"Host": f"azureml-emulator:{port}"})
+    swagger = named.json()["properties"]["swaggerLocation"]
+    assert swagger.startswith(f"http://azureml-emulator:{port}/subscriptions/"), swagger
+    deleted = arm("DELETE", service_url(emulator, "training") + "?" + API, headers={"Host": f"localhost:{port}"})
+    assert deleted.status_code == 202
+    for header in ("Azure-AsyncOperation", "Location"):
+        assert deleted.headers[header].startswith(f"http://localhost:{port}/subscriptions/"), header
+
+
+def test_unknown_paths_and_methods_on_arm_paths_answer_in_the_arm_envelope(emulator, arm):
+    resource = service_url(emulator, "predictive")
+    not_allowed = arm("POST", resource + "?" + API)
+    assert not_allowed.status_code == 405
+    assert not_allowed.json() == {
+        "error": {"code": "MethodNotAllowed", "message": not_allowed.json()["error"]["message"], "details": []}
+    }
+    assert not_allowed.headers["Allow"] == "DELETE, GET, PATCH, PUT"
+    unknown = arm("GET", resource + "/nothing?" + API)
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "NotFound")
+    assert "target" not in unknown.json()["error"]
+    # Not ARM's: an ARM service's data plane answers in Studio's envelope (no list-jobs route: 405).
+    jobs = f"{emulator.arm_service('training')['api_location']}/jobs?api-version=2.0"
+    assert error_codes(requests.get(jobs, timeout=30)) == (405, "MethodNotAllowed", "MethodNotAllowed")
+
+
+def test_enum_values_are_read_case_insensitively_and_shown_in_the_spec_casing(emulator, arm):
+    url = service_url(emulator, "predictive") + "?" + API
+    definition = arm("GET", url).json()
+    properties = definition["properties"]
+    table = properties["input"]["properties"]["input1"]
+    for column in table["properties"].values():
+        column["type"], column["format"] = column["type"].lower(), column["format"].upper()
+    properties["diagnostics"] = {"level": "error", "expiry": None}
+    assert arm(
+        "PATCH", url, json={"properties": {"input": properties["input"], "diagnostics": properties["diagnostics"]}}
+    ).ok
+    shown = arm("GET", url).json()["properties"]
+    assert {(c["type"], c["format"]) for c in shown["input"]["properties"]["input1"]["properties"].values()} == {
+        ("Number", "Double")
+    }
+    assert shown["diagnostics"] == {"level": "Error"}
+
+
+def test_blob_uris_name_their_account_in_the_path_unless_azure_style():
+    key = "a2V5"
+    for uri, account_url in [
+        ("http://127.0.0.1:10000/devstoreaccount1/models/m.ilearner", "http://127.0.0.1:10000/devstoreaccount1"),
+        ("http://azurite:10000/devstoreaccount1/models/m.ilearner", "http://azurite:10000/devstoreaccount1"),
+        (
+            "https://devstoreaccount1.blob.core.windows.net/models/m.ilearner",
+            "https://devstoreaccount1.blob.core.windows.net",
+        ),
+    ]:
+        target = blob_from_uri(uri, "DevStoreAccount1", key)
+        assert (target.account_url, target.account_name, target.container, target.blob) == (
+            account_url,
+            "devstoreaccount1",
+            "models",
+            "m.ilearner",
+        )
+    with pytest.raises(BlobReferenceError, match="'other' is not the web service's storage account"):
+        blob_from_uri("https://other.blob.core.windows.net/models/m.ilearner", "devstoreaccount1", key)
+    with pytest.raises(BlobReferenceError, match="No key is known"):
+        blob_from_uri("http://127.0.0.1:10000/devstoreaccount1/models/m.ilearner", "devstoreaccount1", None)

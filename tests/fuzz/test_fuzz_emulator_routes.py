@@ -374,7 +374,10 @@ def test_arm_never_fails_on_client_input(targets: Targets, data: st.DataObject) 
     group = data.draw(usually(service["resource_group"], segments()))
     name = data.draw(usually(service["name"], segments("energy-new")))
     provider = f"/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.MachineLearning"
-    route = data.draw(st.sampled_from(["get", "put", "patch", "delete", "listkeys", "list", "list_sub", "asyncop"]))
+    route = data.draw(
+        st.sampled_from(["get", "put", "patch", "delete", "listkeys", "list", "list_sub", "asyncop", "asyncop_result"])
+    )
+    operations = f"/subscriptions/{subscription}/providers/Microsoft.MachineLearning/locations/"
     method, path, body = {
         "get": ("GET", f"{provider}/webServices/{name}", None),
         "put": ("PUT", f"{provider}/webServices/{name}", data.draw(bodies(ARM_BODY))),
@@ -385,8 +388,12 @@ def test_arm_never_fails_on_client_input(targets: Targets, data: st.DataObject) 
         "list_sub": ("GET", f"/subscriptions/{subscription}/providers/Microsoft.MachineLearning/webServices", None),
         "asyncop": (
             "GET",
-            f"/subscriptions/{subscription}/providers/Microsoft.MachineLearning/locations/"
-            f"{data.draw(segments('southcentralus'))}/operationsStatus/{data.draw(segments())}",
+            f"{operations}{data.draw(segments('southcentralus'))}/operationsStatus/{data.draw(segments())}",
+            None,
+        ),
+        "asyncop_result": (
+            "GET",
+            f"{operations}{data.draw(segments('southcentralus'))}/operationResults/{data.draw(segments())}",
             None,
         ),
     }[route]
@@ -399,13 +406,14 @@ def test_arm_never_fails_on_client_input(targets: Targets, data: st.DataObject) 
         body=body,
     )
     check_answer(response, "arm", context=route)
-    if method == "DELETE" and response.status_code == 200:
-        reset(targets)
-    operation = response.headers.get("Azure-AsyncOperation")
-    if operation:
-        # The operation the emulator handed out answers too.
-        followed = requests.get(operation, headers={"Authorization": f"Bearer {targets.arm_token}"}, timeout=30)
-        check_answer(followed, "arm", context="follow Azure-AsyncOperation")
+    for header in ("Azure-AsyncOperation", "Location"):
+        operation = response.headers.get(header)
+        if operation:
+            # The operation the emulator handed out answers too.
+            followed = requests.get(operation, headers={"Authorization": f"Bearer {targets.arm_token}"}, timeout=30)
+            check_answer(followed, "arm", context=f"follow {header}")
+    if method == "DELETE" and response.status_code == 202 and name.lower() == service["name"].lower():
+        reset(targets)  # a seeded service was deleted (a DELETE of another name is a 202 too)
 
 
 # --- the token authority ------------------------------------------------------------------------------

@@ -93,6 +93,14 @@ class Requests:
                     None,
                 )
             ],
+            "arm.asyncop.result": [
+                (
+                    "GET",
+                    f"/subscriptions/{arm_service['subscription']}{provider}/locations/westeurope/"
+                    f"operationResults/{'0' * 32}?{ARM_API}",
+                    None,
+                )
+            ],
         }
 
     def _real_job(self, plane: str) -> str:

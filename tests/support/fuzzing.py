@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import requests
 from hypothesis import HealthCheck, currently_in_test_context, event, settings
@@ -149,7 +149,8 @@ def envelope_kind(response: requests.Response) -> str | None:
         )
     ):
         return "studio"
-    return "arm" if "target" in error and isinstance(details, list) else None
+    # ARM: code and message, details a list, target a string when present (absent, never null).
+    return "arm" if isinstance(details, list) and isinstance(error.get("target", ""), str) else None
 
 
 def _detail_code(response: requests.Response) -> str:
@@ -181,6 +182,29 @@ def check_answer(response: requests.Response, *envelopes: str, context: str = ""
         return
     kind = envelope_kind(response)
     assert kind is not None, f"{where}: HTTP {status} body is not an error envelope: {response.text[:500]}"
-    # Unknown paths and methods answer in the Studio envelope on every plane (one catch-all handler).
-    studio_catch_all = kind == "studio" and response.json()["error"]["code"] in ("NotFound", "MethodNotAllowed")
+    # Unknown paths and methods answer in the Studio envelope (one catch-all handler), but on Resource
+    # Manager's paths, where they answer in its envelope like every other ARM error.
+    studio_catch_all = (
+        kind == "studio"
+        and response.json()["error"]["code"] in ("NotFound", "MethodNotAllowed")
+        and not resource_manager_path(response.request.path_url)
+    )
     assert kind in envelopes or studio_catch_all, f"{where}: HTTP {status} in the {kind} envelope, expected {envelopes}"
+
+
+def resource_manager_path(path_url: str) -> bool:
+    """``/subscriptions/{sub}/resourceGroups/...``, ``/subscriptions/{sub}/providers/...`` or
+    ``/providers/...``, as the server sees the path (percent-decoded, without the query)."""
+    segments = unquote(path_url.split("?", 1)[0]).lower().split("/")
+    if segments[:2] == ["", "providers"]:
+        return True
+    return (
+        len(segments) > 3
+        and segments[1] == "subscriptions"
+        and segments[2] != ""
+        and segments[3]
+        in (
+            "resourcegroups",
+            "providers",
+        )
+    )
