@@ -166,11 +166,13 @@ class AzureMLBaseHook(BaseHook):
         *,
         retry_policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        ca_bundle: str | None = None,
     ) -> None:
         super().__init__()
         self.conn_id = conn_id
         self._retry_policy = retry_policy
         self._sleep = sleep
+        self._ca_bundle = ca_bundle
 
     # --- connection ------------------------------------------------------------------------
 
@@ -191,6 +193,12 @@ class AzureMLBaseHook(BaseHook):
         if value in (None, ""):
             raise ConfigurationError(f"Connection '{self.conn_id}': {field} is required ({hint}).")
         return value
+
+    @cached_property
+    def connection_verify(self) -> str | bool:
+        """What TLS certificates to trust: a CA file (argument, else the ``ca_bundle`` extra), else the system's."""
+        ca_bundle = self._ca_bundle or self.extras.get("ca_bundle")
+        return str(ca_bundle) if ca_bundle else True
 
     @cached_property
     def retry_policy(self) -> RetryPolicy:
@@ -273,8 +281,15 @@ class AzureMLHttpHook(AzureMLBaseHook):
             response: requests.Response | None = None
             outcome: _Outcome | None
             try:
+                # ``verify`` per request: requests lets REQUESTS_CA_BUNDLE override a session's.
                 response = self.session.request(
-                    method, url, params=params, json=json_body, headers=self.auth_headers(), timeout=self.timeout
+                    method,
+                    url,
+                    params=params,
+                    json=json_body,
+                    headers=self.auth_headers(),
+                    timeout=self.timeout,
+                    verify=self.connection_verify,
                 )
             except requests.RequestException as exc:
                 outcome = self._classify_exception(exc, idempotent=idempotent)

@@ -188,8 +188,8 @@ class AzureMLResourceManagerHook(AzureMLBaseHook):
 
     @cached_property
     def connection_verify(self) -> str | bool:
-        """What TLS certificates to trust: a CA file from the connection, else the system's."""
-        ca_bundle = self.extras.get("ca_bundle") or self.extras.get("authority_ca_bundle")
+        """What TLS certificates to trust (``authority_ca_bundle`` is ``ca_bundle``'s older name here)."""
+        ca_bundle = self._ca_bundle or self.extras.get("ca_bundle") or self.extras.get("authority_ca_bundle")
         return str(ca_bundle) if ca_bundle else True
 
     def _authority_arguments(self) -> dict[str, Any]:

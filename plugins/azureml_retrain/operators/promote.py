@@ -685,7 +685,13 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
     def _smoke_test(self, definition: Mapping[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         swagger = str(get_member(get_member(definition, "properties") or {}, "swaggerLocation") or "")
         keys = self.hook.list_keys(self.web_service_name)
-        scoring = AzureMLWebServiceHook.for_endpoint(swagger, keys.get("primary") or keys.get("Primary") or "")
+        # The data plane the definition names is trusted like Resource Manager (the same CA, if the
+        # connection sets one).
+        scoring = AzureMLWebServiceHook.for_endpoint(
+            swagger,
+            keys.get("primary") or keys.get("Primary") or "",
+            ca_bundle=self.hook.connection_verify if isinstance(self.hook.connection_verify, str) else None,
+        )
         try:
             return smoke_test(scoring, self.smoke_test_rows or [])
         except (AzureMLServiceError, PromotionVerificationError) as error:

@@ -194,3 +194,17 @@ def test_an_untrusted_certificate_fails_at_once_naming_the_fix(tmp_path: Path, s
 def test_the_stage_comes_from_the_wrapped_types_not_the_message(failure, stage):
     # A message that merely mentions name resolution says nothing about how far the request got.
     assert connection_failure_stage(failure) is stage
+
+
+def test_a_ca_bundle_is_trusted_even_where_the_environment_names_another(tmp_path: Path, servers, monkeypatch):
+    # requests lets REQUESTS_CA_BUNDLE override a session's CA; the hook's must win.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ssl.get_default_verify_paths().openssl_cafile)
+    cert, key = write_self_signed_certificate(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = LoopbackServer("answer", tls_context=context)
+    servers.append(server)
+    hook = AzureMLWebServiceHook.for_endpoint(
+        f"https://127.0.0.1:{server.port}/workspaces/ws1/services/svc1", KEY, ca_bundle=str(cert)
+    )
+    assert hook.submit_job({"Inputs": {}}) == JOB_ID
