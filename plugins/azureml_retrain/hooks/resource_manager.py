@@ -316,11 +316,8 @@ class AzureMLResourceManagerHook(AzureMLBaseHook):
             policies=self._pipeline_policies(credential, asynchronous=True),
             transport=transport,
         )
-        try:
-            async with credential, client:
-                yield client
-        finally:
-            await credential.close()
+        async with credential, client:
+            yield client
 
     # --- one request -----------------------------------------------------------------------
 
@@ -331,9 +328,9 @@ class AzureMLResourceManagerHook(AzureMLBaseHook):
         return HttpRequest(method, url, params=params, json=body)
 
     def _send(
-        self, operation: str, resource: str, method: str, url: str, body: Any = None, *, ok: tuple[int, ...] = ()
+        self, operation: str, resource: str, method: str, url: str, body: Any = None
     ) -> PipelineResponse[Any, Any]:
-        """Send one call through the pipeline; a 2xx (or ``ok``) answer that is JSON, else an error.
+        """Send one call through the pipeline; a 2xx answer that is JSON (or empty), else an error.
 
         azure-core retries what it can (throttling, 5xx, connection errors); a 2xx whose body is not
         JSON is retried here, as the pipeline does not read bodies.
@@ -355,7 +352,7 @@ class AzureMLResourceManagerHook(AzureMLBaseHook):
                 raise self._error(operation, resource, error) from None
             else:
                 http = response.http_response
-                if not (200 <= http.status_code < 300 or http.status_code in ok):
+                if not 200 <= http.status_code < 300:
                     raise self._status_error(operation, resource, http)
                 if not http.content or _body(response) is not None:
                     return response
