@@ -2,7 +2,8 @@
 
 A job is a small state machine, NotStarted -> Running -> Finished | Failed | Cancelled. Training
 really runs (scikit-learn, in a worker thread so the HTTP server stays responsive); the admin knobs
-add a minimum duration and forced outcomes (fail with given Details, hang until cancelled).
+add a minimum duration and forced outcomes (fail with given Details, hang until cancelled or until
+the job's status has been read a given number of times).
 
 Each started job has its own thread, as each BES job has its own compute: a job waiting out its
 minimum duration never delays another job. Only training itself is limited to ``workers`` at a time,
@@ -38,6 +39,7 @@ class BatchService:
         self.backend = backend
         self._training = threading.BoundedSemaphore(workers)
         self._cancel_events: dict[str, threading.Event] = {}
+        self._status_reads: dict[str, int] = {}  # job id -> status reads answered while it ran
 
     def cancel_all(self) -> None:
         """Stop every worker's wait (reset, shutdown); their jobs' states are not touched."""
@@ -46,6 +48,8 @@ class BatchService:
             self._cancel_events.clear()
         for event in events:
             event.set()
+        with self.backend.lock:
+            self._status_reads.clear()
 
     def shutdown(self) -> None:
         # Every waiting job thread wakes up and returns; a job in training finishes it and returns.
@@ -179,6 +183,8 @@ class BatchService:
         with self.backend.lock:
             job = self._job(service, job_id)
             status, details, results = job.status, job.details, dict(job.results or {})
+            if status is JobStatus.RUNNING:
+                self._status_reads[job_id] = self._status_reads.get(job_id, 0) + 1
         body: dict[str, Any] = {"StatusCode": status.value, "Results": None, "Details": None}
         if status is JobStatus.FINISHED:
             body["Results"] = {name: self._result_location(record) for name, record in results.items()}
@@ -230,9 +236,13 @@ class BatchService:
         fault = backend.control.take_job_fault(job.service_id)
         try:
             if fault is not None and fault.outcome == "hang":
-                cancelled.wait()
-                return
-            if fault is not None:
+                released = fault.status_reads is not None and self._held_until_read(
+                    job_id, fault.status_reads, cancelled
+                )
+                if not released:
+                    cancelled.wait()  # until cancelled (at once if it already was)
+                    return
+            elif fault is not None:
                 self._finish(job_id, JobStatus.FAILED, details=fault.details, deadline=deadline)
                 return
             experiment = backend.experiment(job.experiment)
@@ -263,6 +273,17 @@ class BatchService:
         finally:
             with backend.lock:
                 self._cancel_events.pop(job_id, None)
+                self._status_reads.pop(job_id, None)
+
+    def _held_until_read(self, job_id: str, reads: int, cancelled: threading.Event) -> bool:
+        """Wait until the job's status has been read ``reads`` times while it ran (that read still
+        answers Running); False when the job was cancelled first."""
+        while True:
+            with self.backend.lock:
+                if self._status_reads.get(job_id, 0) >= reads:
+                    return True
+            if cancelled.wait(0.01):
+                return False
 
     def _finish(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import requests
 
@@ -107,3 +109,46 @@ def test_request_log_counts_routes_without_secrets(emulator, churn_training, chu
     assert set(entry) == {"route", "method", "path", "status", "time", "duration_ms"}
     assert (entry["method"], entry["status"]) == ("POST", 200)
     assert "?" not in entry["path"]
+
+
+def test_a_job_held_until_its_status_is_read(emulator, churn_training, churn_job):
+    """``hang`` with ``status_reads``: Running for its first N status reads, however long they take,
+    then it trains and ends as usual. Admin views and faulted requests are not reads."""
+    emulator.admin("POST", "faults/jobs", json={"outcome": "hang", "status_reads": 2, "count": 1})
+    held = churn_training.submit_ok(churn_job(rows=200))
+    assert churn_training.start(held).status_code == 200
+    wait_until_job_faults_taken(emulator)
+    assert churn_training.status(held)["StatusCode"] == "Running"
+    emulator.admin(
+        "POST", "faults", json={"route": "bes.status", "count": 1, "action": {"kind": "status", "status": 503}}
+    )
+    unavailable = requests.get(
+        f"{churn_training.base}/jobs/{held}?api-version=2.0", headers=churn_training.headers(), timeout=30
+    )
+    assert unavailable.status_code == 503
+    # The same job without the fault, started later, trains and ends while the held one waits.
+    assert churn_training.run(churn_job(rows=200, tag="free"), timeout=120)["StatusCode"] == "Finished"
+    assert emulator.admin("GET", f"state/jobs/{held}").json()["status"] == "Running"
+    assert churn_training.status(held)["StatusCode"] == "Running"  # the second read, which releases it
+    assert churn_training.wait(held, timeout=120)["StatusCode"] == "Finished"
+
+
+def wait_until_job_faults_taken(emulator, timeout: float = 60.0) -> None:
+    """Until every job fault has been taken by a started job (each job takes its fault as it runs)."""
+    deadline = time.monotonic() + timeout
+    while any(fault["remaining"] for fault in emulator.admin("GET", "faults").json()["jobs"]):
+        assert time.monotonic() < deadline, "no job took the fault"
+        time.sleep(0.02)
+
+
+def test_a_job_held_until_read_can_be_cancelled_and_the_option_is_for_hang_only(emulator, churn_training, churn_job):
+    refused = requests.post(
+        f"{emulator.url}/_emulator/faults/jobs", json={"outcome": "fail", "status_reads": 1}, timeout=30
+    )
+    assert refused.status_code == 400
+    emulator.admin("POST", "faults/jobs", json={"outcome": "hang", "status_reads": 5})
+    job_id = churn_training.submit_ok(churn_job(rows=200))
+    assert churn_training.start(job_id).status_code == 200
+    assert churn_training.status(job_id)["StatusCode"] == "Running"
+    assert churn_training.delete(job_id).status_code == 200
+    assert churn_training.status(job_id)["StatusCode"] == "Cancelled"

@@ -313,6 +313,9 @@ def test_throttling_and_unavailability_are_retried_with_one_job(
     add_fault(emulator, "bes.submit", status(429, retry_after=1))
     add_fault(emulator, "bes.start", status(503))
     add_fault(emulator, "bes.status", None, status(503), status(429, retry_after=0))
+    # Running through the faulted polls (the first read, the two faulted, the next read), however
+    # fast it trains: a job ended at the first poll would never meet them.
+    job_fault(emulator, "hang", status_reads=2)
 
     started = time.monotonic()
     result = run_deferrable(churn_op(container, churn_input, deferrable=deferrable))

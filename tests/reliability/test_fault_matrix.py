@@ -395,6 +395,17 @@ def emulator_faults(*rules: tuple[str, list[dict[str, Any] | None]]) -> Callable
     return install
 
 
+def jobs_running_for_status_reads(reads: int) -> Callable[[Env], None]:
+    """Every BES job answers Running to its first ``reads`` status reads, then trains as usual: a
+    fault on a later poll meets a running job however fast training is (a small job can end before
+    the second poll)."""
+
+    def hold(env: Env) -> None:
+        env.job_fault("hang", status_reads=reads)
+
+    return hold
+
+
 def storage_faults(match: str, *steps: dict[str, Any] | None) -> Callable[[Env], None]:
     def install(env: Env) -> None:
         assert env.storage_proxy is not None
@@ -448,21 +459,30 @@ def storage_matrix(match: str, *, what: str, task_retry: tuple[str, ...] = ()) -
 SUBMIT_FAULTS: dict[str, Fault] = {
     "429 Retry-After": Fault(
         RECOVERS,
-        emulator_faults(("bes.submit", [status(429, 1)]), ("bes.status", [None, status(429, 0)])),
-        "bes.submit: 429 Retry-After 1; a status poll: 429 Retry-After 0",
+        both(
+            jobs_running_for_status_reads(2),
+            emulator_faults(("bes.submit", [status(429, 1)]), ("bes.status", [None, status(429, 0)])),
+        ),
+        "bes.submit: 429 Retry-After 1; a status poll of the running job: 429 Retry-After 0",
     ),
     "500": Fault(
         RECOVERS,
-        emulator_faults(("bes.submit", [status(500)]), ("bes.status", [None, status(500)])),
-        "bes.submit 500 (not retried in the try: the job may exist), a status poll 500",
+        both(
+            jobs_running_for_status_reads(2),
+            emulator_faults(("bes.submit", [status(500)]), ("bes.status", [None, status(500)])),
+        ),
+        "bes.submit 500 (not retried in the try: the job may exist), a status poll of the running job 500",
         absorbed=False,
     ),
     "503": Fault(
         RECOVERS,
-        emulator_faults(
-            ("bes.submit", [status(503)]), ("bes.start", [status(503)]), ("bes.status", [None, status(503)])
+        both(
+            jobs_running_for_status_reads(2),
+            emulator_faults(
+                ("bes.submit", [status(503)]), ("bes.start", [status(503)]), ("bes.status", [None, status(503)])
+            ),
         ),
-        "bes.submit, bes.start and a status poll: 503",
+        "bes.submit, bes.start and a status poll of the running job: 503",
     ),
     "connect timeout": Fault(
         RECOVERS, lambda env: env.refuse_connections(TRAINING_CONN), "BES accepts no connection for a while"
@@ -475,14 +495,20 @@ SUBMIT_FAULTS: dict[str, Fault] = {
     ),
     "connection reset": Fault(
         RECOVERS,
-        emulator_faults(("bes.submit", [DROP]), ("bes.start", [DROP]), ("bes.status", [None, DROP])),
-        "bes.submit, bes.start and a status poll: connection closed without an answer",
+        both(
+            jobs_running_for_status_reads(2),
+            emulator_faults(("bes.submit", [DROP]), ("bes.start", [DROP]), ("bes.status", [None, DROP])),
+        ),
+        "bes.submit, bes.start and a status poll of the running job: connection closed without an answer",
         absorbed=False,
     ),
     "malformed JSON": Fault(
         RECOVERS,
-        emulator_faults(("bes.submit", [MALFORMED]), ("bes.status", [None, MALFORMED])),
-        "bes.submit and a status poll: 200 with a body that is not JSON",
+        both(
+            jobs_running_for_status_reads(2),
+            emulator_faults(("bes.submit", [MALFORMED]), ("bes.status", [None, MALFORMED])),
+        ),
+        "bes.submit and a status poll of the running job: 200 with a body that is not JSON",
     ),
     "BES job Failed": Fault(
         FAILS,
