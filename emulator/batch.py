@@ -2,8 +2,8 @@
 
 A job is a small state machine, NotStarted -> Running -> Finished | Failed | Cancelled. Training
 really runs (scikit-learn, in a worker thread so the HTTP server stays responsive); the admin knobs
-add a minimum duration and forced outcomes (fail with given Details, hang until cancelled or until
-the job's status has been read a given number of times).
+add a minimum duration and forced outcomes (fail with given Details; hang until cancelled, released
+through the admin API, or read a given number of times).
 
 Each started job has its own thread, as each BES job has its own compute: a job waiting out its
 minimum duration never delays another job. Only training itself is limited to ``workers`` at a time,
@@ -40,6 +40,7 @@ class BatchService:
         self._training = threading.BoundedSemaphore(workers)
         self._cancel_events: dict[str, threading.Event] = {}
         self._status_reads: dict[str, int] = {}  # job id -> status reads answered while it ran
+        self._released: set[str] = set()  # jobs a "hang" fault held that the admin API let go on
 
     def cancel_all(self) -> None:
         """Stop every worker's wait (reset, shutdown); their jobs' states are not touched."""
@@ -50,6 +51,7 @@ class BatchService:
             event.set()
         with self.backend.lock:
             self._status_reads.clear()
+            self._released.clear()
 
     def shutdown(self) -> None:
         # Every waiting job thread wakes up and returns; a job in training finishes it and returns.
@@ -236,12 +238,8 @@ class BatchService:
         fault = backend.control.take_job_fault(job.service_id)
         try:
             if fault is not None and fault.outcome == "hang":
-                released = fault.status_reads is not None and self._held_until_read(
-                    job_id, fault.status_reads, cancelled
-                )
-                if not released:
-                    cancelled.wait()  # until cancelled (at once if it already was)
-                    return
+                if not self._held(job_id, fault.status_reads, cancelled):
+                    return  # cancelled while held
             elif fault is not None:
                 self._finish(job_id, JobStatus.FAILED, details=fault.details, deadline=deadline)
                 return
@@ -274,16 +272,28 @@ class BatchService:
             with backend.lock:
                 self._cancel_events.pop(job_id, None)
                 self._status_reads.pop(job_id, None)
+                self._released.discard(job_id)
 
-    def _held_until_read(self, job_id: str, reads: int, cancelled: threading.Event) -> bool:
-        """Wait until the job's status has been read ``reads`` times while it ran (that read still
-        answers Running); False when the job was cancelled first."""
+    def _held(self, job_id: str, reads: int | None, cancelled: threading.Event) -> bool:
+        """Hold a job Running until it is released (admin API) or, with ``reads``, until its status
+        has been read that many times (that read still answers Running). False: cancelled first."""
         while True:
             with self.backend.lock:
-                if self._status_reads.get(job_id, 0) >= reads:
+                if job_id in self._released or (reads is not None and self._status_reads.get(job_id, 0) >= reads):
                     return True
             if cancelled.wait(0.01):
                 return False
+
+    def release(self, job_id: str) -> JobStatus | None:
+        """Let a Running job that a "hang" fault holds go on to train and end as usual (a no-op for
+        any other job). The job's status, or None when there is no such job."""
+        with self.backend.lock:
+            job = self.backend.state.jobs.get(job_id)
+            if job is None:
+                return None
+            if job.status is JobStatus.RUNNING:
+                self._released.add(job_id)
+            return job.status
 
     def _finish(
         self,

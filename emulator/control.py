@@ -60,8 +60,8 @@ class JobFaultSpec(Strict):
     service_id: str | None = None  # data-plane service id; None = any
     count: int | None = Field(default=None, ge=1)
     # "hang" only: hold the job Running until its status has been read this many times, then let it
-    # run to its normal end; None = until it is cancelled. Lets a test meet a running job whatever
-    # the machine's speed (training a small dataset can end before the second poll).
+    # run to its normal end; None = until it is cancelled or released. Lets a test meet a running
+    # job whatever the machine's speed (training a small dataset can end before the second poll).
     status_reads: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")

@@ -135,6 +135,16 @@ async def add_job_fault(request: Request) -> JSONResponse:
     return JSONResponse(spec.model_dump(), status_code=201)
 
 
+@router.post("/jobs/{job_id}/release", name="admin.jobs.release")
+async def release_job(request: Request, job_id: str) -> JSONResponse:
+    """A job a "hang" fault holds goes on: it trains and ends as usual."""
+    _loopback_only(request)
+    status = await call(emulator(request).batch.release, job_id)
+    if status is None:
+        raise api_error("JobNotFound", f"No job '{job_id}'.")
+    return JSONResponse({"id": job_id, "status": status.value})
+
+
 @router.delete("/faults", name="admin.faults.clear")
 async def clear_faults(request: Request) -> Response:
     _loopback_only(request)

@@ -152,3 +152,18 @@ def test_a_job_held_until_read_can_be_cancelled_and_the_option_is_for_hang_only(
     assert churn_training.status(job_id)["StatusCode"] == "Running"
     assert churn_training.delete(job_id).status_code == 200
     assert churn_training.status(job_id)["StatusCode"] == "Cancelled"
+
+
+def test_a_hung_job_goes_on_when_released(emulator, churn_training, churn_job):
+    emulator.admin("POST", "faults/jobs", json={"outcome": "hang", "count": 1})
+    job_id = churn_training.submit_ok(churn_job(rows=200))
+    not_started = emulator.admin("POST", f"jobs/{job_id}/release").json()
+    assert not_started == {"id": job_id, "status": "NotStarted"}  # nothing to release yet
+    assert churn_training.start(job_id).status_code == 200
+    wait_until_job_faults_taken(emulator)
+    for _ in range(3):
+        assert churn_training.status(job_id)["StatusCode"] == "Running"
+    assert emulator.admin("POST", f"jobs/{job_id}/release").json() == {"id": job_id, "status": "Running"}
+    assert churn_training.wait(job_id, timeout=120)["StatusCode"] == "Finished"
+    unknown = requests.post(f"{emulator.url}/_emulator/jobs/{'0' * 32}/release", timeout=30)
+    assert unknown.status_code == 404
