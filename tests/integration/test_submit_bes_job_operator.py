@@ -59,7 +59,7 @@ def rebuilt(trigger: BesJobTrigger) -> BesJobTrigger:
     return cls(**kwargs)  # type: ignore[no-any-return]
 
 
-def wait_for_job_status(emulator: RunningEmulator, wanted: str, timeout: float = 15.0) -> dict[str, Any]:
+def wait_for_job_status(emulator: RunningEmulator, wanted: str, timeout: float = 60.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         current = jobs(emulator)
@@ -124,18 +124,22 @@ def test_deferrable_defers_then_the_trigger_ends_the_task(emulator, container, c
 def test_a_short_job_ends_in_the_worker_within_defer_after_and_a_longer_one_defers(
     emulator, container, churn_input, blob_service
 ):
-    emulator.admin("PATCH", "settings", json={"job_min_duration_seconds": 0.3})
-    started = time.monotonic()
-    result = churn_op(container, churn_input, deferrable=True, defer_after=2).execute(make_context())
-    assert result["status"] == "Finished" and time.monotonic() - started < 2.5
+    # Running at the worker's first poll, then it trains: a job that ends while the worker follows
+    # it (defer_after is far longer than training takes on any machine) is finished there.
+    job_fault(emulator, "hang", status_reads=1, count=1)
+    result = churn_op(container, churn_input, deferrable=True, defer_after=60).execute(make_context())
+    assert result["status"] == "Finished"
     assert_outputs_written(blob_service, result)
 
-    emulator.admin("PATCH", "settings", json={"job_min_duration_seconds": 3})
+    # Running through both of the worker's polls and the trigger's first, however fast it trains.
+    job_fault(emulator, "hang", status_reads=3, count=1)
+    polls_before = route_count(emulator, "bes.status")
     started = time.monotonic()
     with pytest.raises(TaskDeferred) as deferred:
         churn_op(container, churn_input, deferrable=True, defer_after=1).execute(make_context())
     # Polls at 0.2, 0.6 s (doubling, at most 0.5 s apart) then hands over: the trigger goes on at 0.5 s.
-    assert 0.6 <= time.monotonic() - started < 1.5
+    assert time.monotonic() - started >= 0.6
+    assert route_count(emulator, "bes.status") - polls_before == 2
     trigger = rebuilt(deferred.value.trigger)
     assert (trigger.poll_interval, trigger.last_status) == (0.5, "Running")
     assert run_trigger(trigger)["task_instance_state"] == "success"
@@ -183,7 +187,8 @@ def test_arm_training_service_with_required_global_parameter(emulator, upload, c
 
 @pytest.mark.parametrize("retry_deferrable", [True, False])
 def test_retry_after_crash_while_running_reattaches_to_the_same_job(emulator, container, churn_input, retry_deferrable):
-    emulator.admin("PATCH", "settings", json={"job_min_duration_seconds": 1.0})
+    # Running until the retry has looked at it twice (its reattach, then its first follow-up).
+    job_fault(emulator, "hang", status_reads=2)
     store = DictStateStore()
     with pytest.raises(TaskDeferred):  # first try: submitted, started, deferred ... then the worker dies
         churn_op(container, churn_input, deferrable=True).execute(make_context(store))
@@ -288,7 +293,10 @@ def test_trigger_on_kill_cancels_the_job_deferrable(emulator, container, churn_i
 
     async def kill_while_polling() -> dict[str, Any]:
         runner = asyncio.ensure_future(trigger.run().__anext__())
-        await asyncio.sleep(0.5)  # a few polls: the job hangs in Running
+        deadline = time.monotonic() + 60
+        while await asyncio.to_thread(route_count, emulator, "bes.status") < 2:  # a few polls: it hangs
+            assert time.monotonic() < deadline and not runner.done(), "the trigger did not poll"
+            await asyncio.sleep(0.05)
         assert not runner.done()
         # What the triggerer does when a user marks the task failed: cancel run(), then on_kill().
         runner.cancel()
