@@ -907,10 +907,12 @@ def run_sensor(env: Env, cell: Fault, models: dict[str, str]) -> None:
     prefix = "incoming/2026-11-26/"
     env.blobs.get_blob_client(container, prefix + "part-0.csv").upload_blob(b"a,b\n1,2\n")
     delivered: list[float] = []
+    listed = threading.Event()
+    watch_listings(env, listed)
 
     def deliver_the_rest() -> None:
-        """The second file and the marker land later: before that the window is half-uploaded."""
-        time.sleep(0.5)
+        """The second file and the marker land once the sensor has listed the half-uploaded window."""
+        assert listed.wait(60), "the sensor never listed the window"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -957,6 +959,27 @@ def run_sensor(env: Env, cell: Fault, models: dict[str, str]) -> None:
         current = env.blobs.get_blob_client(container, blob["name"]).get_blob_properties()
         assert blob["etag"].strip('"') == str(current.etag).strip('"')
         assert blob["size"] == current.size
+
+
+def watch_listings(env: Env, listed: threading.Event) -> None:
+    """Set ``listed`` once the sensor or its trigger has listed the window (successfully)."""
+    from azureml_retrain.sensors import blob_arrival as sensor_module
+    from azureml_retrain.triggers import blob_arrival as trigger_module
+
+    real_sync, real_async = sensor_module.list_blobs_sync, trigger_module.list_blobs_async
+
+    def listing_sync(*args: Any) -> Any:
+        listing = real_sync(*args)
+        listed.set()
+        return listing
+
+    async def listing_async(*args: Any) -> Any:
+        listing = await real_async(*args)
+        listed.set()
+        return listing
+
+    env.monkeypatch.setattr(sensor_module, "list_blobs_sync", listing_sync)
+    env.monkeypatch.setattr(trigger_module, "list_blobs_async", listing_async)
 
 
 # --- promotions: PatchEndpointOperator, UpdateWebServiceDefinitionOperator, and the ledger write ------------
@@ -1050,7 +1073,8 @@ def run_promotion(env: Env, cell: Fault, models: dict[str, str], promotion: Prom
             "window": CHALLENGER_WINDOW,
             "metrics": {"challenger": {"AUC": 0.9}},
             "verify_poll_interval": 0.1,
-            "verify_timeout": timedelta(seconds=1.5),
+            # The service switches at once; only a PATCH that did not take waits this out.
+            "verify_timeout": timedelta(seconds=5),
         }
         if promotion is CLASSIC:
             op: Any = PatchEndpointOperator(
