@@ -90,16 +90,28 @@ def assert_no_secrets(value: Any) -> None:
         assert secret not in text
 
 
-def test_poke_mode_accepts_data_uploaded_late(hook: WasbHook, container: str):
-    def deliver() -> None:
-        upload(hook, container, PREFIX + "part-0.csv", "a,b\n1,2\n")
-        upload(hook, container, PREFIX + "part-1.csv", "a,b\n3,4\n")
-        upload(hook, container, PREFIX + "notes.txt", "not data")
+def test_poke_mode_accepts_data_uploaded_late(hook: WasbHook, container: str, monkeypatch: pytest.MonkeyPatch):
+    from azureml_retrain.sensors import blob_arrival as sensor_module
 
-    later(0.5, deliver)
-    started = time.monotonic()
+    real_list = sensor_module.list_blobs_sync
+    polls: list[int] = []
+    delivered: list[float] = []
+
+    def deliver_after_the_first_poke(*args: Any) -> Listing:
+        """The data lands once the sensor has seen the window empty, however long it took to start."""
+        listing = real_list(*args)
+        polls.append(len(listing.blobs))
+        if len(polls) == 1:
+            delivered.append(time.monotonic())
+            upload(hook, container, PREFIX + "part-0.csv", "a,b\n1,2\n")
+            upload(hook, container, PREFIX + "part-1.csv", "a,b\n3,4\n")
+            upload(hook, container, PREFIX + "notes.txt", "not data")
+        return listing
+
+    monkeypatch.setattr(sensor_module, "list_blobs_sync", deliver_after_the_first_poke)
     result = sensor(container, deferrable=False, min_files=2).execute(context())
-    assert time.monotonic() - started >= 1.5  # waited for the upload, then for it to settle
+    assert polls[0] == 0  # waited for the upload ...
+    assert time.monotonic() - delivered[0] >= 0.9  # ... then for it to settle (stable_for 1 s)
     assert result["container"] == container
     assert result["prefix"] == PREFIX
     assert result["window"] == {"start": WINDOW["window_start"], "end": WINDOW["window_end"]}
@@ -112,30 +124,35 @@ def test_poke_mode_accepts_data_uploaded_late(hook: WasbHook, container: str):
     assert_no_secrets(result)
 
 
-def test_deferrable_trigger_does_not_accept_a_blob_that_is_still_growing(hook: WasbHook, container: str):
+def test_deferrable_trigger_does_not_accept_a_blob_that_is_still_growing(
+    hook: WasbHook, container: str, monkeypatch: pytest.MonkeyPatch
+):
     name = PREFIX + "growing.csv"
     upload(hook, container, name, "v0")
-    stopped_at: list[float] = []
+    rewrites: list[float] = []
+    real_list = trigger_module.list_blobs_async
 
-    def keep_rewriting() -> None:
-        for i in range(1, 9):  # ~2.4 s of re-uploads with different content
-            time.sleep(0.3)
-            upload(hook, container, name, "x" * (i + 10))
-        stopped_at.append(time.time())
+    async def rewritten_after_each_listing(*args: Any) -> Listing:
+        """A writer still at work: each of the trigger's first 8 checks is followed by new content, so
+        every check sees another change, however far apart the checks are."""
+        listing = await real_list(*args)
+        if len(rewrites) < 8:
+            upload(hook, container, name, "x" * (len(rewrites) + 11))
+            rewrites.append(time.time())
+        return listing
 
     with pytest.raises(TaskDeferred) as deferred:
         sensor(container, poke_interval=0.2).execute(context())
-    writer = later(0, keep_rewriting)
+    monkeypatch.setattr(trigger_module, "list_blobs_async", rewritten_after_each_listing)
     trigger = deferred.value.trigger
     assert isinstance(trigger, BlobArrivalTrigger)
     assert trigger.finish_task  # accepted data ends the task in the triggerer
     event = run_trigger(BlobArrivalTrigger(**trigger.serialize()[1]))  # as the triggerer rebuilds it
     accepted_at = time.time()
-    writer.join()
     assert event["task_instance_state"] == "success", event
     result = event["xcoms"]["return_value"]
-    assert stopped_at
-    assert accepted_at >= stopped_at[0] + 0.9  # only after the writer stopped, plus stable_for (1 s)
+    assert len(rewrites) == 8
+    assert accepted_at >= rewrites[-1] + 0.9  # only after the writer stopped, plus stable_for (1 s)
     assert result["blobs"][0]["size"] == 18  # the final content
     assert result["blobs"][0]["etag"].strip('"') == etag_of(hook, container, name)
     assert set(result) == set(RESULT_KEYS)
@@ -163,7 +180,7 @@ def test_reschedule_mode_requires_the_marker(hook: WasbHook, container: str):
     result, _ = poke_until_done(time.monotonic() + 2.5)
     assert result is None  # data settled, but no marker: never accepted
     upload(hook, container, PREFIX + "_SUCCESS", b"")
-    result, reschedules = poke_until_done(time.monotonic() + 10)
+    result, reschedules = poke_until_done(time.monotonic() + 60)
     assert result is not None
     assert reschedules >= 1  # the fresh marker had to settle too
     assert result["marker"]["name"] == PREFIX + "_SUCCESS"
@@ -196,7 +213,7 @@ def test_only_the_window_prefix_is_listed(hook: WasbHook, container: str, monkey
 
     monkeypatch.setattr(trigger_module, "list_blobs_async", spy)
     trigger = BlobArrivalTrigger.from_criteria(
-        criteria, end_time=time.time() + 10, wasb_conn_id="wasb_default", poll_interval=0.2, observation=None
+        criteria, end_time=time.time() + 60, wasb_conn_id="wasb_default", poll_interval=0.2, observation=None
     )
     event = run_trigger(trigger)
     assert event["status"] == "success"
@@ -206,17 +223,14 @@ def test_only_the_window_prefix_is_listed(hook: WasbHook, container: str, monkey
 
 
 def test_trigger_times_out_at_its_absolute_deadline(container: str):
-    trigger = BlobArrivalTrigger(
-        container=container,
-        prefix=PREFIX,
-        end_time=time.time() + 0.5,
-        poll_interval=0.1,
-        **WINDOW,
-    )
-    started = time.monotonic()
+    # Long enough for a first check on any machine (its reason is in the message).
+    end_time = time.time() + 1.5
+    trigger = BlobArrivalTrigger(container=container, prefix=PREFIX, end_time=end_time, poll_interval=0.1, **WINDOW)
     event = run_trigger(trigger)
     assert event["status"] == "timeout"
-    assert time.monotonic() - started < 3
+    # At the deadline, give or take a poll (generous: a deadline taken as relative would be later
+    # still, one that never fires ends in run_trigger's own 60 s timeout).
+    assert end_time <= time.time() < end_time + 10
     assert "no blobs under" in event["message"]
 
 
@@ -224,7 +238,7 @@ def test_missing_container_is_waited_for_not_fatal(azurite: str):
     trigger = BlobArrivalTrigger(
         container=f"missing-{uuid.uuid4().hex[:8]}",
         prefix=PREFIX,
-        end_time=time.time() + 0.3,
+        end_time=time.time() + 1.5,  # long enough for a first check on any machine
         poll_interval=0.1,
         **WINDOW,
     )

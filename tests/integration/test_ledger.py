@@ -22,7 +22,7 @@ WINDOW_2 = {"start": "2026-11-25T00:00:00+00:00", "end": "2026-11-26T00:00:00+00
 
 @pytest.fixture
 def ledger(azurite: str, container: str) -> PromotionLedger:
-    return PromotionLedger(container=container, lock_timeout=3)
+    return PromotionLedger(container=container, lock_timeout=30)  # waiting ends when the lock is free
 
 
 def promotion(uri: str, window=WINDOW_2, **kwargs) -> LedgerRecord:
@@ -92,7 +92,7 @@ def test_lock_serialises_two_promotions(ledger):
 
     thread = threading.Thread(target=first)
     thread.start()
-    inside.wait(10)
+    assert inside.wait(60), "the first never took the lock"
     with ledger.lock("ws/retrain01"):
         order.append("second-in")
     thread.join()

@@ -439,7 +439,8 @@ def test_deadline_in_the_past_times_out_without_listing(fake_client: Callable[..
 
 def test_timeout_message_carries_the_last_reason(fake_client: Callable[..., FakeAsyncClient]):
     fake_client([recent("incoming/2026-11-26/a.csv")])
-    event = first_event(trigger(marker="_SUCCESS", end_time=time.time() + 0.1))
+    # Long enough for a first check on any machine: the message carries that check's reason.
+    event = first_event(trigger(marker="_SUCCESS", end_time=time.time() + 1.0))
     assert event.payload["status"] == "timeout"
     assert "marker 'incoming/2026-11-26/_SUCCESS' is not there yet" in event.payload["message"]
 
