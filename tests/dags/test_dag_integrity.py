@@ -13,14 +13,20 @@ import pytest
 from devtools.services import ROOT
 
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
-IMPORT_BUDGET_SECONDS = 1.0
+# A DAG file's import may cost at most this share of importing the Airflow SDK it builds on: a bound
+# that scales with the machine (today a DAG file takes ~0.15 of it; a file doing real work at import
+# takes several times the SDK).
+IMPORT_BUDGET_OF_FRAMEWORK = 1.0
 
-# Runs in a fresh interpreter per file: imports Airflow first (its cost is not the DAG's), then
-# times the DAG module alone while recording any file or socket access made during the import.
+# Runs in a fresh interpreter per file: imports Airflow first (its cost is not the DAG's; timed, as
+# the yardstick), then times the DAG module alone while recording any file or socket access made
+# during the import.
 _PROBE = r"""
 import json, sys, time, runpy, socket, builtins
+framework_started = time.perf_counter()
 import airflow.sdk  # noqa: F401  (warm the framework; its cost is not the DAG file's)
 import airflow.providers.standard  # noqa: F401
+framework_seconds = time.perf_counter() - framework_started
 path = sys.argv[1]
 opened, connected = [], []
 real_open, real_connect = builtins.open, socket.socket.connect
@@ -33,7 +39,8 @@ started = time.perf_counter()
 runpy.run_path(path, run_name="dag_under_test")
 elapsed = time.perf_counter() - started
 builtins.open, socket.socket.connect = real_open, real_connect
-print(json.dumps({"seconds": elapsed, "opened": opened, "connected": connected}))
+report = {"seconds": elapsed, "framework_seconds": framework_seconds, "opened": opened, "connected": connected}
+print(json.dumps(report))
 """
 
 
@@ -76,7 +83,10 @@ def probe_dag_import(path: Path) -> dict:
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
 def test_dag_file_imports_fast_without_io(path: Path):
     probe = probe_dag_import(path)
-    assert probe["seconds"] < IMPORT_BUDGET_SECONDS, f"{path.name} took {probe['seconds']:.2f}s to import"
+    budget = IMPORT_BUDGET_OF_FRAMEWORK * probe["framework_seconds"]
+    assert probe["seconds"] < budget, (
+        f"{path.name} took {probe['seconds']:.2f}s to import, more than the Airflow SDK's {budget:.2f}s"
+    )
     assert probe["connected"] == [], f"{path.name} opened network connections at import: {probe['connected']}"
     assert probe["data_files"] == [], f"{path.name} opened files at import: {probe['data_files']}"
 
