@@ -379,6 +379,7 @@ def test_arm_chain_train_evaluate_update_deferrable(emulator, upload, container)
             global_parameters={"Training window": "2026-W47"},
             azureml_conn_id="azureml_energy_training",
             deferrable=True,
+            defer_after=0,  # the trigger's path, however fast the job is
             poll_interval=0.2,
         )
     )
@@ -411,6 +412,7 @@ def test_dag_test_deferrable_chain(emulator, upload, container, airflow_db):
             outputs={"output1": f"{container}/dag/model.ilearner", "output2": f"{container}/dag/evaluation.csv"},
             azureml_conn_id="azureml_churn_training",
             deferrable=True,
+            defer_after=0,  # deferred, however fast the job is
             poll_interval=0.2,
         )
         evaluate = EvaluateModelOperator(

@@ -120,7 +120,8 @@ def test_direct_runs_keep_secrets_out_of_xcom_and_logs(emulator, upload, contain
         xcoms.extend([result, context["ti"].xcom])
         return result
 
-    trained = run(churn_submit(container, churn, deferrable=True), deferrable_run=True)
+    # defer_after=0: the trigger's path (and its logging) however fast the job is.
+    trained = run(churn_submit(container, churn, deferrable=True, defer_after=0), deferrable_run=True)
     run(churn_submit(container, churn, task_id="train_cs", deferrable=False, reference_mode="connection_string"))
     run(EvaluateModelOperator(task_id="evaluate", evaluation_results=trained, rules={"metric": "auc"}))
     run(
@@ -219,7 +220,7 @@ def test_dag_test_run_keeps_secrets_out_of_xcom_rows_and_task_logs(emulator, upl
     data = upload("in/churn.csv", dataset="churn", rows=200, window=2, seed=4)
     dag_id = "secrets_hygiene_chain"
     with DAG(dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
-        train = churn_submit(container, data, deferrable=True)
+        train = churn_submit(container, data, deferrable=True, defer_after=0)  # deferred, however fast the job
         evaluate = EvaluateModelOperator(task_id="evaluate", evaluation_results=train.output, rules={"metric": "auc"})
         promote = PatchEndpointOperator(
             task_id="promote",

@@ -25,7 +25,7 @@ import textwrap
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +236,24 @@ def wait_until_trigger_runs(cluster: AirflowCluster, dag_id: str, run_id: str, t
     )
 
 
+def requests_on_job_since(emulator: RunningEmulator, route: str, job_id: str, moment: datetime) -> list[datetime]:
+    """When each ``route`` request on ``job_id`` that began after ``moment`` began (the service's clock)."""
+    began = []
+    for entry in requests_log(emulator, route):
+        if entry["path"].endswith(f"/jobs/{job_id}"):
+            start = datetime.fromisoformat(entry["time"]) - timedelta(milliseconds=entry["duration_ms"])
+            if start > moment:
+                began.append(start)
+    return began
+
+
+def release_once_read_since(emulator: RunningEmulator, job_id: str, moment: datetime, what: str) -> None:
+    """Release a held job once its status has been read by a request that began after ``moment``
+    (after a kill: by the process that took over, not by the one that died mid-request)."""
+    wait_until(lambda: requests_on_job_since(emulator, "bes.status", job_id, moment), what, timeout=240)
+    emulator.admin("POST", f"jobs/{job_id}/release")
+
+
 def parent_pid(pid: int) -> int:
     stat = Path(f"/proc/{pid}/stat").read_text()
     return int(stat.rsplit(")", 1)[1].split()[1])
@@ -252,7 +270,9 @@ def test_sigkilled_worker_running_a_blocking_submit_is_retried_and_reattaches_to
     cluster: AirflowCluster, fresh_emulator: RunningEmulator
 ):
     emulator = fresh_emulator
-    emulator.admin("PATCH", "settings", json={"job_min_duration_seconds": 20})
+    # Running until the retry has looked at it (released below), however long the kill takes to be
+    # noticed: the retry reattaches to a running job.
+    job_fault(emulator, "hang", service_id=service_of(emulator, "churn"))
     known = job_ids(emulator)
     run_id = trigger(cluster, "pf_worker_kill")
     ti = cluster.wait_for_task_state("pf_worker_kill", run_id, "train", ["running"], timeout=120)
@@ -265,6 +285,7 @@ def test_sigkilled_worker_running_a_blocking_submit_is_retried_and_reattaches_to
     assert "airflow" in cmdline(worker_pid), cmdline(worker_pid)
     for pid in (task_pid, worker_pid):
         os.kill(pid, signal.SIGKILL)
+    release_once_read_since(emulator, job["id"], datetime.now(UTC), "the retry to look at the job")
 
     assert cluster.wait_for_run("pf_worker_kill", run_id, timeout=240) == "success"
     final = cluster.task_instance("pf_worker_kill", run_id, "train")
@@ -282,7 +303,9 @@ def test_triggerer_killed_and_restarted_while_deferred_resumes_every_wait_with_i
     job, a hung job with a deadline) and ``pf_start_in_triggerer`` (a task the triggerer started
     itself, with no worker run at all)."""
     emulator = fresh_emulator
-    emulator.admin("PATCH", "settings", json={"job_min_duration_seconds": 30})
+    # The churn jobs run until the restarted triggerer has looked at them (released below); the
+    # energy job runs until its deadline cancels it.
+    job_fault(emulator, "hang", service_id=service_of(emulator, "churn"))
     job_fault(emulator, "hang", service_id=service_of(emulator, "energy"))
     known = job_ids(emulator)
     tag, started_tag = uuid.uuid4().hex[:10], uuid.uuid4().hex[:10]
@@ -296,12 +319,17 @@ def test_triggerer_killed_and_restarted_while_deferred_resumes_every_wait_with_i
     claim = blob_service.get_blob_client(CONTAINER, f"{started_tag}/train/model.ilearner.bes-job.json")
     started_job = json.loads(claim.download_blob().readall())["job_id"]
     assert cluster.task_instance("pf_start_in_triggerer", started_run, "train")["state"] == "deferred"
+    ids = {job["service_id"]: job["id"] for job in new_jobs(emulator, known) if job["id"] != started_job}
+    train_job, hung_job = ids[service_of(emulator, "churn")], ids[service_of(emulator, "energy")]
 
     cluster.kill_component("triggerer")
+    killed_at = datetime.now(UTC)
     time.sleep(15)
     cluster.start_component("triggerer")
     # A deadline reset by the restart would fire HUNG_JOB_TIMEOUT after this point.
     assert time.monotonic() - submitted >= 15
+    for job_id in (train_job, started_job):
+        release_once_read_since(emulator, job_id, killed_at, f"the restarted triggerer to poll job {job_id}")
 
     blob_service.get_blob_client(CONTAINER, f"{tag}/landing/part-0.csv").upload_blob(b"a,b\n1,2\n", overwrite=True)
     state = cluster.wait_for_run("pf_triggerer_restart", run_id, timeout=240)
@@ -320,12 +348,22 @@ def test_triggerer_killed_and_restarted_while_deferred_resumes_every_wait_with_i
     assert by_service[service_of(emulator, "energy")]["status"] == "Cancelled"
     assert route_count(emulator, "bes.submit") == 3
 
-    # The trigger cancels the job at its deadline: measure it on the service's own clock.
+    # The trigger cancels the job at its deadline: measure it on the service's own clock. A restarted
+    # triggerer that came up after the deadline cancels it at once; a deadline reset by the restart
+    # would fire HUNG_JOB_TIMEOUT after the restart (at least 15 s after either).
     energy = service_of(emulator, "energy")
     submit = next(r for r in requests_log(emulator, "bes.submit") if energy in r["path"])
     cancel = next(r for r in requests_log(emulator, "bes.delete") if energy in r["path"])
-    waited = (datetime.fromisoformat(cancel["time"]) - datetime.fromisoformat(submit["time"])).total_seconds()
-    assert HUNG_JOB_TIMEOUT - 1 <= waited <= HUNG_JOB_TIMEOUT + 5, f"job cancelled {waited:.1f}s after submission"
+    submitted_at = datetime.fromisoformat(submit["time"])
+    waited = (datetime.fromisoformat(cancel["time"]) - submitted_at).total_seconds()
+    resumed_at = min(
+        requests_on_job_since(emulator, "bes.status", hung_job, killed_at)
+        + requests_on_job_since(emulator, "bes.delete", hung_job, killed_at)
+    )
+    resumed = (resumed_at - submitted_at).total_seconds()
+    assert HUNG_JOB_TIMEOUT - 1 <= waited <= max(HUNG_JOB_TIMEOUT, resumed) + 10, (
+        f"job cancelled {waited:.1f}s after submission, its trigger resumed after {resumed:.1f}s"
+    )
     log = cluster.task_log("pf_triggerer_restart", run_id, "train_hung", 1)
     assert "did not end within job_timeout" in log
 
@@ -411,11 +449,11 @@ def test_scheduler_killed_during_a_promotion_and_restarted_completes_without_dou
     before = {name: endpoint_model(emulator, name) for name in endpoints}
     known = job_ids(emulator)
     # Each PATCH is held for a while after the service received it: the kill lands mid-promotion.
-    emulator.admin(
+    held = emulator.admin(
         "POST",
         "faults",
         json={"route": "mgmt.endpoint.patch", "action": {"kind": "delay", "delay_seconds": 6}, "count": 2},
-    )
+    ).json()
     data = blob_service.get_container_client(DATA_CONTAINER)
     if not data.exists():
         data.create_container()
@@ -424,8 +462,8 @@ def test_scheduler_killed_during_a_promotion_and_restarted_completes_without_dou
     data.upload_blob(f"{folder}/_SUCCESS", b"")
 
     cluster.wait_for_task_state(dag_id, run_id, "promote_classic_endpoints", ["running"], timeout=300, map_index=0)
-    wait_until(lambda: route_count(emulator, "mgmt.endpoint.get") > len(endpoints), "the promotion's first read")
-    time.sleep(3)  # inside the held PATCH
+    # A PATCH has reached the service and is held there (for 6 s, against the moment this takes).
+    wait_until(lambda: patch_held(emulator, held["id"]), "a PATCH to reach the service", timeout=300, interval=0.1)
     cluster.kill_component("scheduler")  # with its LocalExecutor workers: the whole process group
     time.sleep(3)
     cluster.start_component("scheduler")
@@ -446,6 +484,11 @@ def test_scheduler_killed_during_a_promotion_and_restarted_completes_without_dou
         promotions = [r for r in records if r.kind == "promotion"]
         assert len(promotions) == 1, records
         assert serving is not None and promotions[0].model_uri.split("?")[0] == serving
+
+
+def patch_held(emulator: RunningEmulator, rule_id: str) -> bool:
+    rules = emulator.admin("GET", "faults").json()["rules"]
+    return any(rule["id"] == rule_id and rule["matched"] > 0 for rule in rules)
 
 
 # --- and what that left behind ------------------------------------------------------------------
