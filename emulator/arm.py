@@ -49,6 +49,7 @@ class ArmService:
         self.authority = authority
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="arm-operation")
         self._stopping = threading.Event()
+        self._released: set[str] = set()  # held operations the admin API let go on
 
     def shutdown(self) -> None:
         self._stopping.set()
@@ -247,7 +248,8 @@ class ArmService:
             )
             self.backend.state.operations[operation.id] = operation
             self.backend.save()
-        self._executor.submit(self._finish_delete, operation.id)
+        held = self.backend.control.take_operation_fault() is not None
+        self._executor.submit(self._finish_delete, operation.id, held=held)
         return self._operation_urls(operation, base)
 
     def _operation(self, subscription: str, operation_id: str) -> AsyncOperation:
@@ -373,12 +375,15 @@ class ArmService:
         self.backend.state.arm_services[operation.service_key] = service
         self.backend.state.operations[operation.id] = operation
         self.backend.save()
-        self._executor.submit(self._provision, operation.id)
+        held = self.backend.control.take_operation_fault() is not None
+        self._executor.submit(self._provision, operation.id, held=held)
         return operation
 
-    def _finish_delete(self, operation_id: str) -> None:
+    def _finish_delete(self, operation_id: str, *, held: bool = False) -> None:
         # The service is gone already; the operation still takes the knob's minimum to end.
         if self._stopping.wait(self.backend.control.knobs.operation_min_duration_seconds):
+            return
+        if held and not self._held(operation_id):
             return
         with self.backend.lock:
             operation = self.backend.state.operations.get(operation_id)
@@ -388,9 +393,11 @@ class ArmService:
             operation.end_time = utc_now()
             self.backend.save()
 
-    def _provision(self, operation_id: str) -> None:
+    def _provision(self, operation_id: str, *, held: bool = False) -> None:
         backend = self.backend
         if self._stopping.wait(backend.control.knobs.operation_min_duration_seconds):
+            return
+        if held and not self._held(operation_id):
             return
         with backend.lock:
             operation = backend.state.operations.get(operation_id)
@@ -431,6 +438,30 @@ class ArmService:
                 backend.state.arm_services[operation.service_key] = restored
             operation.previous = None  # only needed while the operation runs
             backend.save()
+
+    def _held(self, operation_id: str) -> bool:
+        """Keep an operation a "hang" fault holds running until it is released or the emulator is
+        reset. False: the emulator is stopping."""
+        control = self.backend.control
+        resets = control.resets
+        while True:
+            with self.backend.lock:
+                if operation_id in self._released or control.resets != resets:
+                    self._released.discard(operation_id)
+                    return True
+            if self._stopping.wait(0.01):
+                return False
+
+    def release(self, operation_id: str) -> str | None:
+        """Let a provisioning operation that a "hang" fault holds go on (a no-op for any other).
+        The operation's status, or None when there is no such operation."""
+        with self.backend.lock:
+            operation = self.backend.state.operations.get(operation_id)
+            if operation is None:
+                return None
+            if operation.status == "Provisioning":
+                self._released.add(operation_id)
+            return str(operation.status)
 
     def _model_for(self, service: ArmWebService) -> str | None:
         """The model id a (predictive) definition serves with, fetching a changed asset uri."""

@@ -71,6 +71,14 @@ class JobFaultSpec(Strict):
         return self
 
 
+class OperationFaultSpec(Strict):
+    """Resource Manager operations: ``hang`` keeps the next ``count`` (None = every) PUT, PATCH or
+    DELETE operation running until it is released through the admin API (or the emulator is reset)."""
+
+    outcome: Literal["hang"]
+    count: int | None = Field(default=None, ge=1)
+
+
 class Knobs(Strict):
     job_min_duration_seconds: float = Field(default=0.0, ge=0.0, le=3600.0)
     operation_min_duration_seconds: float = Field(default=0.0, ge=0.0, le=3600.0)
@@ -124,6 +132,10 @@ class Control:
         self.knobs = self._initial_knobs
         self._rules: list[_Rule] = []
         self._job_faults: list[list[Any]] = []  # [spec, remaining count or None]
+        self._operation_faults: list[list[Any]] = []  # [spec, remaining count or None]
+        # Counts resets: a held operation goes on once it changes (clearing the faults leaves it held,
+        # so a test can still look at it after removing the faults it injected).
+        self.resets = 0
         self._requests: deque[dict[str, Any]] = deque(maxlen=request_log_size)
 
     def reset(self) -> None:
@@ -131,6 +143,8 @@ class Control:
             self.knobs = self._initial_knobs
             self._rules.clear()
             self._job_faults.clear()
+            self._operation_faults.clear()
+            self.resets += 1
             self._requests.clear()
 
     # fault rules
@@ -154,6 +168,7 @@ class Control:
         with self._lock:
             self._rules.clear()
             self._job_faults.clear()
+            self._operation_faults.clear()
 
     def fault_for(self, route: str | None, method: str, path: str) -> FaultAction | None:
         """The injected behaviour for this request, consuming a sequence step; None = serve."""
@@ -178,6 +193,26 @@ class Control:
                     entry[1] = remaining - 1
                 return spec  # type: ignore[no-any-return]
         return None
+
+    # Resource Manager operation holds
+    def add_operation_fault(self, spec: OperationFaultSpec) -> None:
+        with self._lock:
+            self._operation_faults.append([spec, spec.count])
+
+    def take_operation_fault(self) -> OperationFaultSpec | None:
+        with self._lock:
+            for entry in self._operation_faults:
+                spec, remaining = entry
+                if remaining == 0:
+                    continue
+                if remaining is not None:
+                    entry[1] = remaining - 1
+                return spec  # type: ignore[no-any-return]
+        return None
+
+    def operation_faults(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [{**spec.model_dump(), "remaining": remaining} for spec, remaining in self._operation_faults]
 
     def job_faults(self) -> list[dict[str, Any]]:
         with self._lock:

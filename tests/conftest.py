@@ -113,10 +113,13 @@ def emulator_session(azurite: str) -> Iterator[RunningEmulator]:
 
 
 @pytest.fixture
-def emulator(emulator_session: RunningEmulator) -> RunningEmulator:
-    """The session's emulator, reset to its seed (no jobs, faults or knobs from earlier tests)."""
+def emulator(emulator_session: RunningEmulator) -> Iterator[RunningEmulator]:
+    """The session's emulator, reset to its seed (no jobs, faults or knobs from earlier tests), and
+    reset again afterwards: module fixtures that use the session's emulator directly never meet a
+    deleted service or a held operation a test left behind."""
     emulator_session.admin("POST", "reset")
-    return emulator_session
+    yield emulator_session
+    emulator_session.admin("POST", "reset")
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from emulator.control import FaultRuleSpec, JobFaultSpec
+from emulator.control import FaultRuleSpec, JobFaultSpec, OperationFaultSpec
 from emulator.errors import api_error
 from emulator.routes.common import call, emulator, json_body
 
@@ -117,7 +117,9 @@ async def update_settings(request: Request) -> JSONResponse:
 async def list_faults(request: Request) -> JSONResponse:
     _loopback_only(request)
     control = emulator(request).control
-    return JSONResponse({"rules": control.rules(), "jobs": control.job_faults()})
+    return JSONResponse(
+        {"rules": control.rules(), "jobs": control.job_faults(), "operations": control.operation_faults()}
+    )
 
 
 @router.post("/faults", name="admin.faults.add")
@@ -133,6 +135,24 @@ async def add_job_fault(request: Request) -> JSONResponse:
     spec = _parse(JobFaultSpec, await json_body(request))
     emulator(request).control.add_job_fault(spec)
     return JSONResponse(spec.model_dump(), status_code=201)
+
+
+@router.post("/faults/operations", name="admin.faults.operations.add")
+async def add_operation_fault(request: Request) -> JSONResponse:
+    _loopback_only(request)
+    spec = _parse(OperationFaultSpec, await json_body(request))
+    emulator(request).control.add_operation_fault(spec)
+    return JSONResponse(spec.model_dump(), status_code=201)
+
+
+@router.post("/operations/{operation_id}/release", name="admin.operations.release")
+async def release_operation(request: Request, operation_id: str) -> JSONResponse:
+    """A Resource Manager operation a "hang" fault holds goes on: it loads the model and ends as usual."""
+    _loopback_only(request)
+    status = await call(emulator(request).arm.release, operation_id)
+    if status is None:
+        raise api_error("ResourceNotFound", f"No operation '{operation_id}'.")
+    return JSONResponse({"id": operation_id, "status": status})
 
 
 @router.post("/jobs/{job_id}/release", name="admin.jobs.release")

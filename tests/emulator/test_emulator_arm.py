@@ -212,26 +212,40 @@ def test_patch_with_a_bad_model_fails_and_keeps_the_old_one(emulator, arm, uploa
     assert energy_scoring.execute(table_request(ENERGY_COLUMNS, ENERGY_ROWS)).json() == before
 
 
+def operation_id(url: str) -> str:
+    return url.split("?", 1)[0].rsplit("/", 1)[-1]
+
+
 def test_operation_is_provisioning_until_done(emulator, arm):
-    emulator.admin("PATCH", "settings", json={"operation_min_duration_seconds": 1})
+    # Held by the emulator (not by a duration a slow machine could outlast) until released.
+    emulator.admin("POST", "faults/operations", json={"outcome": "hang", "count": 2})
     url = service_url(emulator, "training") + "?" + API
     patched = arm("PATCH", url, json={"tags": {"team": "ml"}})
+    status_url = patched.headers["Azure-AsyncOperation"]
     assert patched.json()["properties"]["provisioningState"] == "Provisioning"
-    assert arm("GET", patched.headers["Azure-AsyncOperation"]).json()["status"] == "Provisioning"
+    assert arm("GET", status_url).json()["status"] == "Provisioning"
     busy = arm("PATCH", url, json={"tags": {"team": "ml2"}})
     assert (busy.status_code, busy.json()["error"]["code"]) == (409, "Conflict")
     busy = arm("DELETE", url)
     assert (busy.status_code, busy.json()["error"]["code"]) == (409, "Conflict")
-    assert wait_operation(arm, patched.headers["Azure-AsyncOperation"])["status"] == "Succeeded"
+    assert arm("GET", status_url).json()["status"] == "Provisioning"
+    released = emulator.admin("POST", f"operations/{operation_id(status_url)}/release").json()
+    assert released == {"id": operation_id(status_url), "status": "Provisioning"}
+    assert wait_operation(arm, status_url)["status"] == "Succeeded"
     assert arm("GET", url).json()["tags"] == {"team": "ml"}
-    # A delete's operation runs as long too; its Location answers 202 until it ends, then 204.
+    # A delete's operation is held too; its Location answers 202 until it ends, then 204.
     deleted = arm("DELETE", url)
     assert deleted.status_code == 202
     assert arm("GET", url).status_code == 404  # gone at once
     result = arm("GET", deleted.headers["Location"])
     assert (result.status_code, result.headers["Location"]) == (202, deleted.headers["Location"])
+    emulator.admin("DELETE", "faults")  # clearing the faults leaves a held operation held
+    assert arm("GET", deleted.headers["Location"]).status_code == 202
+    emulator.admin("POST", f"operations/{operation_id(deleted.headers['Azure-AsyncOperation'])}/release")
     assert wait_operation(arm, deleted.headers["Azure-AsyncOperation"])["status"] == "Succeeded"
     assert arm("GET", deleted.headers["Location"]).status_code == 204
+    unknown = requests.post(f"{emulator.url}/_emulator/operations/{'0' * 32}/release", timeout=10)
+    assert unknown.status_code == 404
 
 
 def test_unknown_resource(emulator, arm):

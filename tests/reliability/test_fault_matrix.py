@@ -111,7 +111,6 @@ STORAGE_RETRIES = {
 }
 READ_TIMEOUT = 2.0  # seconds, in the read-timeout cells; their injected delay is longer
 SLOW = 3.0
-STUCK_FOR = 6  # seconds an update provisions in the stuck-operation cell (longer than its two tries)
 REFUSED_FOR = 0.8  # seconds of connect timeouts, well inside what the connect-timeout cells retry:
 CONNECT_RETRIES = {"connect_timeout": 0.3, "max_attempts": 6}  # 6 x 0.3 s, plus backoff
 STORAGE_CONNECT_RETRIES = {"connection_timeout": 0.3, "retry_total": 5}
@@ -660,7 +659,7 @@ UPDATE_FAULTS: dict[str, Fault] = {
     ),
     "job stuck past deadline": Fault(
         FAILS,
-        lambda env: env.emulator.admin("PATCH", "settings", json={"operation_min_duration_seconds": STUCK_FOR}),
+        lambda env: env.emulator.admin("POST", "faults/operations", json={"outcome": "hang", "count": 1}),
         "the async operation stays Provisioning past operation_timeout (the retry finds it still running)",
         tries=2,
         message=r"still being updated \(provisioningState Provisioning\) after operation_timeout",
@@ -1120,7 +1119,10 @@ def run_promotion(env: Env, cell: Fault, models: dict[str, str], promotion: Prom
         if cell.options.get("operation_still_running"):
             # The definition already shows the update's uri, but the service scores as before.
             assert (provisioning_state(env), serving(env, promotion)) == ("Provisioning", challenger_uri)
-            wait_until_provisioned(env)  # the emulator runs one operation at a time: free it for later cells
+            # The emulator runs one operation at a time: let the held one end, for later cells.
+            for path in {r["path"] for r in requests_log(env.emulator, "arm.asyncop.get")}:
+                env.emulator.admin("POST", f"operations/{path.rsplit('/', 1)[-1]}/release")
+            wait_until_provisioned(env)
         else:
             assert serving(env, promotion) == champion_uri
 
