@@ -244,6 +244,7 @@ class Env:
         for proxy in self._proxies:
             assert proxy.pending_steps() == 0, f"storage fault not (fully) applied: {proxy.log}"
             if proxy.held is not None:  # clients were held back, then served
+                assert proxy.refused, "no connection attempt met the refusing proxy"
                 during, after = proxy.served_since_hold()
                 assert (during, after > 0) == (0, True), f"connections not held back: {during} served during"
 

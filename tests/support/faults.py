@@ -70,6 +70,9 @@ class FaultProxy:
         self.log: list[ProxiedRequest] = []
         self._held_until = 0.0
         self.held: tuple[float, float, int] | None = None  # start, end, requests served before
+        self.refused: bool | None = None  # after a hold: whether a client's connect met it
+        self._refusals_before: int | None = None
+        self._refused_by = 0.0
         self._plug: socket.socket | None = None
         self._paused = threading.Event()
         self._stop = threading.Event()
@@ -94,11 +97,19 @@ class FaultProxy:
         with self._lock:
             self._rules.append(_Rule(re.compile(match), deque(steps)))
 
-    def refuse_connections_for(self, seconds: float) -> None:
-        """Accept no connection for ``seconds``: clients' connects time out, then go through again."""
+    def refuse_connections_for(self, seconds: float, *, until_refused: float = 120.0) -> None:
+        """Accept no connection for ``seconds`` and, beyond that, until a client's connection attempt
+        has been refused (at most ``until_refused`` seconds): clients' connects time out, then go
+        through again. A client that starts late on a slow machine still meets the fault.
+
+        A dropped SYN shows in the kernel's ``ListenOverflows`` counter; the client's first SYN is
+        resent only after a second, so a connect timeout shorter than that has then failed for sure.
+        """
         with self._lock:
             now = time.monotonic()
             self._held_until = now + seconds
+            self._refusals_before = listen_overflows()
+            self._refused_by = now + until_refused
             self.held = (now, self._held_until, len(self.log))
             self._paused.clear()
         # The plug below must stay queued: wait until the acceptor has stopped accepting.
@@ -113,6 +124,20 @@ class FaultProxy:
         """Injected steps no request has met yet."""
         with self._lock:
             return sum(len(rule.steps) for rule in self._rules)
+
+    def _holding(self, now: float) -> bool:
+        """Whether the hold goes on (called by the acceptor, under the lock)."""
+        if now < self._held_until:
+            return True
+        if self._refusals_before is None:
+            return False
+        if listen_overflows() > self._refusals_before or now >= self._refused_by:
+            self.refused = listen_overflows() > self._refusals_before
+            self._refusals_before = None
+            assert self.held is not None
+            self.held = (self.held[0], now, self.held[2])
+            return False
+        return True
 
     def served_since_hold(self) -> tuple[int, int]:
         """Requests answered since the hold began: (during it, after it)."""
@@ -140,7 +165,7 @@ class FaultProxy:
     def _accept_loop(self) -> None:
         while not self._stop.is_set():
             with self._lock:
-                held = time.monotonic() < self._held_until
+                held = self._holding(time.monotonic())
                 if not held and self._plug is not None:
                     self._listener.listen(64)
                     self._plug.close()  # the acceptor below takes it and reads its end-of-stream
@@ -215,6 +240,15 @@ class FaultProxy:
             reader.close()
             client.close()
             upstream.close()
+
+
+def listen_overflows() -> int:
+    """SYNs the kernel dropped because a listener's accept queue was full (this network namespace)."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split(), values.split(), strict=True))["ListenOverflows"])
+    raise RuntimeError("the kernel reports no TcpExt ListenOverflows counter")
 
 
 def _read_request(reader: BinaryIO) -> tuple[str, str, list[tuple[str, str]], bytes] | None:
