@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 import requests
-from azure.identity import ClientSecretCredential
 
 from support.emulator import CHURN_COLUMNS, CHURN_ROWS, ENERGY_COLUMNS, ENERGY_ROWS, table_request
 
@@ -116,15 +115,7 @@ def test_arm_retraining_cycle(emulator, azurite, upload, container):
     evaluation = next(csv.DictReader(io.StringIO(read_result(results["output2"]).decode())))
     assert float(evaluation["Coefficient of Determination"]) > 0.8
 
-    tenant, client_id, secret = emulator.principal
-    credential = ClientSecretCredential(
-        tenant,
-        client_id,
-        secret,
-        authority=emulator.tls_url,
-        disable_instance_discovery=True,
-        connection_verify=emulator.cert_path,
-    )
+    credential = emulator.credential()
     headers = {"Authorization": f"Bearer {credential.get_token('https://management.azure.com/.default').token}"}
     url = f"{predictive['resource_url']}?api-version=2017-01-01"
     definition = requests.get(url, headers=headers, timeout=30).json()

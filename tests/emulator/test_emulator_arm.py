@@ -18,15 +18,7 @@ SCOPE = "https://management.azure.com/.default"
 
 @pytest.fixture
 def credential(emulator) -> ClientSecretCredential:
-    tenant, client_id, secret = emulator.principal
-    return ClientSecretCredential(
-        tenant,
-        client_id,
-        secret,
-        authority=emulator.tls_url,
-        disable_instance_discovery=True,
-        connection_verify=emulator.cert_path,
-    )
+    return emulator.credential()  # type: ignore[no-any-return]
 
 
 @pytest.fixture

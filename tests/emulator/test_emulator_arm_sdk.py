@@ -22,7 +22,6 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, map_
 from azure.core.pipeline import PipelineResponse, policies
 from azure.core.polling import LROPoller
 from azure.core.rest import HttpRequest
-from azure.identity import ClientSecretCredential
 from azure.mgmt.core import ARMPipelineClient
 from azure.mgmt.core.exceptions import ARMErrorFormat
 from azure.mgmt.core.policies import (
@@ -61,15 +60,7 @@ class ArmSdk:
     """The ``_*_initial`` request plus ``LROPoller`` of a generated azure-mgmt operation."""
 
     def __init__(self, emulator: RunningEmulator) -> None:
-        tenant, client_id, secret = emulator.principal
-        credential = ClientSecretCredential(
-            tenant,
-            client_id,
-            secret,
-            authority=emulator.tls_url,
-            disable_instance_discovery=True,
-            connection_verify=emulator.cert_path,
-        )
+        credential = emulator.credential()
         # The policies of a generated client's configuration, in its order.
         pipeline_policies = [
             policies.RequestIdPolicy(),

@@ -49,6 +49,21 @@ class RunningEmulator:
         principal = tenant["service_principals"][0]
         return tenant["id"], principal["client_id"], principal["client_secret"]
 
+    def credential(self) -> Any:
+        """azure-identity's ClientSecretCredential for the seeded service principal, from the emulator's
+        token authority (its TLS listener, trusting its certificate)."""
+        from azure.identity import ClientSecretCredential
+
+        tenant, client_id, secret = self.principal
+        return ClientSecretCredential(
+            tenant,
+            client_id,
+            secret,
+            authority=self.tls_url,
+            disable_instance_discovery=True,
+            connection_verify=self.cert_path,
+        )
+
 
 def start_emulator(
     log_path: Path,

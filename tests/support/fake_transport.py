@@ -68,6 +68,13 @@ def install(hook: Any, transport: FakeTransport) -> FakeTransport:
     return transport
 
 
+def _session_over(transport: FakeTransport) -> requests.Session:
+    session = requests.Session()
+    session.mount("https://", transport)
+    session.mount("http://", transport)
+    return session
+
+
 class FakeCredential:
     """An azure-identity credential that hands out one fixed token (Resource Manager hooks in unit tests)."""
 
@@ -86,10 +93,7 @@ def install_arm(hook: Any, transport: FakeTransport) -> FakeTransport:
     whose adapter is ``transport`` (so azure-core's own error mapping and retries still apply)."""
     from azure.core.pipeline.transport import RequestsTransport
 
-    session = requests.Session()
-    session.mount("https://", transport)
-    session.mount("http://", transport)
-    hook._transport = RequestsTransport(session=session, session_owner=False)
+    hook._transport = RequestsTransport(session=_session_over(transport), session_owner=False)
     hook.credential = FakeCredential()
     return transport
 
@@ -114,9 +118,6 @@ def install_async_arm(hook: Any, transport: FakeTransport) -> FakeTransport:
     """Script a Resource Manager hook's async pipeline (azure-core's asyncio transport over requests)."""
     from azure.core.pipeline.transport import AsyncioRequestsTransport
 
-    session = requests.Session()
-    session.mount("https://", transport)
-    session.mount("http://", transport)
-    hook._async_transport = AsyncioRequestsTransport(session=session, session_owner=False)
+    hook._async_transport = AsyncioRequestsTransport(session=_session_over(transport), session_owner=False)
     hook._async_credential = FakeAsyncCredential()
     return transport
