@@ -86,7 +86,7 @@ class Targets:
 
 @pytest.fixture
 def targets(emulator: RunningEmulator) -> Iterator[Targets]:
-    assert emulator.admin("GET", "faults").json() == {"rules": [], "jobs": []}
+    assert emulator.admin("GET", "faults").json() == {"rules": [], "jobs": [], "operations": []}
     yield Targets(emulator)
     # Still up, and no fuzz example left a fault or a 5xx in the request log.
     assert requests.get(f"{emulator.url}/_emulator/health", timeout=10).json() == {"status": "ok"}
@@ -485,13 +485,20 @@ def test_admin_routes_never_fail_on_client_input(targets: Targets, data: st.Data
             "count": JSON_VALUES,
         },
     )
+    operation_fault = st.fixed_dictionaries(
+        {}, optional={"outcome": st.sampled_from(["hang", "fail"]) | JSON_VALUES, "count": JSON_VALUES}
+    )
     knobs = st.dictionaries(
         st.sampled_from(["job_min_duration_seconds", "operation_min_duration_seconds", "token_lifetime_seconds"])
         | SHORT_TEXT,
         JSON_VALUES,
         max_size=3,
     )
-    route = data.draw(st.sampled_from(["requests", "settings", "patch_settings", "faults", "add", "jobs", "remove"]))
+    route = data.draw(
+        st.sampled_from(
+            ["requests", "settings", "patch_settings", "faults", "add", "jobs", "operations", "release", "remove"]
+        )
+    )
     method, path, body = {
         "requests": ("GET", "/_emulator/requests", None),
         "settings": ("GET", "/_emulator/settings", None),
@@ -499,6 +506,8 @@ def test_admin_routes_never_fail_on_client_input(targets: Targets, data: st.Data
         "faults": ("GET", "/_emulator/faults", None),
         "add": ("POST", "/_emulator/faults", data.draw(bodies(fault))),
         "jobs": ("POST", "/_emulator/faults/jobs", data.draw(bodies(job_fault))),
+        "operations": ("POST", "/_emulator/faults/operations", data.draw(bodies(operation_fault))),
+        "release": ("POST", f"/_emulator/operations/{data.draw(segments())}/release", None),
         "remove": ("DELETE", f"/_emulator/faults/{data.draw(segments())}", None),
     }[route]
     extra = {"route": data.draw(ASCII_TEXT)} if route == "requests" else {}
@@ -508,7 +517,7 @@ def test_admin_routes_never_fail_on_client_input(targets: Targets, data: st.Data
     finally:
         # A valid fault rule or knob from this example must not bleed into the next one.
         requests.delete(f"{targets.url}/_emulator/faults", timeout=30)
-        if route == "patch_settings":
+        if route in ("patch_settings", "operations"):
             requests.post(f"{targets.url}/_emulator/reset", timeout=30)
 
 
