@@ -6,15 +6,18 @@ a SAS signature or a connection string.
 
 from __future__ import annotations
 
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 
 class AzureMLRetrainError(AirflowException):
     """Base class of every error this package raises on purpose."""
 
 
-class ConfigurationError(AzureMLRetrainError, ValueError):
-    """A user-supplied argument, parameter or connection field is wrong; the message names it."""
+class ConfigurationError(AzureMLRetrainError, AirflowFailException, ValueError):
+    """A user-supplied argument, parameter or connection field is wrong; the message names it.
+
+    The task fails without Airflow's retries: the same input fails the same way until someone fixes it.
+    """
 
 
 class AzureMLServiceError(AzureMLRetrainError):

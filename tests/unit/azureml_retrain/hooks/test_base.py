@@ -150,3 +150,11 @@ def test_retry_after_beyond_the_limit_fails_instead_of_sleeping():
     with pytest.raises(AzureMLServiceError) as err:
         hook.get_job("j1")
     assert err.value.status == 429 and sleeps == []
+
+
+def test_a_configuration_error_fails_the_task_without_airflow_retries():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from azureml_retrain.exceptions import ConfigurationError
+
+    assert issubclass(ConfigurationError, AirflowFailException)
