@@ -225,6 +225,8 @@ def test_patch_with_a_wrong_workspace_token_is_a_clear_401(emulator, models, mon
         patch_op(emulator, models["churn1"]).execute(make_context())
     assert (error.value.status, error.value.code) == (401, "Unauthorized")
     assert "ManagementRequestUnauthorized" in error.value.detail_codes
+    assert "of connection 'azureml_classic_management_default'" in str(error.value)  # where to fix it
+    assert "not-the-workspace-token" not in str(error.value)
     assert route_count(emulator, "mgmt.endpoint.patch") == 0
 
 

@@ -73,22 +73,40 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def error_from_response(operation: str, resource: str, response: requests.Response) -> AzureMLServiceError:
+def error_from_response(
+    operation: str, resource: str, response: requests.Response, *, refused_credential: str | None = None
+) -> AzureMLServiceError:
     """Build the error for a failed ``requests`` response from the service's error envelope."""
     try:
         body = response.json()
     except ValueError:
         body = None
-    return error_from_body(operation, resource, response.status_code, body, text=response.text, reason=response.reason)
+    return error_from_body(
+        operation,
+        resource,
+        response.status_code,
+        body,
+        text=response.text,
+        reason=response.reason,
+        refused_credential=refused_credential,
+    )
 
 
 def error_from_body(
-    operation: str, resource: str, status: int, body: Any, *, text: str | None, reason: str | None
+    operation: str,
+    resource: str,
+    status: int,
+    body: Any,
+    *,
+    text: str | None,
+    reason: str | None,
+    refused_credential: str | None = None,
 ) -> AzureMLServiceError:
     """Build the error for a failed response from its parsed body (``None`` if not JSON) and text.
 
     Every plane answers ``{"error": {"code", "message", "details": [{"code", "message"}]}}``; the
-    OAuth2 authority ``{"error", "error_description"}``.
+    OAuth2 authority ``{"error", "error_description"}``. A 401 or 403 also names the credential that
+    was refused (``refused_credential``: which connection, which field), never its value.
     """
     code: str | None = None
     message = ""
@@ -110,6 +128,8 @@ def error_from_body(
         message = str(body.get("error_description") or "")
     if not message:
         message = (text or reason or "").strip()[:500] or "no error message in the response"
+    if status in (401, 403) and refused_credential:
+        message = f"{message} (refused: {refused_credential})"
     return AzureMLServiceError(
         operation,
         resource,
@@ -159,6 +179,8 @@ class AzureMLBaseHook(BaseHook):
 
     conn_name_attr: ClassVar[str] = "conn_id"
     default_timeout: ClassVar[tuple[float, float]] = (10.0, 60.0)
+    # What a 401/403 says to check: the connection field that holds the credential.
+    credential_field: ClassVar[str] = "Password"
 
     def __init__(
         self,
@@ -193,6 +215,11 @@ class AzureMLBaseHook(BaseHook):
         if value in (None, ""):
             raise ConfigurationError(f"Connection '{self.conn_id}': {field} is required ({hint}).")
         return value
+
+    @property
+    def refused_credential(self) -> str:
+        """How an error names the credential a service refused (no value, only where it comes from)."""
+        return f"the {self.credential_field} of connection '{self.conn_id}'"
 
     @cached_property
     def connection_verify(self) -> str | bool:
@@ -338,9 +365,8 @@ class AzureMLHttpHook(AzureMLBaseHook):
             return _Outcome(failure, retryable=idempotent)
         return _Outcome(failure, retryable=False)
 
-    @staticmethod
     def _final_error(
-        operation: str, resource: str, response: requests.Response | None, outcome: _Outcome, attempts: str
+        self, operation: str, resource: str, response: requests.Response | None, outcome: _Outcome, attempts: str
     ) -> AzureMLServiceError:
         if response is None:
             return AzureMLServiceError(
@@ -358,7 +384,7 @@ class AzureMLHttpHook(AzureMLBaseHook):
                 code="MalformedResponse",
                 message=f"{outcome.failure} (after {attempts})",
             )
-        return error_from_response(operation, resource, response)
+        return error_from_response(operation, resource, response, refused_credential=self.refused_credential)
 
     def request_json(self, operation: str, resource: str, method: str, url: str, **kwargs: Any) -> Any:
         response = self.request(operation, resource, method, url, **kwargs)

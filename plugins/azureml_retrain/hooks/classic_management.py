@@ -34,6 +34,7 @@ class AzureMLClassicManagementHook(AzureMLHttpHook):
     conn_type = "azureml_classic_management"
     default_conn_name = "azureml_classic_management_default"
     hook_name = "Azure ML Studio classic management"
+    credential_field = "Password (the workspace authorization token or the endpoint's key)"
 
     def __init__(self, conn_id: str = default_conn_name, *, workspace_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(conn_id, **kwargs)

@@ -131,6 +131,7 @@ class AzureMLResourceManagerHook(AzureMLBaseHook):
     conn_type = "azureml_resource_manager"
     default_conn_name = "azureml_resource_manager_default"
     hook_name = "Azure ML web services (Resource Manager)"
+    credential_field = "service principal (Login, Password, extra tenant_id) or its role on the resource group"
 
     def __init__(
         self,
@@ -370,13 +371,20 @@ class AzureMLResourceManagerHook(AzureMLBaseHook):
             message=f"HTTP {status} with a body that is not JSON (after {attempts} attempt(s))",
         )
 
-    @staticmethod
-    def _status_error(operation: str, resource: str, http: Any) -> AzureMLServiceError:
+    def _status_error(self, operation: str, resource: str, http: Any) -> AzureMLServiceError:
         try:
             body = http.json()
         except ValueError:
             body = None
-        return error_from_body(operation, resource, http.status_code, body, text=http.text(), reason=http.reason)
+        return error_from_body(
+            operation,
+            resource,
+            http.status_code,
+            body,
+            text=http.text(),
+            reason=http.reason,
+            refused_credential=self.refused_credential,
+        )
 
     def _error(self, operation: str, resource: str, error: Exception) -> AzureMLServiceError:
         """Our error for one raised by azure-core or azure-identity (never carrying a secret)."""

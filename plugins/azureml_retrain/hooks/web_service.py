@@ -155,6 +155,7 @@ class AzureMLWebServiceHook(AzureMLHttpHook):
     conn_type = "azureml_web_service"
     default_conn_name = "azureml_web_service_default"
     hook_name = "Azure ML Studio web service (BES/RRS)"
+    credential_field = "Password (the endpoint's API key)"
 
     def __init__(
         self,
@@ -193,6 +194,12 @@ class AzureMLWebServiceHook(AzureMLHttpHook):
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"}
+
+    @property
+    def refused_credential(self) -> str:
+        if self._api_location:  # an endpoint found at run time: its key came from the management plane
+            return "the API key the management plane gave for this endpoint"
+        return super().refused_credential
 
     @property
     def resource(self) -> str:

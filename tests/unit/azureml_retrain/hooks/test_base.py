@@ -158,3 +158,24 @@ def test_a_configuration_error_fails_the_task_without_airflow_retries():
     from azureml_retrain.exceptions import ConfigurationError
 
     assert issubclass(ConfigurationError, AirflowFailException)
+
+
+def test_a_refused_key_names_the_connection_and_its_field_but_not_the_key(monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AZUREML_CHURN_TRAINING_TEST",
+        json.dumps({"conn_type": "azureml_web_service", "host": API, "password": KEY}),
+    )
+    hook = AzureMLWebServiceHook("azureml_churn_training_test", retry_policy=RetryPolicy(max_attempts=1))
+    install(hook, FakeTransport(Reply(401, {"error": {"code": "Unauthorized", "message": "Invalid key."}})))
+    with pytest.raises(AzureMLServiceError, match="HTTP 401") as error:
+        hook.get_job("j1")
+    assert "refused: the Password (the endpoint's API key) of connection 'azureml_churn_training_test'" in str(
+        error.value
+    )
+    assert KEY not in str(error.value)
+
+
+def test_a_refused_key_of_a_discovered_endpoint_says_where_the_key_came_from():
+    hook, _, _ = make_hook(Reply(403, {"error": {"code": "Forbidden", "message": "no"}}), max_attempts=1)
+    with pytest.raises(AzureMLServiceError, match="refused: the API key the management plane gave for this endpoint"):
+        hook.get_job("j1")

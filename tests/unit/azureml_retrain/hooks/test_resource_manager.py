@@ -138,3 +138,11 @@ def test_the_trigger_side_follows_the_continuation_token_on_the_async_pipeline()
     outcome = asyncio.run(waiter.await_operation(operation.continuation_token, end_time=float("inf"), poll_interval=0))
     assert outcome["status"] == "Succeeded"
     assert [(r.method, r.url.split("?")[0]) for r in transport.requests] == [("GET", OPERATION)] * 2
+
+
+def test_a_refused_token_names_the_connection():
+    hook, _ = make_hook(Reply(403, {"error": {"code": "AuthorizationFailed", "message": "no access"}}))
+    with pytest.raises(AzureMLServiceError, match="AuthorizationFailed") as error:
+        hook.get_web_service("energy-predictive")
+    assert "refused: the service principal" in str(error.value)
+    assert "of connection 'azureml_resource_manager_default'" in str(error.value)
