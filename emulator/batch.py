@@ -26,6 +26,7 @@ from emulator.storage import BlobReferenceError, BlobTarget, blob_from_reference
 
 if TYPE_CHECKING:
     from emulator.backend import Backend, DataPlaneService
+    from emulator.control import JobFaultSpec
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,10 @@ class BatchService:
             job.started_at = utc_now()
             self._cancel_events[job.id] = threading.Event()
             self.backend.save()
-        threading.Thread(target=self._run, args=(job_id,), name=f"bes-job-{job_id[:8]}", daemon=True).start()
+            # Taken as the job starts, not when its thread runs: once start has answered, a test knows
+            # which fault the job has (and GET faults shows it taken).
+            fault = self.backend.control.take_job_fault(job.service_id)
+        threading.Thread(target=self._run, args=(job_id, fault), name=f"bes-job-{job_id[:8]}", daemon=True).start()
 
     def status(self, service: DataPlaneService, job_id: str) -> dict[str, Any]:
         with self.backend.lock:
@@ -227,7 +231,7 @@ class BatchService:
 
     # --- the job -------------------------------------------------------------------------------
 
-    def _run(self, job_id: str) -> None:
+    def _run(self, job_id: str, fault: JobFaultSpec | None) -> None:
         backend = self.backend
         with backend.lock:
             job = backend.state.jobs[job_id].model_copy(deep=True)
@@ -235,7 +239,6 @@ class BatchService:
         if cancelled is None or job.status is not JobStatus.RUNNING:
             return
         deadline = time.monotonic() + backend.control.knobs.job_min_duration_seconds
-        fault = backend.control.take_job_fault(job.service_id)
         try:
             if fault is not None and fault.outcome == "hang":
                 if not self._held(job_id, fault.status_reads, cancelled):
