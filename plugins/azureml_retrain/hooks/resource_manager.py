@@ -49,9 +49,6 @@ USER_AGENT = "azureml-retrain-airflow"
 # Our PUT and PATCH send the whole definition (the same body on every attempt), so azure-core may
 # retry them like its default methods; it would not retry a PATCH on 429 or a dropped connection.
 RETRIED_METHODS = frozenset({"HEAD", "GET", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
-# azure-core logs every request and response at INFO (headers redacted): a waiting trigger would
-# fill its log with them.
-logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 
 class ProvisioningState:
@@ -234,6 +231,9 @@ class AzureMLResourceManagerHook(AzureMLBaseHook):
             AsyncARMChallengeAuthenticationPolicy,
         )
 
+        # azure-core logs every request and response at INFO (headers redacted): a waiting trigger
+        # would fill its log with them. Set when a client is built, not when DAG files import this.
+        logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
         retry = self.retry_policy
         retries = max(0, retry.max_attempts - 1)
         # max_attempts bounds every kind of failure (azure-core also counts connect, read and status ones).
