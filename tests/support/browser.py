@@ -33,18 +33,50 @@ class Browser:
         self.driver.get(f"{self.base_url}{path}")
 
     def wait(self, condition: Callable[[Any], Any], timeout: float = 60, message: str = "") -> Any:
+        """``condition``'s first truthy answer. The UI is React: an element found a moment ago may be
+        re-rendered under the condition's feet, so a stale element is one more try, not a failure."""
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.support.ui import WebDriverWait
 
-        return WebDriverWait(self.driver, timeout, poll_frequency=0.5).until(condition, message)
+        return WebDriverWait(
+            self.driver, timeout, poll_frequency=0.5, ignored_exceptions=(StaleElementReferenceException,)
+        ).until(condition, message)
 
     def find(self, css: str, timeout: float = 60) -> Any:
-        """The first visible element matching ``css`` (waits for one)."""
+        """The first visible element matching ``css`` (waits for one). Use it at once: to act on an
+        element the page may re-render, use :meth:`act`."""
         from selenium.webdriver.common.by import By
 
-        def visible(driver: Any) -> Any:
-            return next((e for e in driver.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()), False)
+        return self.act(By.CSS_SELECTOR, css, lambda element: element, timeout)
 
-        return self.wait(visible, timeout, f"nothing visible matches {css}")
+    def act(self, by: str, locator: str, action: Callable[[Any], Any], timeout: float = 60) -> Any:
+        """Find the first visible element ``locator`` names and apply ``action`` to it, finding it
+        again whenever a re-render made it stale in between; ``action``'s result."""
+
+        def acted(driver: Any) -> Any:
+            element = next((e for e in driver.find_elements(by, locator) if e.is_displayed()), None)
+            if element is None:
+                return False
+            return (action(element),)  # a one-tuple: an action answering None or False still counts
+
+        return self.wait(acted, timeout, f"nothing visible matches {locator}")[0]
+
+    def click(self, css: str = "", *, xpath: str = "", timeout: float = 60) -> None:
+        """Scroll the element into view and click it (found afresh if it went stale)."""
+        from selenium.webdriver.common.by import By
+
+        def scroll_and_click(element: Any) -> None:
+            self.scroll_to(element)
+            element.click()
+
+        by, locator = (By.XPATH, xpath) if xpath else (By.CSS_SELECTOR, css)
+        self.act(by, locator, scroll_and_click, timeout)
+
+    def type(self, css: str, text: str, timeout: float = 60) -> None:
+        """Type ``text`` into the field ``css`` names (found afresh if it went stale before typing)."""
+        from selenium.webdriver.common.by import By
+
+        self.act(By.CSS_SELECTOR, css, lambda element: element.send_keys(text), timeout)
 
     def text(self) -> str:
         from selenium.webdriver.common.by import By

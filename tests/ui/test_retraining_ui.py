@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 from azureml_retrain.factory import build_rollback_dag
@@ -83,36 +84,33 @@ def ui_airflow(
 
 def log_in(browser: Browser, user: str, password: str) -> None:
     browser.open("/")
-    browser.find("input[name=username]").send_keys(user)
-    browser.find("input[name=password]").send_keys(password)
+    browser.type("input[name=username]", user)
+    browser.type("input[name=password]", password)
     browser.shot("login")
-    browser.find("button[type=submit]").click()
+    browser.click("button[type=submit]")
     browser.wait(lambda driver: "/auth/login" not in driver.current_url, message="still on the login page")
 
 
+DIALOG = "//*[@role='dialog' and @data-state='open']"
+
+
 def fill_trigger_form(browser: Browser, run_id: str, conf: dict[str, str]) -> None:
-    dialog = browser.find("[role=dialog][data-state=open]")
-    browser.find("#element_window_start").send_keys(conf["window_start"])
-    browser.find("#element_window_end").send_keys(conf["window_end"])
-    # "Promote" is a select: open it and pick the option.
-    promote = dialog.find_element(By.XPATH, ".//label[normalize-space(.)='Promote']")
-    browser.driver.find_element(By.ID, promote.get_attribute("for")).click()
-    browser.wait(
-        lambda driver: next(
-            (o for o in driver.find_elements(By.CSS_SELECTOR, "[role=option]") if o.text.strip() == "force"), False
-        ),
-        message="no 'force' option",
-    ).click()
+    # The dialog re-renders while its params load: every element is looked up when it is used.
+    browser.find("[role=dialog][data-state=open]")
+    browser.type("#element_window_start", conf["window_start"])
+    browser.type("#element_window_end", conf["window_end"])
+    # "Promote" is a select: open it (the control its label names) and pick the option.
+    control = browser.act(By.XPATH, f"{DIALOG}//label[normalize-space(.)='Promote']", lambda e: e.get_attribute("for"))
+    browser.act(By.ID, control, lambda element: element.click())
+    browser.click(xpath="//*[@role='option'][normalize-space(.)='force']")
     browser.wait(lambda driver: driver.find_element(By.NAME, "element_promote").get_attribute("value") == "force")
     browser.shot("trigger-form")
-    advanced = dialog.find_element(By.XPATH, ".//button[contains(@id, 'advancedOptions')]")
-    browser.scroll_to(advanced)
-    advanced.click()
-    browser.find("input[name=dagRunId]").send_keys(run_id)
-    editor = browser.find("[role=dialog][data-state=open] .monaco-editor .view-lines")
-    browser.scroll_to(editor)
+    browser.click(xpath=f"{DIALOG}//button[contains(@id, 'advancedOptions')]")
+    browser.type("input[name=dagRunId]", run_id)
+    editor = "[role=dialog][data-state=open] .monaco-editor .view-lines"
+    browser.act(By.CSS_SELECTOR, editor, browser.scroll_to)
     browser.wait(
-        lambda _: '"promote": "force"' in editor.text.replace("\xa0", " "),
+        lambda driver: '"promote": "force"' in driver.find_element(By.CSS_SELECTOR, editor).text.replace("\xa0", " "),
         message="the form's values are not in the run's conf",
     )
     browser.shot("trigger-conf")
@@ -126,8 +124,10 @@ def wait_for_run_in_ui(browser: Browser, cluster: AirflowCluster, dag_id: str, r
     browser.open(run_url(dag_id, run_id))
     reloaded = time.monotonic()
     while time.monotonic() < deadline:
-        found = browser.driver.find_elements(By.XPATH, badge)
-        state = found[0].text.strip() if found else ""
+        try:  # the page re-renders the badge as it refreshes itself
+            state = " ".join(e.text.strip() for e in browser.driver.find_elements(By.XPATH, badge)[:1])
+        except StaleElementReferenceException:
+            state = ""
         if state in ("Success", "Failed"):
             return state
         if time.monotonic() - reloaded > 30:
@@ -153,9 +153,9 @@ def test_retrain_from_the_trigger_form_then_find_the_promotion_in_the_model_hist
     browser.find("[data-testid=trigger-dag-button]")
     browser.wait(lambda _: "wait_for_data" in browser.text(), message="the DAG's tasks are not shown")
     browser.shot("dag")
-    browser.find("[data-testid=trigger-dag-button]").click()
+    browser.click("[data-testid=trigger-dag-button]")
     fill_trigger_form(browser, run_id, window_conf(DAY2))
-    browser.find("[data-testid=trigger-dag-submit]").click()
+    browser.click("[data-testid=trigger-dag-submit]")
     browser.wait(
         lambda driver: not driver.find_elements(By.CSS_SELECTOR, "[data-testid=trigger-dag-submit]"),
         message="the trigger dialog did not close",
@@ -169,7 +169,7 @@ def test_retrain_from_the_trigger_form_then_find_the_promotion_in_the_model_hist
 
     # The result: which targets the run promoted, as the report task returned it.
     browser.open(f"{run_url(dag_id, run_id)}/tasks/report/xcom")
-    browser.find("[data-testid=expand-all-button]").click()
+    browser.click("[data-testid=expand-all-button]")
     browser.wait(
         lambda _: "churn-retrain01" in browser.text() and "churn-retrain02" in browser.text(),
         message="the report does not list the promoted targets",
@@ -181,38 +181,40 @@ def test_retrain_from_the_trigger_form_then_find_the_promotion_in_the_model_hist
 
     # The promotion's extra link opens the emulator's view of the very endpoint, serving the new model.
     browser.open(f"{run_url(dag_id, run_id)}/tasks/promote_classic_endpoints/mapped/0/details")
-    link = browser.wait(lambda driver: next(iter(driver.find_elements(By.LINK_TEXT, "Azure ML")), False))
+    href = browser.act(By.LINK_TEXT, "Azure ML", lambda link: (browser.scroll_to(link), link.get_attribute("href"))[1])
     workspace = emulator_session.workspace
     service = next(s for s in workspace["web_services"] if s["kind"] == "predictive")
-    assert link.get_attribute("href") == (
+    assert href == (
         f"{emulator_session.url}/_emulator/state/workspaces/{workspace['id']}/webservices/{service['id']}"
         "/endpoints/retrain01"
     )
-    browser.scroll_to(link)
     browser.shot("extra-link")
     head = churn.ledger.head(TARGET)
     assert head is not None
-    browser.driver.get(link.get_attribute("href"))
+    browser.driver.get(href)
     endpoint = json.loads(browser.driver.find_element(By.TAG_NAME, "body").text)
     browser.shot("emulator-endpoint")
     assert endpoint["endpoint"]["name"] == "retrain01" and endpoint["model_uri"] == head.model_uri
 
     # The model history view, from the UI's navigation: the target's ledger and plot include the run.
     browser.open(f"/dags/{dag_id}")
-    browser.find("a[href$='/plugin/model-history']").click()
+    browser.click("a[href$='/plugin/model-history']")
     browser.driver.switch_to.frame(browser.find("iframe"))
-    browser.find(f"a[href$='/targets/{TARGET}']").click()
+    browser.click(f"a[href$='/targets/{TARGET}']")
     browser.find("svg.plot")
-    kinds = sorted(m.get_attribute("data-kind") for m in browser.driver.find_elements(By.CSS_SELECTOR, "svg .marker"))
+    kinds = browser.wait(
+        lambda d: sorted(m.get_attribute("data-kind") for m in d.find_elements(By.CSS_SELECTOR, "svg .marker"))
+    )
     assert kinds == ["baseline", "promotion", "promotion", "rollback"]
-    newest = browser.find("table.ledger tbody tr")
-    assert newest.get_attribute("data-kind") == "promotion" and run_id in newest.text
+    newest = "table.ledger tbody tr"
+    kind, text = browser.act(By.CSS_SELECTOR, newest, lambda row: (row.get_attribute("data-kind"), row.text))
+    assert kind == "promotion" and run_id in text
     browser.driver.switch_to.default_content()
     browser.shot("model-history")
 
     # Its run link leads to the run's page in the UI itself (not inside the view's frame).
     browser.driver.switch_to.frame(browser.find("iframe"))
-    browser.find("table.ledger tbody tr a[data-airflow]").click()
+    browser.click("table.ledger tbody tr a[data-airflow]")
     browser.driver.switch_to.default_content()
     browser.wait(
         lambda driver: (
