@@ -45,7 +45,7 @@ PARAMS_FILE = "bench_params.json"
 class Check:
     """One line of the table: a number, what it is compared with, and its target.
 
-    :param case: what was measured, e.g. ``"retraining_dags.py parse time"``
+    :param case: what was measured, e.g. ``"rollback_model.py parse time"``
     :param value: the number the target applies to (a ratio, seconds or calls)
     :param unit: ``"x"`` for a ratio, else the unit of ``value``
     :param target: upper bound for ``value``; None when the number is only reported

@@ -21,16 +21,21 @@ from devtools.services import ROOT
 
 TARGET_RATIO = 1.3
 BASELINE = "bench_parse_baseline.py"
-# retraining_dags.py builds three DAGs of 28 tasks in all and misses the 1.3x target (README,
-# Performance): the smoke run guards it against regressions instead, at about 1.5x its figures when
-# this benchmark was written (7-8x the time, 2.4x the modules of the one-task DAG).
-REGRESSION_LIMITS = {"retraining_dags.py": {"time": 12.0, "modules": 3.5}}
+# A retraining DAG file builds one DAG of 13 tasks and the rollback file one of 5, and they miss the
+# 1.3x target against a one-task DAG (docs/performance.md): the smoke run guards them against
+# regressions instead, at about 1.5x their figures when the files were split per config.
+REGRESSION_LIMITS = {
+    "retraining/churn.py": {"time": 12.0, "modules": 3.5},
+    "rollback_model.py": {"time": 12.0, "modules": 3.5},
+}
 
 TITLE = "DAG parse cost"
 
 
 def shipped_dag_files() -> list[str]:
-    return sorted(p.name for p in (ROOT / "dags").glob("*.py"))
+    """The shipped DAG files, relative to the DAGs folder; of the retraining DAG files (one per
+    config, all alike) the churn model's."""
+    return [*sorted(p.name for p in (ROOT / "dags").glob("*.py")), "retraining/churn.py"]
 
 
 SAME_SHAPE_TEMPLATE = """\
@@ -61,7 +66,7 @@ def same_shape_file(bench: Bench, name: str, shape: list[dict[str, Any]]) -> Pat
     """An EmptyOperator file with ``name``'s DAG and task counts and trigger-form params."""
     folder = bench.work / "same-shape"
     folder.mkdir(exist_ok=True)
-    path = folder / f"same_shape_{name}"
+    path = folder / f"same_shape_{name.replace('/', '_')}"
     path.write_text(SAME_SHAPE_TEMPLATE.format(name=name, shape=json.dumps(shape)))
     return path
 
@@ -98,7 +103,7 @@ def processor_samples(bench: Bench, files: list[str], wanted: int, timeout: floa
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for dag in cluster.api("GET", "dags", params={"limit": 1000})["dags"]:
-            name = str(dag.get("relative_fileloc") or dag.get("fileloc", "")).rsplit("/", 1)[-1]
+            name = str(dag.get("relative_fileloc") or dag.get("fileloc", ""))
             if name in seen and dag.get("last_parse_duration") is not None and dag.get("last_parsed_time"):
                 seen[name][str(dag["last_parsed_time"])] = float(dag["last_parse_duration"])
         if all(len(values) >= wanted for values in seen.values()):

@@ -9,14 +9,17 @@ the schedule, the evaluation rules, and the serving targets to promote to. The D
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from azureml_retrain.evaluation import EvaluationRules
 from azureml_retrain.exceptions import ConfigurationError
 from azureml_retrain.ledger import DEFAULT_LEDGER_CONTAINER
+from azureml_retrain.validation import explain
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 _CONTAINER_RULE = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
@@ -60,6 +63,20 @@ class DataConfig(_Strict):
 
     _check_container = field_validator("container")(_container)
 
+    @field_validator("prefix", "pattern", "marker")
+    @classmethod
+    def _known_placeholders(cls, value: str | None, info: ValidationInfo) -> str | None:
+        from azureml_retrain.sensors.blob_arrival import format_with_window
+        from azureml_retrain.windows import Window
+
+        if value is not None:
+            sample = datetime(2026, 1, 1, tzinfo=UTC)
+            try:
+                format_with_window(value, Window(sample, sample + timedelta(days=1), "schedule"), str(info.field_name))
+            except ConfigurationError as error:
+                raise ValueError(str(error).removeprefix(f"{info.field_name}: ")) from None
+        return value
+
 
 class OutputConfig(_Strict):
     """Where trained models and evaluations are written: ``{container}/{prefix}/{window}/{run}/...``,
@@ -69,30 +86,6 @@ class OutputConfig(_Strict):
     prefix: str
 
     _check_container = field_validator("container")(_container)
-
-
-class EvaluationConfig(_Strict):
-    """Rules of EvaluateModelOperator (see :mod:`azureml_retrain.evaluation`)."""
-
-    metric: str
-    higher_is_better: bool | None = None
-    threshold: float | None = None
-    min_absolute_improvement: float | None = Field(default=None, ge=0)
-    min_relative_improvement: float | None = Field(default=None, ge=0)
-    guards: list[dict[str, Any]] = Field(default_factory=list)
-
-    @field_validator("metric")
-    @classmethod
-    def _known_metric(cls, value: str) -> str:
-        from azureml_retrain.evaluation import resolve_metric_name
-
-        try:
-            return resolve_metric_name(value)
-        except Exception as error:
-            raise ValueError(str(error)) from None
-
-    def rules(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True, exclude_defaults=False)
 
 
 class ClassicEndpointTarget(_Strict):
@@ -145,7 +138,7 @@ class RetrainingConfig(_Strict):
     training: TrainingConfig
     data: DataConfig
     outputs: OutputConfig
-    evaluation: EvaluationConfig
+    evaluation: EvaluationRules
     targets: list[Target] = Field(min_length=1)
     smoke_test_rows: list[dict[str, Any]] = Field(default_factory=list)
     ledger_container: str = DEFAULT_LEDGER_CONTAINER
@@ -157,7 +150,34 @@ class RetrainingConfig(_Strict):
 
         if not croniter.is_valid(value):
             raise ValueError(f"{value!r} is not a cron expression (e.g. '0 2 * * *')")
+        # From each new year of a leap-year cycle the next run must come within a year: '0 2 30 2 *'
+        # never fires, '0 0 29 2 *' once in four years.
+        for year in range(2025, 2029):
+            start = datetime(year, 1, 1, tzinfo=UTC)
+            try:
+                following = croniter(value, start).get_next(datetime)
+            except Exception:  # croniter's CroniterBadDateError: no date matches at all
+                following = None
+            if following is None or following - start > timedelta(days=366):
+                raise ValueError(f"{value!r} never fires within a year (no such date); check the day and month fields")
         return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _iana(cls, value: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            import difflib
+
+            close = difflib.get_close_matches(value, sorted(zoneinfo.available_timezones()), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else " (e.g. 'UTC', 'Europe/Paris')"
+            raise ValueError(f"{value!r} is not an IANA time zone name{hint}") from None
+        return value
+
+    _check_ledger_container = field_validator("ledger_container")(_container)
 
     @model_validator(mode="after")
     def _unique_targets(self) -> RetrainingConfig:
@@ -174,10 +194,8 @@ class RetrainingConfig(_Strict):
 
 def _format_error(source: str, error: ValidationError) -> str:
     lines = []
-    for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"{source}: {location}: {message}")
+    for field, message in explain(error, RetrainingConfig, "a retraining config"):
+        lines.append(f"{source}: {field or '(top level)'}: {message}")
     return "\n".join(lines)
 
 
@@ -192,6 +210,8 @@ def parse_config(data: Any, source: str) -> RetrainingConfig:
 
 
 def load_config(path: Path) -> RetrainingConfig:
+    """The config in ``path``. Its ``model`` is the file's name (``churn.yaml``: ``churn``): a field
+    that says otherwise is an error, so two files can never build the same DAG."""
     import yaml
 
     # libyaml's loader when the wheel has it: every parse and every task start reads the configs.
@@ -200,14 +220,66 @@ def load_config(path: Path) -> RetrainingConfig:
         data = yaml.load(path.read_text(), Loader=loader)  # noqa: S506  (a safe loader)
     except yaml.YAMLError as error:
         raise ConfigurationError(f"{path.name}: not valid YAML: {error}") from None
+    except OSError as error:
+        raise ConfigurationError(f"{path.name}: cannot be read: {error.strerror}") from None
+    if isinstance(data, dict):
+        model = data.setdefault("model", path.stem)
+        if model != path.stem:
+            raise ConfigurationError(
+                f"{path.name}: model: {model!r} differs from the file's name; name the file {model}.yaml "
+                f"(and its DAG file {model}.py), or drop the field: the file's name is the model's"
+            )
     return parse_config(data, path.name)
 
 
+@dataclass(frozen=True)
+class ConfigScan:
+    """The configs of a folder, each loaded on its own: a broken file is an error, never a reason
+    to drop the others."""
+
+    configs: tuple[RetrainingConfig, ...]
+    errors: tuple[str, ...]
+
+
+def config_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix in CONFIG_SUFFIXES) if folder.is_dir() else []
+
+
+def scan_configs(folder: Path) -> ConfigScan:
+    """Every config in ``folder`` that is valid, and an error for each one that is not."""
+    configs: list[RetrainingConfig] = []
+    errors: list[str] = []
+    for path in config_files(folder):
+        try:
+            config = load_config(path)
+        except ConfigurationError as error:
+            errors.append(str(error))
+            continue
+        if any(c.model == config.model for c in configs):  # churn.yaml beside churn.yml
+            errors.append(f"{path.name}: model {config.model!r} has another config file; keep one, {path.stem}.yaml")
+            continue
+        configs.append(config)
+    return ConfigScan(tuple(configs), tuple(errors))
+
+
 def load_configs(folder: Path) -> list[RetrainingConfig]:
-    """Every config in ``folder`` (sorted by name); model names must be unique."""
-    configs = [load_config(p) for p in sorted(folder.iterdir()) if p.suffix in CONFIG_SUFFIXES]
-    models = [c.model for c in configs]
-    repeated = sorted({m for m in models if models.count(m) > 1})
-    if repeated:
-        raise ConfigurationError(f"{folder.name}: model names must be unique across configs; repeated: {repeated}")
-    return configs
+    """Every config in ``folder`` (sorted by name), all of them valid (else a ConfigurationError
+    listing every broken one): for tools that need the whole set."""
+    scan = scan_configs(folder)
+    if scan.errors:
+        raise ConfigurationError("\n".join(scan.errors))
+    return list(scan.configs)
+
+
+def config_of_dag_file(dag_file: str | Path) -> Path:
+    """The config a retraining DAG file builds: the YAML file of the same name beside it."""
+    dag_path = Path(dag_file)
+    found = [dag_path.with_suffix(suffix) for suffix in CONFIG_SUFFIXES if dag_path.with_suffix(suffix).is_file()]
+    if not found:
+        raise ConfigurationError(
+            f"{dag_path.name}: there is no {dag_path.stem}.yaml beside it; a retraining DAG file builds the "
+            "config of its own name: add the config, or remove this file"
+        )
+    if len(found) > 1:
+        raise ConfigurationError(f"{dag_path.name}: both {found[0].name} and {found[1].name} exist; keep one")
+    return found[0]

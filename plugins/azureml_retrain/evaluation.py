@@ -5,6 +5,8 @@ Pure logic, no Airflow and no I/O: the operator reads the blob and hands the tex
 Evaluation CSV (contract §5)
     A header row and one data row per scored input. Binary classification has ``Accuracy``,
     ``Precision``, ``Recall``, ``F-Score``, ``AUC``, ``Average Log Loss``, ``Training Log Loss``;
+    multiclass classification ``Overall accuracy``, ``Average accuracy``, ``Micro-averaged precision``,
+    ``Macro-averaged precision``, ``Micro-averaged recall``, ``Macro-averaged recall``;
     regression has ``Negative Log Likelihood``, ``Mean Absolute Error``, ``Root Mean Squared Error``,
     ``Relative Absolute Error``, ``Relative Squared Error``, ``Coefficient of Determination``.
     When both inputs of Evaluate Model are connected there are two data rows: row 0 is the left
@@ -12,7 +14,8 @@ Evaluation CSV (contract §5)
     compare"). **Row 0 is judged by default**; ``row`` selects another one. Cells are parsed as floats;
     ``Infinity``/``NaN`` are accepted in any column but refused in a column that is judged.
 
-Rules (MLflow ``MetricThreshold``-like), a dict::
+Rules (MLflow ``MetricThreshold``-like): :class:`EvaluationRules`, one schema for configs, the
+operator and the trigger form, given as a dict::
 
     {
         "metric": "AUC",                      # required; Studio column name, any case, or an alias
@@ -21,7 +24,7 @@ Rules (MLflow ``MetricThreshold``-like), a dict::
         "min_absolute_improvement": 0.01,     # optional, >= 0; vs the champion, in metric units
         "min_relative_improvement": 0.02,     # optional, >= 0; vs the champion, fraction of |champion|
         "on_missing_champion_metric": "error",  # or "skip"
-        "guards": [                           # optional; bounds on any metric, challenger only
+        "guards": [                           # optional; bounds on metrics of the same kind of model
             {"metric": "AUC", "min": 0.7},
             {"metric": "Average Log Loss", "max": 0.6},
         ],
@@ -42,37 +45,85 @@ import csv
 import io
 import math
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from azureml_retrain.blobs import BlobLocation, parse_structured, resolve_output
 from azureml_retrain.exceptions import ConfigurationError, EvaluationError
+from azureml_retrain.validation import explain
 
-Task = Literal["binary", "regression"]
+Task = Literal["binary", "multiclass", "regression"]
 JsonNumber = float | str  # non-finite floats travel as "Infinity" / "-Infinity" / "NaN"
 
-BINARY_METRICS: dict[str, bool | None] = {
-    "Accuracy": True,
-    "Precision": True,
-    "Recall": True,
-    "F-Score": True,
-    "AUC": True,
-    "Average Log Loss": False,
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What Studio's Evaluate Model output says about one metric: the kind of model that has it,
+    whether higher is better (None: Studio's docs leave it open), and the range its values lie in."""
+
+    task: Task
+    higher_is_better: bool | None
+    low: float | None = None
+    high: float | None = None
+
+    def range_text(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"[{self.low:g}, {self.high:g}]"
+        if self.low is not None:
+            return f">= {self.low:g}"
+        return f"<= {self.high:g}" if self.high is not None else "any number"
+
+    def contains(self, value: float) -> bool:
+        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+
+_SHARE = {"low": 0.0, "high": 1.0}  # a fraction of the rows or of the classes
+_ERROR = {"low": 0.0}
+
+BINARY_METRICS: dict[str, MetricSpec] = {
+    "Accuracy": MetricSpec("binary", True, **_SHARE),
+    "Precision": MetricSpec("binary", True, **_SHARE),
+    "Recall": MetricSpec("binary", True, **_SHARE),
+    "F-Score": MetricSpec("binary", True, **_SHARE),
+    "AUC": MetricSpec("binary", True, **_SHARE),
+    "Average Log Loss": MetricSpec("binary", False, **_ERROR),
     # Studio describes it as "the advantage of the classifier over a random prediction" (a log-loss
     # reduction) while also calling it a log loss; the direction is not guessed.
-    "Training Log Loss": None,
+    "Training Log Loss": MetricSpec("binary", None),
 }
-REGRESSION_METRICS: dict[str, bool | None] = {
-    "Negative Log Likelihood": False,
-    "Mean Absolute Error": False,
-    "Root Mean Squared Error": False,
-    "Relative Absolute Error": False,
-    "Relative Squared Error": False,
-    "Coefficient of Determination": True,
-    "Mean Zero One Error": False,  # documented by the module, not seen in captured CSVs
+MULTICLASS_METRICS: dict[str, MetricSpec] = {
+    "Overall accuracy": MetricSpec("multiclass", True, **_SHARE),
+    "Average accuracy": MetricSpec("multiclass", True, **_SHARE),
+    "Micro-averaged precision": MetricSpec("multiclass", True, **_SHARE),
+    "Macro-averaged precision": MetricSpec("multiclass", True, **_SHARE),
+    "Micro-averaged recall": MetricSpec("multiclass", True, **_SHARE),
+    "Macro-averaged recall": MetricSpec("multiclass", True, **_SHARE),
 }
-KNOWN_METRICS: dict[str, bool | None] = {**BINARY_METRICS, **REGRESSION_METRICS}
+REGRESSION_METRICS: dict[str, MetricSpec] = {
+    "Negative Log Likelihood": MetricSpec("regression", False),
+    "Mean Absolute Error": MetricSpec("regression", False, **_ERROR),
+    "Root Mean Squared Error": MetricSpec("regression", False, **_ERROR),
+    "Relative Absolute Error": MetricSpec("regression", False, **_ERROR),
+    "Relative Squared Error": MetricSpec("regression", False, **_ERROR),
+    "Coefficient of Determination": MetricSpec("regression", True, high=1.0),
+    "Mean Zero One Error": MetricSpec("regression", False, **_SHARE),  # documented, not seen in captured CSVs
+}
+METRICS: dict[str, MetricSpec] = {**BINARY_METRICS, **MULTICLASS_METRICS, **REGRESSION_METRICS}
+#: Whether higher is better, by Studio column name (None: not known).
+KNOWN_METRICS: dict[str, bool | None] = {name: spec.higher_is_better for name, spec in METRICS.items()}
+_BY_TASK = {"binary": BINARY_METRICS, "multiclass": MULTICLASS_METRICS, "regression": REGRESSION_METRICS}
 
 _ALIASES: dict[str, str] = {
     "f1": "F-Score",
@@ -95,17 +146,6 @@ _ALIASES: dict[str, str] = {
     "mzoe": "Mean Zero One Error",
 }
 
-RULE_KEYS = (
-    "metric",
-    "higher_is_better",
-    "threshold",
-    "min_absolute_improvement",
-    "min_relative_improvement",
-    "on_missing_champion_metric",
-    "guards",
-)
-GUARD_KEYS = ("metric", "min", "max")
-MISSING_CHAMPION_POLICIES = ("error", "skip")
 MAX_EVALUATION_BYTES = 1024 * 1024
 
 _REL_TOL = 1e-9
@@ -131,7 +171,8 @@ def resolve_metric_name(name: object, field_name: str = "metric") -> str:
     if canonical is None:
         raise ConfigurationError(
             f"{field_name}: unknown metric {name!r}. Available: binary {', '.join(BINARY_METRICS)}; "
-            f"regression {', '.join(REGRESSION_METRICS)} (aliases: {', '.join(sorted(_ALIASES))})"
+            f"multiclass {', '.join(MULTICLASS_METRICS)}; regression {', '.join(REGRESSION_METRICS)} "
+            f"(aliases: {', '.join(sorted(_ALIASES))})"
         )
     return canonical
 
@@ -184,6 +225,8 @@ class EvaluationResults:
         present = set(self.columns)
         if present & set(REGRESSION_METRICS):
             return "regression"
+        if present & set(MULTICLASS_METRICS):
+            return "multiclass"
         return "binary"
 
     def value(self, metric: str, field_name: str = "metric") -> float:
@@ -289,110 +332,153 @@ def parse_evaluation_csv(data: bytes | str, source: str, row: int = 0) -> Evalua
 # Rules
 
 
-@dataclass(frozen=True)
-class Guard:
+def _metric_name(value: Any) -> str:
+    try:
+        return resolve_metric_name(value, "metric")
+    except ConfigurationError as error:
+        raise ValueError(str(error).removeprefix("metric: ")) from None
+
+
+MetricName = Annotated[
+    str,
+    BeforeValidator(_metric_name),
+    Field(description="A column of Studio's Evaluate Model output (any case) or an alias such as f1, rmse, r2."),
+]
+
+
+def _not_a_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic would take true for 1.0
+        raise ValueError(f"expected a number, got {value!r}")
+    return value
+
+
+FiniteNumber = Annotated[float, BeforeValidator(_not_a_bool), Field(allow_inf_nan=False)]
+
+
+def _out_of_range(name: str, value: float, spec: MetricSpec, what: str) -> str | None:
+    if spec.contains(value):
+        return None
+    return f"{value:g} is out of range for {name}, whose values are {spec.range_text()}: {what}"
+
+
+class _Rules(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Guard(_Rules):
     """A bound on one metric of the challenger (``min <= value <= max``)."""
 
-    metric: str
-    min: float | None = None
-    max: float | None = None
+    metric: MetricName
+    min: FiniteNumber | None = None
+    max: FiniteNumber | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Guard:
+        if self.min is None and self.max is None:
+            raise ValueError(f"give 'min' and/or 'max' for {self.metric!r}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is greater than max {self.max:g} for {self.metric!r}")
+        spec = METRICS[self.metric]
+        for bound in (self.min, self.max):
+            problem = None if bound is None else _out_of_range(self.metric, bound, spec, "fix the bound")
+            if problem:
+                raise ValueError(problem)
+        return self
 
 
-@dataclass(frozen=True)
-class Rules:
-    """Validated evaluation rules; build with :func:`parse_rules`."""
+class EvaluationRules(_Rules):
+    """How EvaluateModelOperator judges a challenger (see the module docstring): one schema for the
+    configs, the operator and the trigger form's ``rules`` override."""
 
-    metric: str
-    higher_is_better: bool
-    threshold: float | None = None
-    min_absolute_improvement: float | None = None
-    min_relative_improvement: float | None = None
+    metric: MetricName
+    higher_is_better: bool | None = Field(
+        default=None, validate_default=True, description="Inferred for known metrics when left out."
+    )
+    threshold: FiniteNumber | None = Field(default=None, description="The challenger must reach it.")
+    min_absolute_improvement: FiniteNumber | None = Field(
+        default=None, ge=0, description="Over the champion, in the metric's units."
+    )
+    min_relative_improvement: FiniteNumber | None = Field(
+        default=None, ge=0, description="Over the champion, as a fraction of |champion|."
+    )
     on_missing_champion_metric: Literal["error", "skip"] = "error"
-    guards: tuple[Guard, ...] = field(default_factory=tuple)
+    guards: list[Guard] = Field(default_factory=list, description="Bounds on metrics of the challenger.")
+
+    @field_validator("higher_is_better")
+    @classmethod
+    def _direction(cls, value: bool | None, info: ValidationInfo) -> bool | None:
+        metric = info.data.get("metric")
+        if value is None and metric is not None:
+            value = METRICS[metric].higher_is_better
+            if value is None:
+                raise ValueError(
+                    f"the direction of {metric!r} is ambiguous in Studio's docs; set higher_is_better to true or false"
+                )
+        return value
+
+    @field_validator("threshold")
+    @classmethod
+    def _reachable(cls, value: float | None, info: ValidationInfo) -> float | None:
+        metric = info.data.get("metric")
+        if value is not None and metric is not None:
+            problem = _out_of_range(metric, value, METRICS[metric], "a threshold no model can reach never promotes")
+            if problem:
+                raise ValueError(problem)
+        return value
+
+    @field_validator("guards")
+    @classmethod
+    def _same_task(cls, guards: list[Guard], info: ValidationInfo) -> list[Guard]:
+        metric = info.data.get("metric")
+        if metric is None:
+            return guards
+        task = METRICS[metric].task
+        for index, guard in enumerate(guards):
+            if METRICS[guard.metric].task != task:
+                raise ValueError(
+                    f"guard {index} ({guard.metric!r}) is a {METRICS[guard.metric].task} metric, but the rules judge "
+                    f"a {task} model ({metric!r}), whose evaluation has only {', '.join(_BY_TASK[task])}"
+                )
+        return guards
+
+    @property
+    def task(self) -> Task:
+        """The kind of model these rules judge (from the metric)."""
+        return METRICS[self.metric].task
+
+    @property
+    def direction(self) -> bool:
+        if self.higher_is_better is None:  # set by validation; kept for a type checker
+            raise ConfigurationError("rules.higher_is_better: not set")
+        return self.higher_is_better
 
 
-def _number(value: Any, field_name: str, *, non_negative: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ConfigurationError(f"{field_name}: expected a number, got {value!r}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigurationError(f"{field_name}: expected a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise ConfigurationError(f"{field_name}: expected a finite number, got {value!r}")
-    if non_negative and number < 0:
-        raise ConfigurationError(
-            f"{field_name}: must be >= 0 (an improvement the challenger must show), got {value!r}; "
-            "to accept a worse model than the champion, do not pass champion_metrics"
-        )
-    return number
+def rules_error(error: ValidationError, prefix: str = "rules") -> ConfigurationError:
+    """One ConfigurationError listing every problem of a rules mapping, each naming its field."""
+    lines = [
+        f"{prefix}.{field}: {message}" if field else f"{prefix}: {message}"
+        for field, message in explain(error, EvaluationRules, "the rules")
+    ]
+    return ConfigurationError("\n".join(lines))
 
 
-def _optional_number(rules: Mapping[str, Any], key: str, *, non_negative: bool = False) -> float | None:
-    value = rules.get(key)
-    return None if value is None else _number(value, f"rules.{key}", non_negative=non_negative)
-
-
-def _check_keys(value: Mapping[str, Any], allowed: Sequence[str], field_name: str) -> None:
-    unknown = sorted(str(k) for k in value if k not in allowed)
-    if unknown:
-        raise ConfigurationError(f"{field_name}: unknown key(s) {unknown}; allowed: {', '.join(allowed)}")
-
-
-def _parse_guard(value: Any, field_name: str) -> Guard:
-    if not isinstance(value, Mapping):
-        raise ConfigurationError(f"{field_name}: expected {{'metric': ..., 'min': ..., 'max': ...}}, got {value!r}")
-    _check_keys(value, GUARD_KEYS, field_name)
-    metric = resolve_metric_name(value.get("metric"), f"{field_name}.metric")
-    low = None if value.get("min") is None else _number(value["min"], f"{field_name}.min")
-    high = None if value.get("max") is None else _number(value["max"], f"{field_name}.max")
-    if low is None and high is None:
-        raise ConfigurationError(f"{field_name}: give 'min' and/or 'max' for {metric!r}")
-    if low is not None and high is not None and low > high:
-        raise ConfigurationError(f"{field_name}: min {low} is greater than max {high} for {metric!r}")
-    return Guard(metric=metric, min=low, max=high)
-
-
-def parse_rules(value: Any) -> Rules:
+def parse_rules(value: Any) -> EvaluationRules:
     """Validate rules (a dict, or its JSON / Python-repr text); errors name the offending field."""
+    if isinstance(value, EvaluationRules):
+        return value
     value = parse_structured(value, "rules")
     if not isinstance(value, Mapping):
         raise ConfigurationError(f"rules: expected a mapping with at least 'metric', got {type(value).__name__}")
-    _check_keys(value, RULE_KEYS, "rules")
-    metric = resolve_metric_name(value.get("metric"), "rules.metric")
+    try:
+        return EvaluationRules.model_validate(dict(value))
+    except ValidationError as error:
+        raise rules_error(error) from None
 
-    direction = value.get("higher_is_better")
-    if direction is None:
-        inferred = KNOWN_METRICS[metric]
-        if inferred is None:
-            raise ConfigurationError(
-                f"rules.higher_is_better: the direction of {metric!r} is ambiguous in Studio's docs; set it to "
-                "true or false"
-            )
-        direction = inferred
-    elif not isinstance(direction, bool):
-        raise ConfigurationError(f"rules.higher_is_better: expected true or false, got {direction!r}")
 
-    policy = value.get("on_missing_champion_metric", "error")
-    if policy not in MISSING_CHAMPION_POLICIES:
-        raise ConfigurationError(
-            f"rules.on_missing_champion_metric: expected one of {list(MISSING_CHAMPION_POLICIES)}, got {policy!r}"
-        )
-
-    raw_guards = value.get("guards") or []
-    if isinstance(raw_guards, Mapping) or not isinstance(raw_guards, Sequence) or isinstance(raw_guards, str):
-        raise ConfigurationError(f"rules.guards: expected a list of {{'metric', 'min'|'max'}}, got {raw_guards!r}")
-    guards = tuple(_parse_guard(g, f"rules.guards[{i}]") for i, g in enumerate(raw_guards))
-
-    return Rules(
-        metric=metric,
-        higher_is_better=direction,
-        threshold=_optional_number(value, "threshold"),
-        min_absolute_improvement=_optional_number(value, "min_absolute_improvement", non_negative=True),
-        min_relative_improvement=_optional_number(value, "min_relative_improvement", non_negative=True),
-        on_missing_champion_metric=policy,
-        guards=guards,
-    )
+def rules_json_schema() -> dict[str, Any]:
+    """The JSON schema of the rules (the trigger form's ``rules`` field checks the shape with it;
+    ranges that depend on the metric are checked when the run plans)."""
+    return EvaluationRules.model_json_schema()
 
 
 def parse_champion_metrics(value: Any) -> dict[str, float] | None:
@@ -451,9 +537,9 @@ def _bound_check(rule: str, metric: str, value: float, bound: float, higher_is_b
     }
 
 
-def _improvement_checks(rules: Rules, challenger: float, champion: float) -> list[dict[str, Any]]:
+def _improvement_checks(rules: EvaluationRules, challenger: float, champion: float) -> list[dict[str, Any]]:
     metric = rules.metric
-    gain = challenger - champion if rules.higher_is_better else champion - challenger
+    gain = challenger - champion if rules.direction else champion - challenger
     absolute = rules.min_absolute_improvement
     if absolute is None and rules.min_relative_improvement is None:
         absolute = 0.0  # a champion exists: at least do not get worse
@@ -499,7 +585,7 @@ def _improvement_checks(rules: Rules, challenger: float, champion: float) -> lis
     return checks
 
 
-def decide(results: EvaluationResults, rules: Rules, champion: Mapping[str, float] | None) -> dict[str, Any]:
+def decide(results: EvaluationResults, rules: EvaluationRules, champion: Mapping[str, float] | None) -> dict[str, Any]:
     """Judge ``results`` (the challenger) and return a JSON-serialisable decision.
 
     ``{"promote", "reason", "metric", "higher_is_better", "challenger", "champion", "checks", "task",
@@ -510,7 +596,7 @@ def decide(results: EvaluationResults, rules: Rules, champion: Mapping[str, floa
     checks: list[dict[str, Any]] = []
     notes: list[str] = []
     if rules.threshold is not None:
-        checks.append(_bound_check("threshold", rules.metric, value, rules.threshold, rules.higher_is_better))
+        checks.append(_bound_check("threshold", rules.metric, value, rules.threshold, rules.direction))
 
     if champion:
         if rules.metric in champion:
@@ -548,7 +634,7 @@ def decide(results: EvaluationResults, rules: Rules, champion: Mapping[str, floa
         "promote": promote,
         "reason": reason,
         "metric": rules.metric,
-        "higher_is_better": rules.higher_is_better,
+        "higher_is_better": rules.direction,
         "challenger": results.metrics(),
         "champion": {k: _json_number(v) for k, v in champion.items()} if champion else None,
         "checks": checks,

@@ -38,7 +38,15 @@ from pathlib import Path
 from typing import Any
 
 from azureml_retrain.blobs import BlobLocation, parse_structured
-from azureml_retrain.config import ArmWebServiceTarget, ClassicEndpointTarget, RetrainingConfig, load_configs
+from azureml_retrain.config import (
+    ArmWebServiceTarget,
+    ClassicEndpointTarget,
+    RetrainingConfig,
+    config_of_dag_file,
+    load_config,
+    scan_configs,
+)
+from azureml_retrain.evaluation import parse_rules, rules_json_schema
 from azureml_retrain.operators.evaluate import DECISION_XCOM_KEY, EvaluateModelOperator
 
 PROMOTE_MODES = ("auto", "never", "force")
@@ -88,13 +96,7 @@ def params_for(config: RetrainingConfig) -> dict[str, Any]:
             description=f"Folder in container '{config.data.container}' to train on instead of the window's "
             f"('{config.data.prefix}').",
         ),
-        "rules": Param(
-            None,
-            type=["null", "object"],
-            title="Evaluation rules override",
-            description="Replaces the config's rules for this run, e.g. "
-            '{"metric": "AUC", "threshold": 0.7, "min_absolute_improvement": 0.01}.',
-        ),
+        "rules": rules_param(),
         "promote": Param(
             "auto",
             enum=list(PROMOTE_MODES),
@@ -118,6 +120,25 @@ def params_for(config: RetrainingConfig) -> dict[str, Any]:
     }
 
 
+def rules_param() -> Any:
+    """The trigger form's rules override, its JSON schema that of :class:`EvaluationRules` (the
+    form checks the shape; ranges that depend on the metric are checked when the run plans)."""
+    from airflow.sdk import Param
+
+    schema = rules_json_schema()
+    return Param(
+        None,
+        type=["null", "object"],
+        title="Evaluation rules override",
+        description="Replaces the config's rules for this run, e.g. "
+        '{"metric": "AUC", "threshold": 0.7, "min_absolute_improvement": 0.01}.',
+        properties=schema["properties"],
+        required=schema["required"],
+        additionalProperties=False,
+        **{"$defs": schema.get("$defs", {})},
+    )
+
+
 def build_plan(config: RetrainingConfig, context: Any) -> dict[str, Any]:
     """Everything the run does, decided once (see the module docstring)."""
     from azureml_retrain.ledger import NO_MODEL, PromotionLedger
@@ -135,7 +156,10 @@ def build_plan(config: RetrainingConfig, context: Any) -> dict[str, Any]:
     ledger = PromotionLedger(config.data.wasb_conn_id, config.ledger_container)
     heads = {t.name: ledger.head(t.name) for t in config.targets}
     primary = heads[config.targets[0].name]
-    rules = params.get("rules") or config.evaluation.rules()
+    # An override from the trigger form is checked here, before any money is spent, by the same
+    # schema as the config's rules.
+    override = params.get("rules")
+    rules = (parse_rules(override) if override else config.evaluation).model_dump(mode="json", exclude_none=True)
     return {
         "window": {"start": start.isoformat(), "end": end.isoformat()},
         "run_type": str(getattr(dag_run.run_type, "value", dag_run.run_type)),
@@ -536,20 +560,24 @@ def promotion_failure(summary: dict[str, Any]) -> str | None:
     return f"promoted to {done}, but not to {summary['failed']}"
 
 
-def build_dags(folder: Path) -> dict[str, Any]:
-    """``{dag_id: DAG}`` for every config in ``folder``, plus the rollback DAG over all their targets.
+def retraining_dag(dag_file: str | Path) -> Any:
+    """The retraining DAG of the config named like ``dag_file`` (``churn.py`` builds ``churn.yaml``).
 
-    When Airflow parses the file to run a task (its parsing context names the task's DAG), only that
-    DAG is built: every task's start-up parses the file, and need not pay for the other DAGs.
-    """
-    from airflow.sdk import get_parsing_context
+    One small DAG file per config, because Airflow keeps parse errors per file: a broken config is an
+    import error of its own file, and only its own DAG stops scheduling. (A file that builds every
+    config either raises, which stops all of them, or skips the broken one, which hides it.)"""
+    return build_dag(load_config(config_of_dag_file(dag_file)))
 
-    wanted = get_parsing_context().dag_id
-    configs = load_configs(folder)
-    dags = {config.dag_id: build_dag(config) for config in configs if wanted in (None, config.dag_id)}
-    if configs and wanted in (None, ROLLBACK_DAG_ID):
-        dags[ROLLBACK_DAG_ID] = build_rollback_dag(configs)
-    return dags
+
+def rollback_dag(folder: Path) -> Any:
+    """The rollback DAG over the targets of every valid config in ``folder`` (None: there is none).
+    A broken config is left out here, and its own DAG file reports it as an import error."""
+    import logging
+
+    scan = scan_configs(folder)
+    for error in scan.errors:
+        logging.getLogger(__name__).warning("Left out of %s: %s", ROLLBACK_DAG_ID, error)
+    return build_rollback_dag(list(scan.configs)) if scan.configs else None
 
 
 ROLLBACK_DAG_ID = "rollback_model"

@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from devtools.cluster import AirflowCluster
 from devtools.services import ROOT, LocalPorts
+from support.dags import install_retraining_config
 from support.emulator import RunningEmulator
 from support.retrain import job_fault, jobs, requests_log, route_count
 from support.retraining import DATA_CONTAINER, endpoint_model, shipped_config_data
@@ -140,8 +140,7 @@ def cluster(
     (dags / "process_fault_dags.py").write_text(
         FAULT_DAGS.format(container=CONTAINER, hung_job_timeout=HUNG_JOB_TIMEOUT)
     )
-    shutil.copy(ROOT / "dags" / "retraining_dags.py", dags / "retraining_dags.py")
-    (dags / "retraining" / f"{model_id}.yaml").write_text(yaml.safe_dump(fast_churn_config(model_id)))
+    install_retraining_config(dags, fast_churn_config(model_id))
 
     cluster = AirflowCluster(
         home=home / "airflow",

@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import yaml
-
 from devtools.cluster import AirflowCluster
 from devtools.services import ROOT
 
@@ -138,11 +136,11 @@ def start_in_background(cluster: AirflowCluster) -> Callable[[], None]:
 
 
 def dags_folder_with(config: Any, folder: Path) -> Path:
-    """A DAGs folder holding the project's retraining DAG file and one retraining config."""
-    (folder / "retraining").mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "dags" / "retraining_dags.py", folder / "retraining_dags.py")
-    text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-    (folder / "retraining" / f"{config.model}.yaml").write_text(text)
+    """A DAGs folder holding the project's DAG files and one retraining config."""
+    from support.dags import install_retraining_config
+
+    shutil.copy(ROOT / "dags" / "rollback_model.py", folder / "rollback_model.py")
+    install_retraining_config(folder, config.model_dump(mode="json"))
     return folder
 
 

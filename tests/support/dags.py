@@ -24,3 +24,25 @@ def register_dag(dag: Any) -> None:
         update_dag_parsing_results_in_db(
             bundle.name, None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
         )
+
+
+def install_retraining_config(dags_folder: Any, data: Any) -> Any:
+    """Add a retraining config to a DAGs folder the way a user does: ``retraining/<model>.yaml`` (a
+    mapping, or the YAML text as given) and its DAG file, a copy of the shipped one. Returns the
+    config's path."""
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    from devtools.services import ROOT
+
+    folder = Path(dags_folder) / "retraining"
+    folder.mkdir(parents=True, exist_ok=True)
+    model = data["model"] if isinstance(data, dict) else None
+    if model is None:
+        raise ValueError("install_retraining_config needs a mapping with 'model'")
+    path = folder / f"{model}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    shutil.copy(ROOT / "dags" / "retraining" / "churn.py", folder / f"{model}.py")
+    return path

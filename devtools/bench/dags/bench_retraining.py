@@ -2,7 +2,7 @@
 ### Bench: retraining DAGs from copies of the shipped configs
 
 One Airflow DAG per config in `bench_retraining/` (written by the benchmarks), built by the project's
-factory exactly as `dags/retraining_dags.py` builds the shipped ones.
+factory exactly as the shipped DAG files (`dags/retraining/<model>.py`) build theirs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from azureml_retrain.config import load_configs
 from azureml_retrain.factory import build_dag
 
 CONFIGS = Path(__file__).parent / "bench_retraining"
-# As the factory's build_dags does: a task's start-up builds only its own DAG.
+# A task's start-up builds only its own DAG.
 WANTED = get_parsing_context().dag_id
 
 for _config in load_configs(CONFIGS) if CONFIGS.is_dir() else []:

@@ -1,6 +1,6 @@
 """What the model history view shows, read from the retraining configs and the promotion ledgers.
 
-The configs in ``<dags folder>/retraining/`` (the ones ``dags/retraining_dags.py`` builds DAGs from)
+The configs in ``<dags folder>/retraining/`` (each built into its DAG by the DAG file of the same name)
 say which targets exist and where their ledgers are; the ledgers are read with
 :class:`~azureml_retrain.ledger.PromotionLedger`. Everything here is safe to show: model URIs lose
 their query string (a SAS token would be there) and free text is passed through
@@ -16,9 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from azureml_retrain.config import CONFIG_SUFFIXES, RetrainingConfig, load_config
+from azureml_retrain.config import RetrainingConfig, scan_configs
 from azureml_retrain.evaluation import KNOWN_METRICS
-from azureml_retrain.exceptions import ConfigurationError
 from azureml_retrain.ledger import LedgerRecord, PromotionLedger
 from azureml_retrain.redaction import redact, strip_query
 
@@ -51,21 +50,8 @@ def load_catalog(folder: Path | None = None) -> Catalog:
     folder = folder or config_folder()
     if not folder.is_dir():
         return Catalog((), (f"{folder.name}: no such folder of retraining configs",))
-    configs: list[RetrainingConfig] = []
-    errors: list[str] = []
-    for path in sorted(folder.iterdir()):
-        if path.suffix not in CONFIG_SUFFIXES:
-            continue
-        try:
-            config = load_config(path)
-        except ConfigurationError as error:
-            errors.append(str(error))
-            continue
-        if any(c.model == config.model for c in configs):
-            errors.append(f"{path.name}: model {config.model!r} is already defined by another config; ignored")
-            continue
-        configs.append(config)
-    return Catalog(tuple(configs), tuple(errors))
+    scan = scan_configs(folder)
+    return Catalog(scan.configs, scan.errors)
 
 
 def safe_uri(uri: str | None) -> str | None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from azureml_retrain.config import load_config, load_configs, parse_config
+from azureml_retrain.config import load_config, load_configs, parse_config, scan_configs
 from azureml_retrain.exceptions import ConfigurationError
 from devtools.services import ROOT
 
@@ -59,7 +59,7 @@ def test_shipped_configs_are_valid():
         ("model", "Churn Model", False, "churn.yaml: model: String should match pattern"),
         ("evaluation.min_absolute_improvement", -0.1, False, "churn.yaml: evaluation.min_absolute_improvement"),
         ("targets", [], False, "churn.yaml: targets: List should have at least 1 item"),
-        ("surprise", 1, False, "churn.yaml: surprise: Extra inputs are not permitted"),
+        ("surprise", 1, False, "churn.yaml: surprise: not a field of a retraining config; its fields are: model,"),
     ],
 )
 def test_bad_fields_are_named_with_the_file(path, value, delete, message):
@@ -87,8 +87,24 @@ def test_not_yaml(tmp_path: Path):
         load_config(path)
 
 
-def test_duplicate_models_across_files(tmp_path: Path):
-    for name in ("a.yaml", "b.yaml"):
-        (tmp_path / name).write_text(yaml.safe_dump(BASE, default_flow_style=False, sort_keys=False))
-    with pytest.raises(ConfigurationError, match="model names must be unique across configs; repeated: \\['churn'\\]"):
+def test_the_file_name_is_the_model(tmp_path: Path):
+    data = {k: v for k, v in BASE.items() if k != "model"}
+    (tmp_path / "churn_eu.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    assert load_config(tmp_path / "churn_eu.yaml").dag_id == "retrain_churn_eu"
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(BASE, sort_keys=False))
+    with pytest.raises(ConfigurationError, match=r"b\.yaml: model: 'churn' differs from the file's name; name"):
+        load_config(tmp_path / "b.yaml")
+
+
+def test_a_folder_scan_loads_each_config_on_its_own(tmp_path: Path):
+    (tmp_path / "churn.yaml").write_text(yaml.safe_dump(BASE, sort_keys=False))
+    (tmp_path / "churn.yml").write_text(yaml.safe_dump(BASE, sort_keys=False))
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump({**BASE, "model": "typo", "trainnig": {}}, sort_keys=False))
+    scan = scan_configs(tmp_path)
+    assert [c.model for c in scan.configs] == ["churn"]
+    assert len(scan.errors) == 2
+    assert scan.errors[0].startswith("churn.yml: model 'churn' has another config file")
+    expected = "typo.yaml: trainnig: not a field of a retraining config; did you mean 'training'?"
+    assert scan.errors[1].startswith(expected)
+    with pytest.raises(ConfigurationError, match=r"(?s)churn\.yml: .*typo\.yaml: "):
         load_configs(tmp_path)

@@ -163,8 +163,15 @@ class TestJudgedValues:
             decide(binary(F_Score="n/a"), parse_rules({"metric": "f1"}), None)
 
     def test_missing_guard_column_names_the_guard(self):
-        with pytest.raises(EvaluationError, match=r"rules.guards\[0\].metric 'Mean Absolute Error' is not a column"):
-            decide(binary(), parse_rules({"metric": "auc", "guards": [{"metric": "mae", "max": 1}]}), None)
+        partial = parse_evaluation_csv("AUC,Accuracy\n0.8,0.7\n", SOURCE)
+        rules = parse_rules({"metric": "auc", "guards": [{"metric": "precision", "min": 0.5}]})
+        with pytest.raises(EvaluationError, match=r"rules.guards\[0\].metric 'Precision' is not a column"):
+            decide(partial, rules, None)
+
+    def test_a_guard_on_another_kind_of_model_is_refused_before_any_evaluation(self):
+        expected = r"rules\.guards: guard 0 \('Mean Absolute Error'\) is a regression"
+        with pytest.raises(ConfigurationError, match=expected):
+            parse_rules({"metric": "auc", "guards": [{"metric": "mae", "max": 1}]})
 
 
 # ---------------------------------------------------------------------------------------------- names
@@ -210,32 +217,32 @@ def test_unknown_metric_lists_the_available_ones():
     ("rules", "message"),
     [
         ("not rules", "rules: expected a mapping"),
-        ({}, "rules.metric: expected a metric name, got None"),
-        ({"metric": "auc", "treshold": 0.7}, "rules: unknown key(s) ['treshold']; allowed: metric, higher_is_better"),
-        ({"metric": "auc", "higher_is_better": "up"}, "rules.higher_is_better: expected true or false, got 'up'"),
+        ({}, "rules.metric: Field required"),
+        ({"metric": "auc", "treshold": 0.7}, "rules.treshold: not a field of the rules; did you mean 'threshold'?"),
+        ({"metric": "auc", "higher_is_better": "up"}, "rules.higher_is_better: Input should be a valid boolean"),
         ({"metric": "Training Log Loss"}, "rules.higher_is_better: the direction of 'Training Log Loss' is ambiguous"),
-        ({"metric": "auc", "threshold": "high"}, "rules.threshold: expected a number, got 'high'"),
+        ({"metric": "auc", "threshold": "high"}, "rules.threshold: Input should be a valid number"),
         ({"metric": "auc", "threshold": True}, "rules.threshold: expected a number, got True"),
-        ({"metric": "auc", "threshold": float("nan")}, "rules.threshold: expected a finite number"),
-        ({"metric": "auc", "min_absolute_improvement": -0.01}, "rules.min_absolute_improvement: must be >= 0"),
-        ({"metric": "auc", "min_relative_improvement": -1}, "rules.min_relative_improvement: must be >= 0"),
-        ({"metric": "auc", "on_missing_champion_metric": "ignore"}, "rules.on_missing_champion_metric: expected one"),
-        ({"metric": "auc", "guards": {"metric": "auc"}}, "rules.guards: expected a list"),
-        ({"metric": "auc", "guards": ["auc>0.7"]}, "rules.guards[0]: expected {'metric'"),
-        ({"metric": "auc", "guards": [{"metric": "auc"}]}, "rules.guards[0]: give 'min' and/or 'max' for 'AUC'"),
+        ({"metric": "auc", "threshold": float("nan")}, "rules.threshold: Input should be a finite number"),
+        ({"metric": "auc", "min_absolute_improvement": -0.01}, "rules.min_absolute_improvement: Input should"),
+        ({"metric": "auc", "min_relative_improvement": -1}, "rules.min_relative_improvement: Input should be greater"),
+        ({"metric": "auc", "on_missing_champion_metric": "ignore"}, "rules.on_missing_champion_metric: Input should"),
+        ({"metric": "auc", "guards": {"metric": "auc"}}, "rules.guards: Input should be a valid list"),
+        ({"metric": "auc", "guards": ["auc>0.7"]}, "rules.guards.0: Input should be a valid dictionary"),
+        ({"metric": "auc", "guards": [{"metric": "auc"}]}, "rules.guards.0: give 'min' and/or 'max' for 'AUC'"),
         (
             {"metric": "auc", "guards": [{"metric": "auc", "min": 0.9, "max": 0.1}]},
-            "rules.guards[0]: min 0.9 is greater",
+            "rules.guards.0: min 0.9 is greater",
         ),
         (
             {"metric": "auc", "guards": [{"metric": "gini", "min": 0.1}]},
-            "rules.guards[0].metric: unknown metric 'gini'",
+            "rules.guards.0.metric: unknown metric 'gini'",
         ),
         (
             {"metric": "auc", "guards": [{"metric": "auc", "minimum": 0.1}]},
-            "rules.guards[0]: unknown key(s) ['minimum']",
+            "rules.guards.0.minimum: not a field of 'guards.0'; did you mean 'min'?",
         ),
-        ({"metric": "auc", "guards": [{"metric": "auc", "max": "x"}]}, "rules.guards[0].max: expected a number"),
+        ({"metric": "auc", "guards": [{"metric": "auc", "max": "x"}]}, "rules.guards.0.max: Input should be"),
         ("{'metric': 'auc',", "rules: the rendered text (17 characters) is neither JSON nor a Python literal"),
     ],
 )

@@ -4,6 +4,7 @@ rollback planning, the trigger form, and the shape of the built DAGs (no service
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,13 +21,14 @@ from azureml_retrain.factory import (
     SKIP_TASK,
     attempted_targets,
     build_dag,
-    build_dags,
     choose_branches,
     model_asset,
     params_for,
     plan_rollback,
     prepare_training,
     promotion_failure,
+    retraining_dag,
+    rollback_dag,
     run_slug,
     skip_reason,
     stop_a_dry_run,
@@ -445,10 +447,29 @@ def test_prepare_training_stops_a_dry_run_before_touching_the_data():
         prepare_training(CHURN, {"params": {"dry_run": True}, "ti": FakeTi()})
 
 
-def test_shipped_folder_builds_one_dag_per_config_and_the_rollback_dag():
-    dags = build_dags(CONFIG_DIR)
-    assert set(dags) == {"retrain_churn", "retrain_energy", ROLLBACK_DAG_ID}
-    rollback = dags[ROLLBACK_DAG_ID]
+def test_each_shipped_config_has_its_dag_file_and_they_are_one_file():
+    configs = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    dag_files = sorted(CONFIG_DIR.glob("*.py"))
+    assert [p.stem for p in dag_files] == configs == ["churn", "energy"]
+    assert len({p.read_bytes() for p in dag_files}) == 1  # copies: a new model copies any of them
+
+
+def test_a_dag_file_builds_the_config_of_its_own_name():
+    dag = retraining_dag(CONFIG_DIR / "energy.py")
+    assert dag.dag_id == "retrain_energy"
+
+
+def test_a_dag_file_without_its_config_says_what_to_do(tmp_path: Path):
+    with pytest.raises(ConfigurationError, match=r"churn_eu\.py: there is no churn_eu\.yaml beside it"):
+        retraining_dag(tmp_path / "churn_eu.py")
+
+
+def test_the_rollback_dag_covers_every_valid_config_and_leaves_a_broken_one_out(tmp_path: Path, caplog):
+    for name in ("churn.yaml", "energy.yaml"):
+        (tmp_path / name).write_bytes((CONFIG_DIR / name).read_bytes())
+    (tmp_path / "broken.yaml").write_text("model: broken\ntraining: {}\n")
+    rollback = rollback_dag(tmp_path)
+    assert rollback.dag_id == ROLLBACK_DAG_ID
     assert rollback.params["target"] == "churn-retrain01"
     assert rollback.params.get_param("target").schema["enum"] == [
         "churn-retrain01",
@@ -456,6 +477,8 @@ def test_shipped_folder_builds_one_dag_per_config_and_the_rollback_dag():
         "energy-predictive",
     ]
     assert type(rollback.timetable).__name__ == "NullTimetable"  # manual only
+    assert "broken.yaml: " in caplog.text
+    assert rollback_dag(tmp_path / "empty") is None
 
 
 def test_run_slug():
