@@ -114,7 +114,9 @@ CONFIG_CASES = [
     pytest.param(mutated("retries", "many"), r"churn\.yaml: retries: .*integer", id="wrong-type-retries"),
     pytest.param(mutated("schedule", "every day"), r"churn\.yaml: schedule: 'every day' is not a cron", id="bad-cron"),
     pytest.param(
-        {**base_config(), "trainnig": {}}, r"churn\.yaml: trainnig: Extra inputs are not permitted", id="typo-field"
+        {**base_config(), "trainnig": {}},
+        r"churn\.yaml: trainnig: not a field of a retraining config; did you mean 'training'\?",
+        id="typo-field",
     ),
     pytest.param(mutated("targets", []), r"churn\.yaml: targets: .*at least 1", id="no-targets"),
     pytest.param(
@@ -138,6 +140,104 @@ CONFIG_CASES = [
         id="negative-timeout",
     ),
     pytest.param(["not", "a", "mapping"], r"churn\.yaml: expected a mapping", id="top-level-list"),
+    # Found at load time, not after a paid job or a wait (each names the file, the field and the fix).
+    pytest.param(
+        mutated("evaluation.threshold", 1.5),
+        r"churn\.yaml: evaluation\.threshold: 1\.5 is out of range for AUC, whose values are \[0, 1\]: a threshold",
+        id="unreachable-threshold",
+    ),
+    pytest.param(
+        mutated("schedule", "0 2 30 2 *"),
+        r"churn\.yaml: schedule: '0 2 30 2 \*' never fires within a year \(no such date\); check the day",
+        id="schedule-that-never-fires",
+    ),
+    pytest.param(
+        mutated("schedule", "0 0 29 2 *"),
+        r"churn\.yaml: schedule: '0 0 29 2 \*' never fires within a year",
+        id="schedule-once-in-four-years",
+    ),
+    pytest.param(
+        mutated("timezone", "Europe/Pariss"),
+        r"churn\.yaml: timezone: 'Europe/Pariss' is not an IANA time zone name; did you mean 'Europe/Paris'\?",
+        id="misspelt-timezone",
+    ),
+    pytest.param(
+        mutated("ledger_container", "Model_Ledger"),
+        r"churn\.yaml: ledger_container: must be a blob container name: 3-63 lowercase",
+        id="bad-ledger-container",
+    ),
+    pytest.param(
+        mutated("outputs.container", "my--models"),
+        r"churn\.yaml: outputs\.container: must be a blob container name",
+        id="double-hyphen-container",
+    ),
+    pytest.param(
+        mutated("evaluation.guards", [{"metric": "gini", "min": 0.1}]),
+        r"churn\.yaml: evaluation\.guards\.0\.metric: unknown metric 'gini'\. Available: binary",
+        id="unknown-guard-metric",
+    ),
+    pytest.param(
+        mutated("evaluation.guards", [{"metric": "rmse", "max": 2}]),
+        r"churn\.yaml: evaluation\.guards: guard 0 \('Root Mean Squared Error'\) is a regression metric, but the "
+        r"rules judge a binary model \('AUC'\)",
+        id="guard-of-another-model-kind",
+    ),
+    pytest.param(
+        mutated("evaluation.guards", [{"metric": "Accuracy", "min": 0.9, "max": 0.6}]),
+        r"churn\.yaml: evaluation\.guards\.0: min 0\.9 is greater than max 0\.6 for 'Accuracy'",
+        id="guard-min-above-max",
+    ),
+    pytest.param(
+        mutated("evaluation.guards", [{"metric": "Accuracy"}]),
+        r"churn\.yaml: evaluation\.guards\.0: give 'min' and/or 'max' for 'Accuracy'",
+        id="guard-without-bounds",
+    ),
+    pytest.param(
+        mutated("evaluation.guards", [{"metric": "Accuracy", "min": 60}]),
+        r"churn\.yaml: evaluation\.guards\.0: 60 is out of range for Accuracy, whose values are \[0, 1\]",
+        id="guard-in-percent",
+    ),
+    pytest.param(
+        mutated("evaluation.guards", {"metric": "Accuracy", "min": 0.6}),
+        r"churn\.yaml: evaluation\.guards: Input should be a valid list",
+        id="guard-not-a-list",
+    ),
+    pytest.param(
+        mutated("evaluation", {"metric": "rmse", "threshold": -1}),
+        r"churn\.yaml: evaluation\.threshold: -1 is out of range for Root Mean Squared Error, whose values are >= 0",
+        id="negative-error-threshold",
+    ),
+    pytest.param(
+        mutated("evaluation", {"metric": "r2", "threshold": 1.2}),
+        r"churn\.yaml: evaluation\.threshold: 1\.2 is out of range for Coefficient of Determination, whose values",
+        id="r2-above-one",
+    ),
+    pytest.param(
+        mutated("evaluation.threshold", True),
+        r"churn\.yaml: evaluation\.threshold: expected a number, got True",
+        id="boolean-threshold",
+    ),
+    pytest.param(
+        mutated("data.prefix", "churn/{window_day:%Y-%m-%d}/"),
+        r"churn\.yaml: data\.prefix: unknown placeholder \{window_day\} in .*only \{window_start\} and \{window_end\}",
+        id="unknown-prefix-placeholder",
+    ),
+    pytest.param(
+        mutated("data.marker", "_SUCCESS_{run_id}"),
+        r"churn\.yaml: data\.marker: unknown placeholder \{run_id\}",
+        id="unknown-marker-placeholder",
+    ),
+    pytest.param(
+        mutated("data.contaner", "training-data"),
+        r"churn\.yaml: data\.contaner: not a field of 'data'; did you mean 'container'\?",
+        id="misspelt-nested-field",
+    ),
+    pytest.param(
+        mutated("max_active_runs", 0), r"churn\.yaml: max_active_runs: Input should be greater", id="no-active-runs"
+    ),
+    pytest.param(
+        mutated("start_date", "yesterday"), r"churn\.yaml: start_date: Input should be a valid datetime", id="bad-date"
+    ),
 ]
 
 
@@ -152,6 +252,34 @@ def test_config_that_is_not_yaml_names_the_file(tmp_path: Path) -> None:
     path.write_text("model: churn\ntraining: [unclosed\n")
     with pytest.raises(ConfigurationError, match=r"broken\.yaml: not valid YAML"):
         load_config(path)
+
+
+def test_a_config_named_otherwise_than_its_model_says_which_to_rename(tmp_path: Path) -> None:
+    path = tmp_path / "churn_eu.yaml"
+    path.write_text(yaml.safe_dump(base_config()))
+    with pytest.raises(ConfigurationError, match=r"churn_eu\.yaml: model: 'churn' differs from the file's name"):
+        load_config(path)
+
+
+def test_a_dag_file_without_its_config_names_the_missing_file(tmp_path: Path) -> None:
+    from azureml_retrain.factory import retraining_dag
+
+    with pytest.raises(ConfigurationError, match=r"churn_eu\.py: there is no churn_eu\.yaml beside it"):
+        retraining_dag(tmp_path / "churn_eu.py")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("threshold", 1.5), ("on_missing_champion_metric", "ignore"), ("guards", [{"metric": "mae", "max": 1}])],
+)
+def test_the_trigger_forms_rules_are_checked_by_the_configs_schema(field: str, value: Any) -> None:
+    """One schema: a rules override from the trigger form fails with the same message as the config."""
+    rules = {"metric": "AUC", field: value}
+    with pytest.raises(ConfigurationError) as in_config:
+        parse_config(mutated("evaluation", rules), "churn.yaml")
+    with pytest.raises(ConfigurationError) as in_override:
+        parse_rules(rules)
+    assert str(in_config.value).removeprefix("churn.yaml: evaluation.") == str(in_override.value).removeprefix("rules.")
 
 
 def test_unknown_metric_in_rules_names_the_field() -> None:

@@ -256,7 +256,14 @@ def test_rules_override_rejects_in_a_manual_run_without_logical_date(emulator, b
     assert run.state == DagRunState.SUCCESS, task_states(run)
     plan = xcom(run, "plan")
     assert plan["window"] == {"start": "2026-11-19T02:00:00+00:00", "end": "2026-11-20T02:00:00+00:00"}
-    assert plan["rules"] == conf["rules"]
+    # The override as the schema resolved it: the metric's direction inferred, defaults spelt out.
+    assert plan["rules"] == {
+        "metric": "AUC",
+        "threshold": 0.999,
+        "higher_is_better": True,
+        "on_missing_champion_metric": "error",
+        "guards": [],
+    }
     assert_nothing_promoted(emulator, churn, run, seed_model)
     (decision,) = churn.ledger.decisions(churn.dag_id)
     assert decision["promote"] is False and decision["run_id"] == run.run_id

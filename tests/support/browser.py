@@ -139,6 +139,7 @@ def dags_folder_with(config: Any, folder: Path) -> Path:
     """A DAGs folder holding the project's DAG files and one retraining config."""
     from support.dags import install_retraining_config
 
+    folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "dags" / "rollback_model.py", folder / "rollback_model.py")
     install_retraining_config(folder, config.model_dump(mode="json"))
     return folder

@@ -107,10 +107,11 @@ def fill_trigger_form(browser: Browser, run_id: str, conf: dict[str, str]) -> No
     browser.shot("trigger-form")
     browser.click(xpath=f"{DIALOG}//button[contains(@id, 'advancedOptions')]")
     browser.type("input[name=dagRunId]", run_id)
+    # The conf's editor: the visible one (the rules field has an editor too, in the folded params).
     editor = "[role=dialog][data-state=open] .monaco-editor .view-lines"
     browser.act(By.CSS_SELECTOR, editor, browser.scroll_to)
     browser.wait(
-        lambda driver: '"promote": "force"' in driver.find_element(By.CSS_SELECTOR, editor).text.replace("\xa0", " "),
+        lambda _: '"promote": "force"' in browser.act(By.CSS_SELECTOR, editor, lambda e: e.text).replace("\xa0", " "),
         message="the form's values are not in the run's conf",
     )
     browser.shot("trigger-conf")
