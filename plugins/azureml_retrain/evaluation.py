@@ -352,7 +352,8 @@ def _not_a_bool(value: Any) -> Any:
     return value
 
 
-FiniteNumber = Annotated[float, BeforeValidator(_not_a_bool), Field(allow_inf_nan=False)]
+FiniteNumber = Annotated[float, Field(allow_inf_nan=False), BeforeValidator(_not_a_bool)]
+NonNegativeNumber = Annotated[float, Field(allow_inf_nan=False, ge=0), BeforeValidator(_not_a_bool)]
 
 
 def _out_of_range(name: str, value: float, spec: MetricSpec, what: str) -> str | None:
@@ -395,11 +396,11 @@ class EvaluationRules(_Rules):
         default=None, validate_default=True, description="Inferred for known metrics when left out."
     )
     threshold: FiniteNumber | None = Field(default=None, description="The challenger must reach it.")
-    min_absolute_improvement: FiniteNumber | None = Field(
-        default=None, ge=0, description="Over the champion, in the metric's units."
+    min_absolute_improvement: NonNegativeNumber | None = Field(
+        default=None, description="Over the champion, in the metric's units."
     )
-    min_relative_improvement: FiniteNumber | None = Field(
-        default=None, ge=0, description="Over the champion, as a fraction of |champion|."
+    min_relative_improvement: NonNegativeNumber | None = Field(
+        default=None, description="Over the champion, as a fraction of |champion|."
     )
     on_missing_champion_metric: Literal["error", "skip"] = "error"
     guards: list[Guard] = Field(default_factory=list, description="Bounds on metrics of the challenger.")
