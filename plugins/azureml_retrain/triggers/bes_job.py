@@ -22,6 +22,7 @@ from azureml_retrain.bes import (
 )
 from azureml_retrain.blobs import BlobLocation
 from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
+from azureml_retrain.hooks.base import RETRYABLE_CLIENT_ERRORS
 from azureml_retrain.hooks.web_service import AzureMLWebServiceHook, BesJobStatus
 from azureml_retrain.links import LINK_XCOM_KEY, bes_job_link
 from azureml_retrain.redaction import redact
@@ -39,7 +40,9 @@ def next_poll_interval(current: float, maximum: float) -> float:
 
 def is_transient(error: AzureMLServiceError) -> bool:
     """Errors that a later poll may not see again (the hook already retried them)."""
-    return error.status is None or error.status >= 500 or error.status == 429 or error.code == "MalformedResponse"
+    if error.status is None or error.code == "MalformedResponse":
+        return True
+    return error.status >= 500 or error.status in RETRYABLE_CLIENT_ERRORS
 
 
 class BesJobTrigger(BaseTrigger):
