@@ -9,8 +9,16 @@ from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
 
-from azureml_retrain.bes import build_request, describe_request, job_record, job_status, reattach, start_job
-from azureml_retrain.exceptions import AzureMLServiceError, BesJobFailedError, ConfigurationError
+from azureml_retrain.bes import (
+    build_request,
+    describe_request,
+    job_failure,
+    job_record,
+    job_status,
+    reattach,
+    start_job,
+)
+from azureml_retrain.exceptions import AzureMLServiceError, BesJobFailedError, BesJobRejectedError, ConfigurationError
 from azureml_retrain.hooks.web_service import AzureMLWebServiceHook, BesJob, BesJobStatus
 from azureml_retrain.lazy import cached_property
 from azureml_retrain.links import LINK_XCOM_KEY, AzureMLLink, bes_job_link
@@ -233,12 +241,18 @@ class SubmitBesJobOperator(BaseOperator):
         if not isinstance(event, Mapping) or "job_id" not in event:
             raise BesJobFailedError(f"{self.task_id}: did not receive a valid event from the trigger: {event!r}")
         if event["status"] == "error":
-            raise BesJobFailedError(f"BES job {event['job_id'] or '(not submitted)'}: {event.get('message')}")
+            # Events of triggers from before "retryable" existed: retried, as they always were.
+            error = BesJobFailedError if event.get("retryable", True) else BesJobRejectedError
+            raise error(f"BES job {event['job_id'] or '(not submitted)'}: {event.get('message')}")
         record = self._record(context.get("task_state_store")) or {"job_id": event["job_id"]}
         if event["status"] == "timeout":
             raise BesJobFailedError(
                 f"BES job {event['job_id']} did not end within job_timeout={self.job_timeout}; it was cancelled"
             )
+        if event.get("job_status") in BesJobStatus.FAILURE:
+            # The event carries what a failed job has to say: no need to read its status once more.
+            ended = BesJob(str(event["job_id"]), str(event["job_status"]), {}, event.get("details"))
+            return self._finish(context, ended, record)
         return self._finish(context, self.hook.get_job(str(event["job_id"])), record)
 
     def _finish(self, context: Context, job: BesJob, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -347,6 +361,9 @@ class SubmitBesJobOperator(BaseOperator):
             try:
                 job = self.hook.get_job(job_id)
             except AzureMLServiceError as error:
+                if error.status == 404:
+                    # A retry can help here: it finds the job gone and submits a new one.
+                    raise BesJobFailedError(f"BES job {job_id} no longer exists: {error}") from error
                 if not is_transient(error):
                     raise
                 self.log.warning("BES job %s: status unavailable (%s); will poll again", job_id, error)
@@ -360,7 +377,7 @@ class SubmitBesJobOperator(BaseOperator):
     def _complete(self, job: BesJob, record: Mapping[str, Any]) -> dict[str, Any]:
         self._active_job_id = None
         if job.status in BesJobStatus.FAILURE:
-            raise BesJobFailedError(f"BES job {job.job_id} {job.status}: {job.details or 'no details given'}")
+            raise job_failure(job)
         missing = job.missing_outputs((self.outputs or {}).keys())
         if missing:
             raise BesJobFailedError(f"BES job {job.job_id} finished without the outputs {missing}")

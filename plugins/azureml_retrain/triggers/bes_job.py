@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+from airflow.sdk.exceptions import AirflowFailException
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from azureml_retrain.bes import (
@@ -147,7 +148,11 @@ class BesJobTrigger(BaseTrigger):
                 polls += 1
             except AzureMLServiceError as error:
                 if not is_transient(error):
-                    yield TriggerEvent({"status": "error", "job_id": job_id, "message": str(error)})
+                    # A job gone (404) is worth a retry, which submits a new one; another rejected read is not.
+                    retryable = error.status == 404 or not isinstance(error, AirflowFailException)
+                    yield TriggerEvent(
+                        {"status": "error", "job_id": job_id, "message": str(error), "retryable": retryable}
+                    )
                     return
                 # Never cancel on a polling hiccup: the job is fine, our view of it is not.
                 self.log.warning("BES job %s: status unavailable (%s); will poll again", job_id, error)
@@ -265,7 +270,8 @@ class BesSubmitTrigger(BesJobTrigger):
             # Before a job runs nothing is lost: the task fails with the reason, and its retry starts over.
             message = redact(f"{type(error).__name__}: {error}")
             self.log.error("BES job not started: %s", message)
-            yield TriggerEvent({"status": "error", "job_id": None, "message": message})
+            retryable = not isinstance(error, AirflowFailException)  # e.g. a ConfigurationError, a rejected submit
+            yield TriggerEvent({"status": "error", "job_id": None, "message": message, "retryable": retryable})
             return
         self.job_id = str(record["job_id"])
         xcoms = {"bes_job_id": self.job_id, LINK_XCOM_KEY: bes_job_link(hook.api_location, self.job_id)}

@@ -6,9 +6,9 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
-from azureml_retrain.exceptions import BesJobFailedError, ConfigurationError
+from azureml_retrain.exceptions import BesJobFailedError, BesJobInputError, BesJobRejectedError, ConfigurationError
 from azureml_retrain.hooks.base import RetryPolicy
 from azureml_retrain.hooks.web_service import AzureMLWebServiceHook
 from azureml_retrain.operators.submit_bes_job import JOB_STATE_KEY, SubmitBesJobOperator
@@ -270,6 +270,36 @@ def test_execute_complete_paths():
         op.execute_complete(ctx, {"status": "timeout", "job_id": JOB})
     with pytest.raises(BesJobFailedError, match="valid event"):
         op.execute_complete(ctx, None)
+
+
+INPUT_ERROR = json.dumps(
+    {
+        "error": {
+            "code": "ModuleExecutionError",
+            "message": "Module execution encountered an error.",
+            "details": [{"code": "InvalidDataset", "target": "Train Model", "message": "Error 0018: bad label"}],
+        }
+    }
+)
+
+
+def test_a_job_failed_by_its_input_fails_the_task_without_retries_and_without_another_read():
+    op, transport = make_operator()  # no request may be made: the event says it all
+    ctx = make_context(DictStateStore({JOB_STATE_KEY: {"job_id": JOB, "try_number": 1}}))
+    event = {"status": "terminal", "job_id": JOB, "job_status": "Failed", "details": INPUT_ERROR, "polls": 3}
+    with pytest.raises(BesJobInputError, match=r"Failed: Train Model: Error 0018: bad label") as error:
+        op.execute_complete(ctx, event)
+    assert isinstance(error.value, AirflowFailException)
+    assert transport.requests == []
+
+
+@pytest.mark.parametrize(("retryable", "error"), [(True, BesJobFailedError), (False, BesJobRejectedError)])
+def test_an_error_event_is_retried_unless_the_trigger_says_a_retry_cannot_help(retryable, error):
+    op, _ = make_operator()
+    event = {"status": "error", "job_id": JOB, "message": "HTTP 401 Unauthorized", "retryable": retryable}
+    with pytest.raises(error, match="HTTP 401 Unauthorized") as raised:
+        op.execute_complete(make_context(), event)
+    assert isinstance(raised.value, AirflowFailException) is not retryable
 
 
 def test_on_kill_cancels_the_running_job():

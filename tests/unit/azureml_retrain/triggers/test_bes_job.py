@@ -66,7 +66,14 @@ def test_non_transient_error_is_reported_without_cancelling():
     trigger, transport = make_trigger(Reply(401, {"error": {"code": "Unauthorized", "message": "Invalid credentials"}}))
     event = first_event(trigger)
     assert event["status"] == "error" and "HTTP 401" in event["message"]
+    assert event["retryable"] is False  # the same key is refused on every try
     assert [r.method for r in transport.requests] == ["GET"]
+
+
+def test_a_job_gone_is_worth_a_retry_which_submits_a_new_one():
+    trigger, _ = make_trigger(Reply(404, {"error": {"code": "NotFound", "message": "Job not found"}}))
+    event = first_event(trigger)
+    assert (event["status"], event["retryable"]) == ("error", True)
 
 
 def test_deadline_cancels_the_job_and_reports_timeout():
