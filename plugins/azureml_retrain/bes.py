@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +31,8 @@ MODEL_EXTENSION = ".ilearner"
 CLAIM_SUFFIX = ".bes-job.json"
 # A claim taken to submit that never got its job id: its trigger died between the two writes.
 STALE_CLAIM_SECONDS = 60.0
+# The longest a running job's log stays silent: a six-hour job still says how it is doing.
+PROGRESS_EVERY_SECONDS = 300.0
 
 
 # Error classes of the data-plane envelope that blame the request's own input.
@@ -110,6 +112,72 @@ def job_failure(job: BesJob) -> BesJobFailedError:
             "same way, so the task is not retried; fix the data or parameters, then clear the task."
         )
     return BesJobFailedError(message)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m {seconds:02d}s"
+    return f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
+
+
+class JobProgress:
+    """Progress lines of a BES job being followed: its state, how long since it was submitted, when
+    it is checked next and where to look at it.
+
+    The rate is bounded both ways: at most one line per poll, always one when the state changes, and
+    while nothing changes, one whenever waiting for the next poll would leave the log silent for more
+    than ``quiet_seconds`` (counted from the last line, or from when the watch began).
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        link: str,
+        log: Any,
+        *,
+        status: str | None,
+        submitted_at: str | None,
+        quiet_seconds: float = PROGRESS_EVERY_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.job_id = job_id
+        self.link = link
+        self.log = log
+        self.status = status
+        self.quiet_seconds = quiet_seconds
+        self.clock = clock
+        self.last_line_at = clock()  # whoever started the watch has just logged
+        self.since, self.since_what = self.last_line_at, "since the watch began"
+        try:
+            if submitted_at:
+                self.since, self.since_what = datetime.fromisoformat(submitted_at).timestamp(), "since submission"
+        except ValueError:
+            pass
+
+    def polled(self, status: str, next_check: float | None) -> bool:
+        """A poll saw ``status``; ``next_check`` is the wait until the next one (None: no more polls).
+        Whether a line was logged."""
+        now = self.clock()
+        changed = status != self.status
+        silent_until_next = next_check is None or now + next_check - self.last_line_at > self.quiet_seconds
+        if not changed and not silent_until_next:
+            return False
+        state = f"{self.status or '?'} -> {status}" if changed else f"still {status}"
+        after = f"next check in {_duration(next_check)}" if next_check is not None else "no further checks"
+        self.log.info(
+            "BES job %s: %s, %s %s; %s; see %s",
+            self.job_id,
+            state,
+            _duration(now - self.since),
+            self.since_what,
+            after,
+            self.link,
+        )
+        self.status, self.last_line_at = status, now
+        return True
 
 
 def validate_locations(value: Mapping[str, Any] | None, field: str, *, outputs: bool) -> dict[str, BlobLocation]:

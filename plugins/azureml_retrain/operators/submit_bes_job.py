@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from airflow.sdk import BaseOperator, Context
 
 from azureml_retrain.bes import (
+    JobProgress,
     build_request,
     describe_request,
     job_failure,
@@ -200,11 +201,18 @@ class SubmitBesJobOperator(BaseOperator):
         if job is not None and job.status in BesJobStatus.TERMINAL:
             return self._finish(context, job, record)
         status = job.status if job is not None else None
+        progress = JobProgress(
+            job_id,
+            bes_job_link(self.hook.api_location, job_id),
+            self.log,
+            status=status,
+            submitted_at=str(record["submitted_at"]) if record.get("submitted_at") else None,
+        )
         if not self.deferrable:
-            ended, _ = self._wait(job_id, status, deadline)
+            ended, _ = self._wait(job_id, progress, deadline)
             assert ended is not None  # without a hand-over, only an ended job comes back
             return self._finish(context, ended, record)
-        job, interval = self._wait(job_id, status, deadline, hand_over_after=self.defer_after)
+        job, interval = self._wait(job_id, progress, deadline, hand_over_after=self.defer_after)
         if job is not None and job.status in BesJobStatus.TERMINAL:
             return self._finish(context, job, record)
         remaining = max(0.0, deadline - time.time())
@@ -336,14 +344,14 @@ class SubmitBesJobOperator(BaseOperator):
         return record
 
     def _wait(
-        self, job_id: str, status: str | None, deadline: float, *, hand_over_after: float | None = None
+        self, job_id: str, progress: JobProgress, deadline: float, *, hand_over_after: float | None = None
     ) -> tuple[BesJob | None, float]:
         """Poll in the worker until the job ends: the last job seen and the next interval.
 
         With ``hand_over_after``, stop instead once the next poll would come later than that many
         seconds after the first wait began (the trigger then goes on with the schedule).
         """
-        interval, planned, started = self.poll_interval, 0.0, time.monotonic()
+        interval, planned = self.poll_interval, 0.0
         job: BesJob | None = None
         while job is None or job.status not in BesJobStatus.TERMINAL:
             if hand_over_after is not None and planned + interval > hand_over_after:
@@ -368,10 +376,8 @@ class SubmitBesJobOperator(BaseOperator):
                     raise
                 self.log.warning("BES job %s: status unavailable (%s); will poll again", job_id, error)
                 continue
-            if job.status != status:
-                elapsed = time.monotonic() - started
-                self.log.info("BES job %s: %s -> %s after %.0fs", job_id, status or "?", job.status, elapsed)
-                status = job.status
+            ended = job.status in BesJobStatus.TERMINAL
+            progress.polled(job.status, next_check=None if ended else min(interval, max(0.0, deadline - time.time())))
         return job, interval
 
     def _complete(self, job: BesJob, record: Mapping[str, Any]) -> dict[str, Any]:

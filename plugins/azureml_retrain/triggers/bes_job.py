@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
@@ -14,6 +14,7 @@ from azureml_retrain.bes import (
     STALE_CLAIM_SECONDS,
     Claim,
     JobClaims,
+    JobProgress,
     build_request,
     describe_request,
     job_record,
@@ -87,6 +88,9 @@ class BesJobTrigger(BaseTrigger):
         self.finish_task = finish_task
         self.expected_outputs = list(expected_outputs)
         self.submitted_at = submitted_at
+        # Time sources, replaceable in tests: a six-hour job is followed in milliseconds.
+        self._clock: Callable[[], float] = time.time
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -137,12 +141,21 @@ class BesJobTrigger(BaseTrigger):
         interval = self.poll_interval
         status = last_status
         polls = 0
+        progress = JobProgress(
+            job_id,
+            bes_job_link(hook.api_location, job_id),
+            self.log,
+            status=last_status,
+            submitted_at=submitted_at,
+            clock=self._clock,
+        )
         if status is not None:
             # The operator read the job's status just before deferring: polling again at once would
             # only repeat its answer, so the schedule starts one interval later.
-            await asyncio.sleep(max(0.0, min(interval, end_time - time.time())))
+            await self._sleep(max(0.0, min(interval, end_time - self._clock())))
             interval = next_poll_interval(interval, self.max_poll_interval)
         while True:
+            job = None
             try:
                 job = await run_blocking(hook.get_job, job_id)
                 polls += 1
@@ -156,10 +169,8 @@ class BesJobTrigger(BaseTrigger):
                     return
                 # Never cancel on a polling hiccup: the job is fine, our view of it is not.
                 self.log.warning("BES job %s: status unavailable (%s); will poll again", job_id, error)
-            else:
-                if job.status != status:
-                    self.log.info("BES job %s: %s -> %s", job_id, status or "?", job.status)
-                    status = job.status
+            if job is not None and job.status in BesJobStatus.TERMINAL:
+                progress.polled(job.status, next_check=None)
                 if (
                     self.finish_task
                     and job.status == BesJobStatus.FINISHED
@@ -168,23 +179,27 @@ class BesJobTrigger(BaseTrigger):
                     self.log.info("BES job %s finished after %d poll(s); the task ends here", job_id, polls)
                     yield TaskSuccessEvent(xcoms={**(xcoms or {}), "return_value": job.result(submitted_at)})
                     return
-                if job.status in BesJobStatus.TERMINAL:
-                    yield TriggerEvent(
-                        {
-                            "status": "terminal",
-                            "job_id": job_id,
-                            "job_status": job.status,
-                            "details": job.details,
-                            "polls": polls,
-                        }
-                    )
-                    return
-            remaining = end_time - time.time()
+                yield TriggerEvent(
+                    {
+                        "status": "terminal",
+                        "job_id": job_id,
+                        "job_status": job.status,
+                        "details": job.details,
+                        "polls": polls,
+                    }
+                )
+                return
+            if job is not None:
+                status = job.status
+            remaining = end_time - self._clock()
             if remaining <= 0:
                 await self._cancel(hook, job_id, reason="deadline passed")
                 yield TriggerEvent({"status": "timeout", "job_id": job_id, "job_status": status, "polls": polls})
                 return
-            await asyncio.sleep(min(interval, remaining))
+            wait = min(interval, remaining)
+            if job is not None:
+                progress.polled(job.status, next_check=wait)
+            await self._sleep(wait)
             interval = next_poll_interval(interval, self.max_poll_interval)
 
     async def _cancel(self, hook: AzureMLWebServiceHook, job_id: str, *, reason: str) -> None:

@@ -233,6 +233,33 @@ def test_non_deferrable_waits_in_the_worker(monkeypatch):
     assert set(result["outputs"]) == {"model", "evaluation"}
 
 
+class RecordingLog:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, message: str, *args: object) -> None:
+        self.lines.append(message % args)
+
+    warning = error = info
+
+
+def test_waiting_in_the_worker_logs_each_state_change_with_the_next_check_and_the_link(monkeypatch):
+    monkeypatch.setattr(time, "sleep", lambda _: None)
+    op, _ = make_operator(
+        Reply(200, JOB), Reply(200), status("Running"), status("Running"), status("Finished"), deferrable=False
+    )
+    log = RecordingLog()
+    monkeypatch.setattr(SubmitBesJobOperator, "log", property(lambda _: log))
+    op.execute(make_context())
+    progress = [line for line in log.lines if line.startswith(f"BES job {JOB}: ")]
+    assert [line.split(", ")[0] for line in progress] == [
+        f"BES job {JOB}: ? -> Running",
+        f"BES job {JOB}: Running -> Finished",
+    ]
+    assert "next check in" in progress[0] and "no further checks" in progress[1]
+    assert all(line.endswith("see https://services.azureml.net/") for line in progress)
+
+
 def test_failed_job_fails_the_task_with_its_details(monkeypatch):
     monkeypatch.setattr(time, "sleep", lambda _: None)
     op, _ = make_operator(
