@@ -44,6 +44,14 @@ class SubmitBesJobOperator(BaseOperator):
     with a new job, as a user clearing it expects; a job still running from before the clear is
     cancelled first (unless ``cancel_on_kill=False``), as the cleared try's kill would do.
 
+    Fails fast when a retry cannot help: a job whose ``Details`` blame its input (a Studio module
+    error numbered below 1000, e.g. "Error 0018", or class ``ModuleExecutionError`` /
+    ``BadUserArgument``) fails the task without Airflow's retries (:class:`BesJobInputError`, naming
+    the module, the error and the job), as does a request the service rejects (a 4xx other than 408
+    and 429). Other failures (plain-text ``Details``, library or internal errors, a cancelled job)
+    are retried with a new job. While it waits, the task logs the job's state, time since submission,
+    next check and link at every state change and at least every 5 minutes (at most once per poll).
+
     Returns (XCom) output locations only, never a SAS token or key::
 
         {"job_id", "status", "submitted_at", "finished_at", "duration_seconds",
