@@ -115,7 +115,10 @@ class Backend:
             if job.status is JobStatus.RUNNING:
                 job.status = JobStatus.FAILED
                 job.ended_at = now
-                job.details = "The emulator restarted while the job was running; submit the job again."
+                job.details = learning.TrainingError(
+                    "Library exception: the emulator restarted while the job was running; submit the job again.",
+                    learning.ModuleError.LIBRARY_EXCEPTION,
+                ).details()
         for operation in self.state.operations.values():
             if operation.status == "Provisioning" and operation.kind == "delete":
                 operation.status = "Succeeded"  # the service was removed when the DELETE came in

@@ -5,6 +5,11 @@ really runs (scikit-learn, in a worker thread so the HTTP server stays responsiv
 add a minimum duration and forced outcomes (fail with given Details; hang until cancelled, released
 through the admin API, or read a given number of times).
 
+A job that fails on its own reports ``Details`` as Studio does (inferred, see emulator/README.md): the
+data-plane error envelope as a JSON string, class ``ModuleExecutionError`` with a module error
+numbered below 1000 for its input or parameters, ``LibraryExecutionError`` ("Error 1000") for a
+failure of the service itself. A forced failure's ``Details`` are passed through as given.
+
 Each started job has its own thread, as each BES job has its own compute: a job waiting out its
 minimum duration never delays another job. Only training itself is limited to ``workers`` at a time,
 so many concurrent jobs do not oversubscribe the CPU.
@@ -12,15 +17,17 @@ so many concurrent jobs do not oversubscribe the CPU.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from emulator import learning
 from emulator.catalog import WebServiceKind
-from emulator.errors import api_error
+from emulator.errors import api_error, job_failure_details
 from emulator.state import BlobRecord, JobRecord, JobStatus, utc_now
 from emulator.storage import BlobReferenceError, BlobTarget, blob_from_reference
 
@@ -29,10 +36,31 @@ if TYPE_CHECKING:
     from emulator.control import JobFaultSpec
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DATASET_EXTENSIONS = (".csv", ".tsv", ".arff")
 MODEL_EXTENSIONS = (".ilearner",)
 _REQUEST_MEMBERS = ("Input", "Inputs", "Outputs", "GlobalParameters")
+
+
+# A failure of the emulator itself: a retry may well succeed.
+INTERNAL_FAILURE = job_failure_details(
+    learning.ModuleError.LIBRARY_EXCEPTION.number,
+    learning.ModuleError.LIBRARY_EXCEPTION.code,
+    learning.TRAIN_MODEL,
+    "Library exception: internal error while running the job.",
+)
+
+
+def _storage_step(step: Callable[[], T], error: learning.ModuleError) -> T:
+    """Run a blob read or write of the job; a failure is module ``error``, or a library error (which a
+    retry may not meet) when the storage account could not be reached at all."""
+    try:
+        return step()
+    except BlobReferenceError as exc:
+        if exc.code == "ResourceDownload":
+            raise learning.TrainingError(f"Library exception: {exc}", learning.ModuleError.LIBRARY_EXCEPTION) from exc
+        raise learning.TrainingError(str(exc), error) from exc
 
 
 class BatchService:
@@ -249,9 +277,12 @@ class BatchService:
             experiment = backend.experiment(job.experiment)
             source = job.inputs[experiment.input_name].target()
             if source.extension == ".arff":
-                raise learning.TrainingError("ARFF inputs are not supported by the emulator; use .csv or .tsv.")
+                raise learning.TrainingError(
+                    "ARFF inputs are not supported by the emulator; use .csv or .tsv.",
+                    learning.ModuleError.FILE_NOT_PARSED,
+                )
             with self._training:
-                data = source.download()
+                data = _storage_step(source.download, learning.ModuleError.DOWNLOAD_FAILED)
                 result = learning.train(
                     experiment, data, job.global_parameters, delimiter="\t" if source.extension == ".tsv" else ","
                 )
@@ -260,17 +291,19 @@ class BatchService:
             written = {}
             for name, record in job.outputs.items():
                 target = record.target()
-                if name == experiment.model_output:
-                    target.upload(result.ilearner)
-                else:
-                    target.upload(learning.evaluation_file(result.evaluation, target.extension))
+                data = (
+                    result.ilearner
+                    if name == experiment.model_output
+                    else learning.evaluation_file(result.evaluation, target.extension)
+                )
+                _storage_step(functools.partial(target.upload, data), learning.ModuleError.UPLOAD_FAILED)
                 written[name] = record
             self._finish(job_id, JobStatus.FINISHED, results=written)
-        except (learning.TrainingError, BlobReferenceError) as exc:
-            self._finish(job_id, JobStatus.FAILED, details=str(exc), deadline=deadline)
+        except learning.TrainingError as exc:
+            self._finish(job_id, JobStatus.FAILED, details=exc.details(), deadline=deadline)
         except Exception:
             log.exception("BES job %s failed unexpectedly", job_id)
-            self._finish(job_id, JobStatus.FAILED, details="Internal error while running the job.", deadline=deadline)
+            self._finish(job_id, JobStatus.FAILED, details=INTERNAL_FAILURE, deadline=deadline)
         finally:
             with backend.lock:
                 self._cancel_events.pop(job_id, None)

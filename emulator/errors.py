@@ -10,6 +10,7 @@ unknown path or method answers in the envelope of the plane its path belongs to.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import UTC, datetime
@@ -22,6 +23,9 @@ _CLASSES: dict[str, tuple[int, str]] = {
     "BadArgument": (400, "Invalid argument provided."),
     "BadUserArgument": (400, "Invalid user argument provided."),
     "InvalidOperation": (400, "The requested operation is invalid in the current state."),
+    # Module runtime failures: the classes a failed BES job's Details carry (see job_failure_details).
+    "ModuleExecutionError": (400, "Module execution encountered an error."),
+    "LibraryExecutionError": (400, "Module execution encountered an internal library error."),
     "Unauthorized": (401, "Unauthorized access."),
     "NotFound": (404, "Resource not found."),
     "MethodNotAllowed": (405, "The requested method is not allowed on this resource."),
@@ -102,6 +106,19 @@ def api_error(
         "error": {"code": class_code, "message": class_message, "details": [{"code": detail_code, "message": message}]}
     }
     return EmulatorError(status, body, headers)
+
+
+# Studio numbers its module errors: "Error 0001" to "Error 0999" are the module's own checks of its
+# inputs and parameters; "Error 1000" and up are internal library failures.
+FIRST_LIBRARY_ERROR = 1000
+
+
+def job_failure_details(number: int, detail_code: str, module: str, message: str) -> str:
+    """A failed BES job's ``Details``: the data-plane error envelope as a JSON string (inferred, see
+    emulator/README.md), with module error ``number`` in Studio's "Error NNNN: ..." form."""
+    error_class = "LibraryExecutionError" if number >= FIRST_LIBRARY_ERROR else "ModuleExecutionError"
+    detail = {"code": detail_code, "target": module, "message": f"Error {number:04d}: {message}"}
+    return json.dumps({"error": {"code": error_class, "message": _CLASSES[error_class][1], "details": [detail]}})
 
 
 def api_error_status(detail_code: str) -> int:

@@ -8,7 +8,8 @@ An ``.ilearner`` written by the emulator is a zip archive with two members:
   back only with an explicit list of trusted types.
 
 Errors a user can cause (bad CSV, wrong columns, bad parameter values, an incompatible model) raise
-:class:`TrainingError` / :class:`ModelFormatError` with a message that names the column or row.
+:class:`TrainingError` / :class:`ModelFormatError` with a message that names the column or row; a
+:class:`TrainingError` carries the Studio module error (:class:`ModuleError`) a failed job reports.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import math
 import zipfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -39,6 +41,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from emulator.catalog import Experiment, GlobalParameter, Learner, ParameterType, Task
+from emulator.errors import job_failure_details
 
 ILEARNER_FORMAT = "azureml-emulator-ilearner/1"
 # Types skops does not trust by default that our pipelines contain; nothing else is loaded.
@@ -66,8 +69,62 @@ SCORED_LABELS = "Scored Labels"
 SCORED_PROBABILITIES = "Scored Probabilities"
 
 
+class ModuleError(Enum):
+    """Studio module errors a training job can end with: (number, the specific code in ``Details``).
+
+    The numbers and their meanings are Studio's published module error list; the specific codes are
+    the emulator's names for them (Studio's own are not published).
+    """
+
+    COLUMN_NOT_FOUND = (1, "ColumnNotFound")
+    PARAMETER_NOT_PARSED = (2, "ParameterParseError")
+    EMPTY_INPUT = (3, "NullOrEmptyInput")
+    PARAMETER_BELOW_MINIMUM = (5, "ParameterBelowMinimum")
+    PARAMETER_ABOVE_MAXIMUM = (7, "ParameterAboveMaximum")
+    PARAMETER_OUT_OF_RANGE = (8, "ParameterOutOfRange")
+    INVALID_DATASET = (18, "InvalidDataset")
+    TOO_FEW_ROWS = (21, "TooFewRows")
+    DUPLICATE_COLUMN_NAMES = (26, "DuplicateColumnNames")
+    DOWNLOAD_FAILED = (30, "FileDownloadFailed")
+    FILE_NOT_PARSED = (49, "FileParseError")
+    UPLOAD_FAILED = (66, "BlobUploadFailed")
+    TOO_FEW_LABELED_ROWS = (134, "TooFewLabeledRows")
+    LIBRARY_EXCEPTION = (1000, "LibraryException")
+
+    @property
+    def number(self) -> int:
+        return int(self.value[0])
+
+    @property
+    def code(self) -> str:
+        return str(self.value[1])
+
+
+TRAIN_MODEL = "Train Model"
+# The Studio module behind each learner: where its settings (and the parameters feeding them) live.
+LEARNER_MODULES = {
+    Learner.TWO_CLASS_LOGISTIC_REGRESSION: "Two-Class Logistic Regression",
+    Learner.TWO_CLASS_BOOSTED_DECISION_TREE: "Two-Class Boosted Decision Tree",
+    Learner.LINEAR_REGRESSION: "Linear Regression",
+    Learner.BOOSTED_DECISION_TREE_REGRESSION: "Boosted Decision Tree Regression",
+}
+
+
 class TrainingError(ValueError):
-    """The job's input or parameters cannot train a model; the message is the job's ``Details``."""
+    """The job cannot train a model: Studio module error ``error``, raised by module ``module``.
+
+    The message names the column, row or parameter; :meth:`details` is the failed job's ``Details``.
+    """
+
+    def __init__(
+        self, message: str, error: ModuleError = ModuleError.INVALID_DATASET, *, module: str = TRAIN_MODEL
+    ) -> None:
+        super().__init__(message)
+        self.error = error
+        self.module = module
+
+    def details(self) -> str:
+        return job_failure_details(self.error.number, self.error.code, self.module, str(self))
 
 
 class ModelFormatError(ValueError):
@@ -142,21 +199,28 @@ def read_table(data: bytes, delimiter: str = ",") -> tuple[list[str], list[list[
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise TrainingError(f"The input dataset is not UTF-8 text (byte {exc.start}).") from exc
+        raise TrainingError(
+            f"The input dataset is not UTF-8 text (byte {exc.start}).", ModuleError.FILE_NOT_PARSED
+        ) from exc
     reader = csv.reader(io.StringIO(text), delimiter=delimiter, strict=True)
     try:
         lines = [row for row in reader if row]
     except csv.Error as exc:
-        raise TrainingError(f"Malformed CSV at line {reader.line_num}: {exc}.") from exc
+        raise TrainingError(f"Malformed CSV at line {reader.line_num}: {exc}.", ModuleError.FILE_NOT_PARSED) from exc
     if not lines:
-        raise TrainingError("The input dataset is empty: a header row is required.")
+        raise TrainingError("The input dataset is empty: a header row is required.", ModuleError.EMPTY_INPUT)
     header = [name.strip() for name in lines[0]]
     duplicates = sorted({name for name in header if header.count(name) > 1})
     if duplicates:
-        raise TrainingError(f"Duplicate column name(s) in the header row: {duplicates}.")
+        raise TrainingError(
+            f"Duplicate column name(s) in the header row: {duplicates}.", ModuleError.DUPLICATE_COLUMN_NAMES
+        )
     for number, row in enumerate(lines[1:], start=2):
         if len(row) != len(header):
-            raise TrainingError(f"Malformed CSV at line {number}: {len(row)} fields, the header has {len(header)}.")
+            raise TrainingError(
+                f"Malformed CSV at line {number}: {len(row)} fields, the header has {len(header)}.",
+                ModuleError.FILE_NOT_PARSED,
+            )
     return header, lines[1:]
 
 
@@ -177,9 +241,15 @@ def _training_arrays(experiment: Experiment, header: list[str], rows: list[list[
     required = [*experiment.feature_names, experiment.label]
     missing = [name for name in required if name not in header]
     if missing:
-        raise TrainingError(f"Column(s) {missing} not found in the input dataset; expected {required}, got {header}.")
+        raise TrainingError(
+            f"Column(s) {missing} not found in the input dataset; expected {required}, got {header}.",
+            ModuleError.COLUMN_NOT_FOUND,
+        )
     if len(rows) < experiment.min_rows:
-        raise TrainingError(f"The input dataset has {len(rows)} rows; training needs at least {experiment.min_rows}.")
+        raise TrainingError(
+            f"The input dataset has {len(rows)} rows; training needs at least {experiment.min_rows}.",
+            ModuleError.TOO_FEW_ROWS,
+        )
     feature_index = [header.index(name) for name in experiment.feature_names]
     label_index = header.index(experiment.label)
     features = np.array(
@@ -201,14 +271,17 @@ def _training_arrays(experiment: Experiment, header: list[str], rows: list[list[
     labels = np.array(encoded)
     for code, name in ((0, negative), (1, positive)):
         if int((labels == code).sum()) < 4:
-            raise TrainingError(f"Label column '{experiment.label}' has fewer than 4 rows of class '{name}'.")
+            raise TrainingError(
+                f"Label column '{experiment.label}' has fewer than 4 rows of class '{name}'.",
+                ModuleError.TOO_FEW_LABELED_ROWS,
+            )
     return features, labels
 
 
 # --- learner settings --------------------------------------------------------------------------
 
 
-def _coerce(parameter: GlobalParameter, value: object) -> int | float | str | bool:
+def _coerce(parameter: GlobalParameter, value: object, module: str) -> int | float | str | bool:
     text = str(value).strip()
     try:
         if parameter.type is ParameterType.INT:
@@ -227,13 +300,25 @@ def _coerce(parameter: GlobalParameter, value: object) -> int | float | str | bo
             coerced = text
     except ValueError:
         raise TrainingError(
-            f"Global parameter '{parameter.name}' expects a {parameter.type.value} value, got '{text}'."
+            f"Global parameter '{parameter.name}' expects a {parameter.type.value} value, got '{text}'.",
+            ModuleError.PARAMETER_NOT_PARSED,
+            module=module,
         ) from None
     if isinstance(coerced, int | float) and not isinstance(coerced, bool):
+        # Studio: 0008 for a value outside a range, 0005 / 0007 for a one-sided bound.
+        bounded = parameter.minimum is not None and parameter.maximum is not None
         if parameter.minimum is not None and coerced < parameter.minimum:
-            raise TrainingError(f"Global parameter '{parameter.name}' must be >= {parameter.minimum:g}, got {text}.")
+            raise TrainingError(
+                f"Global parameter '{parameter.name}' must be >= {parameter.minimum:g}, got {text}.",
+                ModuleError.PARAMETER_OUT_OF_RANGE if bounded else ModuleError.PARAMETER_BELOW_MINIMUM,
+                module=module,
+            )
         if parameter.maximum is not None and coerced > parameter.maximum:
-            raise TrainingError(f"Global parameter '{parameter.name}' must be <= {parameter.maximum:g}, got {text}.")
+            raise TrainingError(
+                f"Global parameter '{parameter.name}' must be <= {parameter.maximum:g}, got {text}.",
+                ModuleError.PARAMETER_OUT_OF_RANGE if bounded else ModuleError.PARAMETER_ABOVE_MAXIMUM,
+                module=module,
+            )
     return coerced
 
 
@@ -241,10 +326,12 @@ def resolve_parameters(experiment: Experiment, given: dict[str, object]) -> dict
     """Every declared global parameter's effective value (given value, else its default)."""
     values: dict[str, int | float | str | bool] = {}
     for parameter in experiment.global_parameters:
+        # A parameter that sets a learner setting is that learner module's to refuse.
+        module = LEARNER_MODULES[experiment.learner] if parameter.learner_parameter else TRAIN_MODEL
         if parameter.name in given:
-            values[parameter.name] = _coerce(parameter, given[parameter.name])
+            values[parameter.name] = _coerce(parameter, given[parameter.name], module)
         elif parameter.default is not None:
-            values[parameter.name] = _coerce(parameter, parameter.default)
+            values[parameter.name] = _coerce(parameter, parameter.default, module)
     return values
 
 
@@ -286,7 +373,11 @@ def train(
     try:
         pipeline.fit(x_train, y_train)
     except ValueError as exc:  # sklearn's InvalidParameterError is a ValueError
-        raise TrainingError(f"The learner rejected its settings: {exc}") from exc
+        raise TrainingError(
+            f"The learner rejected its settings: {exc}",
+            ModuleError.PARAMETER_OUT_OF_RANGE,
+            module=LEARNER_MODULES[experiment.learner],
+        ) from exc
     if experiment.task is Task.BINARY:
         evaluation = _evaluate_binary(pipeline, x_train, y_train, x_test, y_test)
     else:

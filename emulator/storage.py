@@ -120,7 +120,9 @@ def _storage_error(target: BlobTarget, exc: Exception) -> BlobReferenceError:
     ):
         return BlobReferenceError("InvalidBlob", f"Access to blob {where} was denied by the storage service.")
     if isinstance(exc, ServiceRequestError | ServiceResponseError):
-        return BlobReferenceError("InvalidBlob", f"The storage service for blob {where} cannot be reached.")
+        # Nothing is wrong with the reference: the account did not answer (refused, timed out, dropped).
+        # The contract's table files that under 500 InternalError / ResourceDownload, which clients retry.
+        return BlobReferenceError("ResourceDownload", f"The storage service for blob {where} cannot be reached.")
     if isinstance(exc, HttpResponseError):
         return BlobReferenceError("InvalidBlob", f"The storage service refused blob {where} ({exc.status_code}).")
     return BlobReferenceError("InvalidBlob", f"Blob {where} cannot be used ({type(exc).__name__}).")

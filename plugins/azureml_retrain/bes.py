@@ -1,5 +1,8 @@
 """BES job requests, starts and records: shared by SubmitBesJobOperator and the trigger that submits.
 
+Also the one place that reads a failed job's ``Details`` (:func:`job_failure`): whether it failed
+because of its input, which another job would meet again, or for a reason a retry may not meet.
+
 A job's *record* (``job_id``, ``submitted_at``, ``deadline``, ``try_number``, and the run's
 ``clear_number`` when known) is what lets a retry or a re-run reattach to the job instead of starting
 another. The operator keeps it in the task-instance
@@ -10,15 +13,17 @@ state store. A trigger has no access to that store, so a task started in the tri
 from __future__ import annotations
 
 import json
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from azureml_retrain.blobs import BlobLocation
-from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
-from azureml_retrain.hooks.web_service import AzureMLWebServiceHook, BesJobStatus
+from azureml_retrain.exceptions import AzureMLServiceError, BesJobFailedError, BesJobInputError, ConfigurationError
+from azureml_retrain.hooks.web_service import AzureMLWebServiceHook, BesJob, BesJobStatus
+from azureml_retrain.redaction import redact
 from azureml_retrain.storage import REFERENCE_MODES, StorageAccount
 
 DATASET_EXTENSIONS = (".csv", ".tsv", ".arff")
@@ -26,6 +31,153 @@ MODEL_EXTENSION = ".ilearner"
 CLAIM_SUFFIX = ".bes-job.json"
 # A claim taken to submit that never got its job id: its trigger died between the two writes.
 STALE_CLAIM_SECONDS = 60.0
+# The longest a running job's log stays silent: a six-hour job still says how it is doing.
+PROGRESS_EVERY_SECONDS = 300.0
+
+
+# Error classes of the data-plane envelope that blame the request's own input.
+INPUT_ERROR_CLASSES = frozenset({"ModuleExecutionError", "BadUserArgument"})
+# Studio numbers its module errors: below 1000, a module's checks of its inputs and parameters; from
+# 1000, internal library errors.
+FIRST_LIBRARY_ERROR = 1000
+_MODULE_ERROR_NUMBER = re.compile(r"^\s*Error\s+(\d{1,5})\s*:\s*")
+
+
+@dataclass(frozen=True)
+class JobFailureDetails:
+    """What a failed BES job's ``Details`` say, read from the data-plane error envelope when they hold
+    one (``{"error": {"code", "message", "details": [{"code", "target", "message"}]}}`` as a JSON
+    string); plain text is kept as ``message`` with nothing else known."""
+
+    message: str
+    error_class: str | None = None
+    code: str | None = None
+    module: str | None = None
+    number: int | None = None
+
+    @property
+    def caused_by_input(self) -> bool:
+        """Another job on the same input would fail the same way: a module error numbered below 1000,
+        or (without a number) an error class that blames the input. Plain text never counts: nothing
+        says what it blames."""
+        if self.number is not None:
+            return self.number < FIRST_LIBRARY_ERROR
+        return self.error_class in INPUT_ERROR_CLASSES
+
+    def describe(self) -> str:
+        """One line: the module, the error number and text, and the codes (no envelope syntax)."""
+        where = f"{self.module}: " if self.module else ""
+        number = f"Error {self.number:04d}: " if self.number is not None else ""
+        codes = "/".join(c for c in (self.error_class, self.code) if c)
+        return redact(f"{where}{number}{self.message}" + (f" ({codes})" if codes else ""))
+
+
+def parse_job_details(details: str | None) -> JobFailureDetails:
+    """Read a failed job's ``Details``: the error envelope in a JSON string, or plain text."""
+    text = (details or "").strip()
+    try:
+        body = json.loads(text) if text.startswith("{") else None
+    except ValueError:
+        body = None
+    error = body.get("error", body) if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return JobFailureDetails(message=text or "no details given")
+    listed = error.get("details")
+    entries = [d for d in listed if isinstance(d, dict)] if isinstance(listed, list) else []
+    # The specific entry that carries a module error number says most; else the first entry.
+    numbered = [d for d in entries if _MODULE_ERROR_NUMBER.match(str(d.get("message") or ""))]
+    detail = (numbered or entries or [{}])[0]
+    detail_message = str(detail.get("message") or "")
+    match = _MODULE_ERROR_NUMBER.match(detail_message)
+    return JobFailureDetails(
+        message=(detail_message[match.end() :] if match else detail_message) or str(error.get("message") or text),
+        error_class=str(error.get("code") or "") or None,
+        code=str(detail.get("code") or "") or None,
+        module=str(detail.get("target") or "") or None,
+        number=int(match.group(1)) if match else None,
+    )
+
+
+def job_failure(job: BesJob) -> BesJobFailedError:
+    """The error a job that ended Failed or Cancelled fails its task with: a
+    :class:`BesJobInputError` (no Airflow retry) when its Details blame its input, otherwise a
+    :class:`BesJobFailedError` (retried, as a new job may succeed)."""
+    failure = parse_job_details(job.details)
+    if job.details is None:
+        return BesJobFailedError(f"BES job {job.job_id} {job.status}: no details given")
+    message = f"BES job {job.job_id} {job.status}: {failure.describe()}"
+    if job.status == BesJobStatus.FAILED and failure.caused_by_input:
+        return BesJobInputError(
+            f"{message.rstrip('.')}. The job's input caused this: another job on the same input would fail the "
+            "same way, so the task is not retried; fix the data or parameters, then clear the task."
+        )
+    return BesJobFailedError(message)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m {seconds:02d}s"
+    return f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
+
+
+class JobProgress:
+    """Progress lines of a BES job being followed: its state, how long since it was submitted, when
+    it is checked next and where to look at it.
+
+    The rate is bounded both ways: at most one line per poll, always one when the state changes, and
+    while nothing changes, one whenever waiting for the next poll would leave the log silent for more
+    than ``quiet_seconds`` (counted from the last line, or from when the watch began).
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        link: str,
+        log: Any,
+        *,
+        status: str | None,
+        submitted_at: str | None,
+        quiet_seconds: float = PROGRESS_EVERY_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.job_id = job_id
+        self.link = link
+        self.log = log
+        self.status = status
+        self.quiet_seconds = quiet_seconds
+        self.clock = clock
+        self.last_line_at = clock()  # whoever started the watch has just logged
+        self.since, self.since_what = self.last_line_at, "since the watch began"
+        try:
+            if submitted_at:
+                self.since, self.since_what = datetime.fromisoformat(submitted_at).timestamp(), "since submission"
+        except ValueError:
+            pass
+
+    def polled(self, status: str, next_check: float | None) -> bool:
+        """A poll saw ``status``; ``next_check`` is the wait until the next one (None: no more polls).
+        Whether a line was logged."""
+        now = self.clock()
+        changed = status != self.status
+        silent_until_next = next_check is None or now + next_check - self.last_line_at > self.quiet_seconds
+        if not changed and not silent_until_next:
+            return False
+        state = f"{self.status or '?'} -> {status}" if changed else f"still {status}"
+        after = f"next check in {_duration(next_check)}" if next_check is not None else "no further checks"
+        self.log.info(
+            "BES job %s: %s, %s %s; %s; see %s",
+            self.job_id,
+            state,
+            _duration(now - self.since),
+            self.since_what,
+            after,
+            self.link,
+        )
+        self.status, self.last_line_at = status, now
+        return True
 
 
 def validate_locations(value: Mapping[str, Any] | None, field: str, *, outputs: bool) -> dict[str, BlobLocation]:

@@ -44,8 +44,29 @@ class AzureMLServiceError(AzureMLRetrainError):
         super().__init__(f"{operation} failed for {resource}: {status_text} {codes}: {message}")
 
 
+class AzureMLRequestRejectedError(AzureMLServiceError, AirflowFailException):
+    """The service rejected the request itself (a 4xx other than 408 Request Timeout and 429 Too Many
+    Requests: a bad argument, a refused key, a missing resource).
+
+    The task fails without Airflow's retries: the same request is rejected the same way.
+    """
+
+
 class BesJobFailedError(AzureMLRetrainError):
     """The BES job ended Failed or Cancelled; the message carries the job's Details."""
+
+
+class BesJobInputError(BesJobFailedError, AirflowFailException):
+    """The BES job failed because of its input data or parameters (a Studio module error).
+
+    The task fails without Airflow's retries: another job on the same input fails the same way, and
+    each job is paid for.
+    """
+
+
+class BesJobRejectedError(BesJobFailedError, AirflowFailException):
+    """The trigger following the job met an error a retry cannot help with (a rejected request, a
+    configuration error); the message says which. The task fails without Airflow's retries."""
 
 
 class EvaluationError(AzureMLRetrainError):

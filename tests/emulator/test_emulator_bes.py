@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from urllib.parse import parse_qs
 
@@ -201,19 +202,27 @@ def test_start_twice_is_refused(churn_training, churn_job):
 # --- training failures: the job fails with Details naming the problem ----------------------------
 
 
+def module_error(details: str | None) -> tuple[str, str, str, str]:
+    """(class, specific code, module, message) of a failed job's Details: Studio's error envelope."""
+    assert details is not None
+    error = json.loads(details)["error"]
+    (detail,) = error["details"]
+    return error["code"], detail["code"], detail["target"], detail["message"]
+
+
 @pytest.mark.parametrize(
-    ("content", "expected"),
+    ("content", "number", "expected"),
     [
-        (b"Tenure,MonthlyCharges\n1,2\n", "['SupportCalls', 'ContractMonths', 'Age', 'Churn'] not found"),
-        (b'Tenure,"MonthlyCharges\n1,2\n', "Malformed CSV"),
-        (b"", "empty"),
-        ("csv", "at least 40"),
-        ("label", "'Maybe' at line 3"),
-        ("numeric", "Column 'Age' is not numeric: value 'old' at line 2"),
-        ("ragged", "Malformed CSV at line 4"),
+        (b"Tenure,MonthlyCharges\n1,2\n", "0001", "['SupportCalls', 'ContractMonths', 'Age', 'Churn'] not found"),
+        (b'Tenure,"MonthlyCharges\n1,2\n', "0049", "Malformed CSV"),
+        (b"", "0003", "empty"),
+        ("csv", "0021", "at least 40"),
+        ("label", "0018", "'Maybe' at line 3"),
+        ("numeric", "0018", "Column 'Age' is not numeric: value 'old' at line 2"),
+        ("ragged", "0049", "Malformed CSV at line 4"),
     ],
 )
-def test_bad_training_data_fails_the_job_with_details(churn_training, churn_job, upload, content, expected):
+def test_bad_training_data_fails_the_job_with_details(churn_training, churn_job, upload, content, number, expected):
     body = churn_job()
     relative = body["Inputs"]["input1"]["RelativeLocation"]
     blob = relative.split("/", 1)[1]
@@ -238,13 +247,43 @@ def test_bad_training_data_fails_the_job_with_details(churn_training, churn_job,
 
     assert status["StatusCode"] == "Failed"
     assert status["Results"] is None
-    assert expected in status["Details"]
+    error_class, _, module, message = module_error(status["Details"])
+    assert (error_class, module) == ("ModuleExecutionError", "Train Model")
+    assert message.startswith(f"Error {number}: ")
+    assert expected in message
 
 
-def test_bad_parameter_value_fails_the_job(churn_training, churn_job):
+def test_bad_parameter_value_fails_the_job_in_the_learner_module(churn_training, churn_job):
     status = churn_training.run(churn_job(**{"Number of trees": "many"}))
     assert status["StatusCode"] == "Failed"
-    assert "'Number of trees' expects a Int value, got 'many'" in status["Details"]
+    assert module_error(status["Details"]) == (
+        "ModuleExecutionError",
+        "ParameterParseError",
+        "Two-Class Boosted Decision Tree",
+        "Error 0002: Global parameter 'Number of trees' expects a Int value, got 'many'.",
+    )
+
+
+def test_a_forced_failure_passes_its_details_through(emulator, churn_training, churn_job):
+    emulator.admin("POST", "faults/jobs", json={"outcome": "fail", "details": "plain text, as given", "count": 1})
+    status = churn_training.run(churn_job())
+    assert (status["StatusCode"], status["Details"]) == ("Failed", "plain text, as given")
+
+
+def test_storage_that_cannot_be_reached_is_a_500_not_a_bad_blob(monkeypatch):
+    """A blob behind an account that does not answer is not the caller's mistake: 500 ResourceDownload,
+    which clients retry; a blob the account says is missing stays 400 BlobNotFound (test above)."""
+    from devtools.services import free_port
+    from emulator import storage
+    from emulator.errors import api_error
+
+    monkeypatch.setitem(storage._TIMEOUTS, "retry_total", 0)  # the refusal at once, not after a backoff
+    url = f"http://127.0.0.1:{free_port()}/devstoreaccount1"  # nothing listens there
+    target = storage.BlobTarget(url, "devstoreaccount1", "c", "in.csv", account_key=storage.AZURITE_KEY)
+    with pytest.raises(storage.BlobReferenceError) as refused:
+        target.check_exists()
+    error = api_error(refused.value.code, str(refused.value))
+    assert (error.status, error.body["error"]["code"], refused.value.code) == (500, "InternalError", "ResourceDownload")
 
 
 # --- request validation: each catalogue code -----------------------------------------------------

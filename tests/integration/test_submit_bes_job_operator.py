@@ -19,9 +19,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
-from azureml_retrain.exceptions import AzureMLServiceError, BesJobFailedError
+from azureml_retrain.exceptions import AzureMLServiceError, BesJobFailedError, BesJobInputError
+from azureml_retrain.hooks.web_service import AzureMLWebServiceHook
 from azureml_retrain.operators.submit_bes_job import JOB_STATE_KEY, SubmitBesJobOperator
 from azureml_retrain.triggers.bes_job import BesJobTrigger
 from support.airflow_context import DictStateStore, make_context
@@ -426,3 +427,100 @@ def test_a_job_cancelled_elsewhere_during_the_try_that_submitted_it_fails_that_t
         churn_op(container, churn_input).execute(context_of_try(store, 1))
     canceller.join(timeout=30)
     assert route_count(emulator, "bes.submit") == 1
+
+
+# --- failures a retry cannot help ------------------------------------------------------------------
+
+
+def run_with_retries(make_op: Callable[[], SubmitBesJobOperator]) -> list[BaseException]:
+    """Run the task as Airflow runs it with its ``retries``: the errors of the tries that ran.
+
+    Each try is a new operator instance with the same state store (as a retry is); a fail exception
+    ends the task at once, any other error is retried."""
+    store = DictStateStore()
+    errors: list[BaseException] = []
+    for try_number in range(1, make_op().retries + 2):
+        try:
+            run_deferrable(make_op(), context_of_try(store, try_number))
+        except AirflowFailException as error:
+            errors.append(error)
+            break
+        except Exception as error:
+            errors.append(error)
+            continue
+        break
+    return errors
+
+
+def bad_churn_csv(problem: str) -> bytes:
+    from emulator.datasets import generate_csv
+
+    lines = generate_csv("churn", rows=200, window=2, seed=1).splitlines()
+    cells = lines[7].split(",")  # data line 7 of the file (the header is line 1)
+    if problem == "non-numeric feature":
+        cells[4] = "forty"  # Age
+    else:
+        cells[5] = "Maybe"  # Churn: not Churner / NonChurner
+    lines[7] = ",".join(cells)
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.fixture
+def statuses_seen(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every status the operator or its trigger read, in order (both run in this process)."""
+    seen: list[str] = []
+    real_get_job = AzureMLWebServiceHook.get_job
+
+    def recording_get_job(hook: AzureMLWebServiceHook, job_id: str) -> Any:
+        job = real_get_job(hook, job_id)
+        seen.append(job.status)
+        return job
+
+    monkeypatch.setattr(AzureMLWebServiceHook, "get_job", recording_get_job)
+    return seen
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in-the-worker", "deferred"])
+@pytest.mark.parametrize(
+    ("problem", "column"), [("non-numeric feature", "Age"), ("wrong label value", "Churn")], ids=["feature", "label"]
+)
+def test_a_bad_training_csv_costs_one_job_and_ends_the_task_at_the_poll_that_sees_it_fail(
+    emulator, upload, container, statuses_seen, problem, column, deferrable
+):
+    data = upload("in/bad.csv", bad_churn_csv(problem))
+    # Running for its first 3 status reads, then it trains on the bad data and fails: the task has
+    # followed a running job before the failure, however fast the machine trains.
+    job_fault(emulator, "hang", status_reads=3)
+    errors = run_with_retries(lambda: churn_op(container, data, deferrable=deferrable, retries=2))
+
+    assert len(errors) == 1, errors  # one try: the retries were not used
+    (error,) = errors
+    assert isinstance(error, BesJobInputError) and isinstance(error, AirflowFailException)
+    (job,) = jobs(emulator)  # one BES job
+    assert job["status"] == "Failed" and route_count(emulator, "bes.submit") == 1
+    message = str(error)
+    assert f"BES job {job['id']} Failed: Train Model: Error 0018: " in message
+    assert f"'{column}'" in message and "line 8" in message
+    # The poll that first saw the job Failed was the last status read: the task ended right there.
+    reads = [r["status"] for r in requests_log(emulator, "bes.status")]
+    assert reads == [200] * len(statuses_seen)
+    assert statuses_seen[:3] == ["Running"] * 3
+    assert statuses_seen[-1] == "Failed" and statuses_seen.count("Failed") == 1
+
+
+def test_a_library_error_is_retried_with_a_new_job(emulator, container, churn_input):
+    library_error = json.dumps(
+        {
+            "error": {
+                "code": "LibraryExecutionError",
+                "message": "Module execution encountered an internal library error.",
+                "details": [{"code": "LibraryException", "target": "Train Model", "message": "Error 1000: boom"}],
+            }
+        }
+    )
+    job_fault(emulator, "fail", details=library_error, count=1)
+    errors = run_with_retries(lambda: churn_op(container, churn_input, retries=2))
+
+    assert len(errors) == 1 and not isinstance(errors[0], AirflowFailException)
+    assert "Train Model: Error 1000: boom (LibraryExecutionError/LibraryException)" in str(errors[0])
+    assert [j["status"] for j in jobs(emulator)] == ["Failed", "Finished"]

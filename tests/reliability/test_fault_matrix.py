@@ -368,6 +368,21 @@ def status(code: int, retry_after: int | None = None) -> dict[str, Any]:
 
 
 DELAY = {"kind": "delay", "delay_seconds": SLOW}
+STUDIO_INPUT_ERROR = json.dumps(
+    {
+        "error": {
+            "code": "ModuleExecutionError",
+            "message": "Module execution encountered an error.",
+            "details": [
+                {
+                    "code": "InvalidDataset",
+                    "target": "Train Model",
+                    "message": "Error 0018: Dataset contains invalid data (column Tenure, line 7).",
+                }
+            ],
+        }
+    }
+)
 DROP = {"kind": "drop"}
 MALFORMED = {"kind": "malformed"}
 
@@ -510,11 +525,14 @@ SUBMIT_FAULTS: dict[str, Fault] = {
         ),
         "bes.submit and a status poll of the running job: 200 with a body that is not JSON",
     ),
+    # Studio's Details blame the job's input (a module error below 1000): the first try fails the task,
+    # without Airflow's retries: one job, not three.
     "BES job Failed": Fault(
         FAILS,
-        lambda env: env.job_fault("fail", details="Error 0018: Dataset contains invalid data (column Tenure, line 7)."),
-        "every job ends Failed with Studio's details",
-        message=r"Failed: Error 0018: Dataset contains invalid data \(column Tenure, line 7\)\.",
+        lambda env: env.job_fault("fail", details=STUDIO_INPUT_ERROR),
+        "every job ends Failed with Studio's details: a module error in its input",
+        message=r"Failed: Train Model: Error 0018: Dataset contains invalid data \(column Tenure, line 7\)\.",
+        options={"without_retries": True},
     ),
     "job stuck past deadline": Fault(
         FAILS,
@@ -524,10 +542,12 @@ SUBMIT_FAULTS: dict[str, Fault] = {
         message=r"did not end within job_timeout=0:00:01\.500000; it was cancelled",
         options={"job_timeout": timedelta(seconds=1.5)},
     ),
+    # The service answers 500 InternalError/ResourceDownload (storage not reachable), not a 400 about the
+    # blob: a 4xx would end the task without Airflow's retries.
     "Azurite unavailable": Fault(
         RECOVERS,
         azurite_down,
-        "storage down at submit (the service cannot read the input)",
+        "storage down at submit: the service cannot reach the input (500, not retried in the try: a submit)",
         absorbed=False,
         storage="private",
     ),
@@ -870,6 +890,8 @@ def run_submit(env: Env, cell: Fault, models: dict[str, str]) -> None:
         assert not tries.succeeded
         assert re.search(cell.message or "", tries.last_error), tries.last_error
         assert len(every_job) == len(tries.errors)  # one job per try, none reused after it ended
+        if cell.options.get("without_retries"):
+            assert len(tries.errors) == 1 and isinstance(tries.errors[0], AirflowFailException), tries.errors
         assert {j["status"] for j in every_job} <= {"Failed", "Cancelled"}
         if cell.options.get("job_timeout"):
             cancelled = {r["path"].rsplit("/", 1)[-1] for r in requests_log(env.emulator, "bes.delete")}

@@ -1,8 +1,9 @@
 """The one HTTP request path shared by every Azure ML hook, with the one retry policy.
 
-Retried: connection errors, timeouts, 429 (honouring ``Retry-After``), 500/502/503/504 and a 2xx
+Retried: connection errors, timeouts, 408, 429 (honouring ``Retry-After``), 500/502/503/504 and a 2xx
 body that is not the JSON we asked for; with capped exponential backoff and jitter. Any other 4xx
-fails at once with the service's error code and message. A call that is not idempotent (BES submit)
+fails at once with the service's error code and message, as an error that also fails the task
+without Airflow's retries (:class:`AzureMLRequestRejectedError`). A call that is not idempotent (BES submit)
 is retried only where the service cannot have acted on it: a connection that was never made (told
 apart by the types of the errors, :func:`connection_failure_stage`), 429 and 503. A TLS certificate
 the client refuses fails at once.
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseHook
 
-from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
+from azureml_retrain.exceptions import AzureMLRequestRejectedError, AzureMLServiceError, ConfigurationError
 from azureml_retrain.lazy import cached_property
 from azureml_retrain.redaction import mask_once, redact, strip_query
 
@@ -33,7 +34,9 @@ if TYPE_CHECKING:
     # Imported where used: DAG files import the operators, hence this module, at every parse.
     import requests
 
-RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# The 4xx answers that say "not now" rather than "not this request": a later try may succeed.
+RETRYABLE_CLIENT_ERRORS = frozenset({408, 429})
 # Statuses that say the request was refused before the service acted on it.
 NOT_PROCESSED_STATUSES = frozenset({429, 503})
 
@@ -101,12 +104,14 @@ def error_from_body(
     text: str | None,
     reason: str | None,
     refused_credential: str | None = None,
+    retryable_client_errors: frozenset[int] = RETRYABLE_CLIENT_ERRORS,
 ) -> AzureMLServiceError:
     """Build the error for a failed response from its parsed body (``None`` if not JSON) and text.
 
     Every plane answers ``{"error": {"code", "message", "details": [{"code", "message"}]}}``; the
     OAuth2 authority ``{"error", "error_description"}``. A 401 or 403 also names the credential that
-    was refused (``refused_credential``: which connection, which field), never its value.
+    was refused (``refused_credential``: which connection, which field), never its value. A 4xx not in
+    ``retryable_client_errors`` is an :class:`AzureMLRequestRejectedError` (no task retry).
     """
     code: str | None = None
     message = ""
@@ -130,7 +135,9 @@ def error_from_body(
         message = (text or reason or "").strip()[:500] or "no error message in the response"
     if status in (401, 403) and refused_credential:
         message = f"{message} (refused: {refused_credential})"
-    return AzureMLServiceError(
+    rejected = 400 <= status < 500 and status not in retryable_client_errors
+    error_type = AzureMLRequestRejectedError if rejected else AzureMLServiceError
+    return error_type(
         operation,
         resource,
         status=status,

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
-from azureml_retrain.hooks.base import AzureMLBaseHook, error_from_body, expect_object
+from azureml_retrain.hooks.base import RETRYABLE_CLIENT_ERRORS, AzureMLBaseHook, error_from_body, expect_object
 from azureml_retrain.lazy import cached_property
 from azureml_retrain.redaction import mask_once, redact, strip_query
 
@@ -116,6 +116,11 @@ def _body(pipeline_response: PipelineResponse[Any, Any]) -> Any:
         return response.json()
     except ValueError:
         return None
+
+
+# 409 Conflict from Resource Manager: another operation on the web service is still running; a later
+# try (once it has ended) may succeed, so it does not end the task as other 4xx do.
+ARM_RETRYABLE_CLIENT_ERRORS = RETRYABLE_CLIENT_ERRORS | {409}
 
 
 def _transient_status(status: int | None) -> bool:
@@ -384,6 +389,7 @@ class AzureMLResourceManagerHook(AzureMLBaseHook):
             text=http.text(),
             reason=http.reason,
             refused_credential=self.refused_credential,
+            retryable_client_errors=ARM_RETRYABLE_CLIENT_ERRORS,
         )
 
     def _error(self, operation: str, resource: str, error: Exception) -> AzureMLServiceError:

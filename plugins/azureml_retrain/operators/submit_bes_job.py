@@ -9,8 +9,17 @@ from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
 
-from azureml_retrain.bes import build_request, describe_request, job_record, job_status, reattach, start_job
-from azureml_retrain.exceptions import AzureMLServiceError, BesJobFailedError, ConfigurationError
+from azureml_retrain.bes import (
+    JobProgress,
+    build_request,
+    describe_request,
+    job_failure,
+    job_record,
+    job_status,
+    reattach,
+    start_job,
+)
+from azureml_retrain.exceptions import AzureMLServiceError, BesJobFailedError, BesJobRejectedError, ConfigurationError
 from azureml_retrain.hooks.web_service import AzureMLWebServiceHook, BesJob, BesJobStatus
 from azureml_retrain.lazy import cached_property
 from azureml_retrain.links import LINK_XCOM_KEY, AzureMLLink, bes_job_link
@@ -34,6 +43,14 @@ class SubmitBesJobOperator(BaseOperator):
     Failed/Cancelled → submit a new job. A task *cleared* since its job was submitted starts over
     with a new job, as a user clearing it expects; a job still running from before the clear is
     cancelled first (unless ``cancel_on_kill=False``), as the cleared try's kill would do.
+
+    Fails fast when a retry cannot help: a job whose ``Details`` blame its input (a Studio module
+    error numbered below 1000, e.g. "Error 0018", or class ``ModuleExecutionError`` /
+    ``BadUserArgument``) fails the task without Airflow's retries (:class:`BesJobInputError`, naming
+    the module, the error and the job), as does a request the service rejects (a 4xx other than 408
+    and 429). Other failures (plain-text ``Details``, library or internal errors, a cancelled job)
+    are retried with a new job. While it waits, the task logs the job's state, time since submission,
+    next check and link at every state change and at least every 5 minutes (at most once per poll).
 
     Returns (XCom) output locations only, never a SAS token or key::
 
@@ -192,11 +209,18 @@ class SubmitBesJobOperator(BaseOperator):
         if job is not None and job.status in BesJobStatus.TERMINAL:
             return self._finish(context, job, record)
         status = job.status if job is not None else None
+        progress = JobProgress(
+            job_id,
+            bes_job_link(self.hook.api_location, job_id),
+            self.log,
+            status=status,
+            submitted_at=str(record["submitted_at"]) if record.get("submitted_at") else None,
+        )
         if not self.deferrable:
-            ended, _ = self._wait(job_id, status, deadline)
+            ended, _ = self._wait(job_id, progress, deadline)
             assert ended is not None  # without a hand-over, only an ended job comes back
             return self._finish(context, ended, record)
-        job, interval = self._wait(job_id, status, deadline, hand_over_after=self.defer_after)
+        job, interval = self._wait(job_id, progress, deadline, hand_over_after=self.defer_after)
         if job is not None and job.status in BesJobStatus.TERMINAL:
             return self._finish(context, job, record)
         remaining = max(0.0, deadline - time.time())
@@ -233,12 +257,18 @@ class SubmitBesJobOperator(BaseOperator):
         if not isinstance(event, Mapping) or "job_id" not in event:
             raise BesJobFailedError(f"{self.task_id}: did not receive a valid event from the trigger: {event!r}")
         if event["status"] == "error":
-            raise BesJobFailedError(f"BES job {event['job_id'] or '(not submitted)'}: {event.get('message')}")
+            # Events of triggers from before "retryable" existed: retried, as they always were.
+            error = BesJobFailedError if event.get("retryable", True) else BesJobRejectedError
+            raise error(f"BES job {event['job_id'] or '(not submitted)'}: {event.get('message')}")
         record = self._record(context.get("task_state_store")) or {"job_id": event["job_id"]}
         if event["status"] == "timeout":
             raise BesJobFailedError(
                 f"BES job {event['job_id']} did not end within job_timeout={self.job_timeout}; it was cancelled"
             )
+        if event.get("job_status") in BesJobStatus.FAILURE:
+            # The event carries what a failed job has to say: no need to read its status once more.
+            ended = BesJob(str(event["job_id"]), str(event["job_status"]), {}, event.get("details"))
+            return self._finish(context, ended, record)
         return self._finish(context, self.hook.get_job(str(event["job_id"])), record)
 
     def _finish(self, context: Context, job: BesJob, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -322,14 +352,14 @@ class SubmitBesJobOperator(BaseOperator):
         return record
 
     def _wait(
-        self, job_id: str, status: str | None, deadline: float, *, hand_over_after: float | None = None
+        self, job_id: str, progress: JobProgress, deadline: float, *, hand_over_after: float | None = None
     ) -> tuple[BesJob | None, float]:
         """Poll in the worker until the job ends: the last job seen and the next interval.
 
         With ``hand_over_after``, stop instead once the next poll would come later than that many
         seconds after the first wait began (the trigger then goes on with the schedule).
         """
-        interval, planned, started = self.poll_interval, 0.0, time.monotonic()
+        interval, planned = self.poll_interval, 0.0
         job: BesJob | None = None
         while job is None or job.status not in BesJobStatus.TERMINAL:
             if hand_over_after is not None and planned + interval > hand_over_after:
@@ -347,20 +377,21 @@ class SubmitBesJobOperator(BaseOperator):
             try:
                 job = self.hook.get_job(job_id)
             except AzureMLServiceError as error:
+                if error.status == 404:
+                    # A retry can help here: it finds the job gone and submits a new one.
+                    raise BesJobFailedError(f"BES job {job_id} no longer exists: {error}") from error
                 if not is_transient(error):
                     raise
                 self.log.warning("BES job %s: status unavailable (%s); will poll again", job_id, error)
                 continue
-            if job.status != status:
-                elapsed = time.monotonic() - started
-                self.log.info("BES job %s: %s -> %s after %.0fs", job_id, status or "?", job.status, elapsed)
-                status = job.status
+            ended = job.status in BesJobStatus.TERMINAL
+            progress.polled(job.status, next_check=None if ended else min(interval, max(0.0, deadline - time.time())))
         return job, interval
 
     def _complete(self, job: BesJob, record: Mapping[str, Any]) -> dict[str, Any]:
         self._active_job_id = None
         if job.status in BesJobStatus.FAILURE:
-            raise BesJobFailedError(f"BES job {job.job_id} {job.status}: {job.details or 'no details given'}")
+            raise job_failure(job)
         missing = job.missing_outputs((self.outputs or {}).keys())
         if missing:
             raise BesJobFailedError(f"BES job {job.job_id} finished without the outputs {missing}")

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from airflow.sdk.exceptions import AirflowFailException
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from azureml_retrain.bes import (
     STALE_CLAIM_SECONDS,
     Claim,
     JobClaims,
+    JobProgress,
     build_request,
     describe_request,
     job_record,
@@ -22,6 +24,7 @@ from azureml_retrain.bes import (
 )
 from azureml_retrain.blobs import BlobLocation
 from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
+from azureml_retrain.hooks.base import RETRYABLE_CLIENT_ERRORS
 from azureml_retrain.hooks.web_service import AzureMLWebServiceHook, BesJobStatus
 from azureml_retrain.links import LINK_XCOM_KEY, bes_job_link
 from azureml_retrain.redaction import redact
@@ -39,7 +42,9 @@ def next_poll_interval(current: float, maximum: float) -> float:
 
 def is_transient(error: AzureMLServiceError) -> bool:
     """Errors that a later poll may not see again (the hook already retried them)."""
-    return error.status is None or error.status >= 500 or error.status == 429 or error.code == "MalformedResponse"
+    if error.status is None or error.code == "MalformedResponse":
+        return True
+    return error.status >= 500 or error.status in RETRYABLE_CLIENT_ERRORS
 
 
 class BesJobTrigger(BaseTrigger):
@@ -83,6 +88,9 @@ class BesJobTrigger(BaseTrigger):
         self.finish_task = finish_task
         self.expected_outputs = list(expected_outputs)
         self.submitted_at = submitted_at
+        # Time sources, replaceable in tests: a six-hour job is followed in milliseconds.
+        self._clock: Callable[[], float] = time.time
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -133,25 +141,36 @@ class BesJobTrigger(BaseTrigger):
         interval = self.poll_interval
         status = last_status
         polls = 0
+        progress = JobProgress(
+            job_id,
+            bes_job_link(hook.api_location, job_id),
+            self.log,
+            status=last_status,
+            submitted_at=submitted_at,
+            clock=self._clock,
+        )
         if status is not None:
             # The operator read the job's status just before deferring: polling again at once would
             # only repeat its answer, so the schedule starts one interval later.
-            await asyncio.sleep(max(0.0, min(interval, end_time - time.time())))
+            await self._sleep(max(0.0, min(interval, end_time - self._clock())))
             interval = next_poll_interval(interval, self.max_poll_interval)
         while True:
+            job = None
             try:
                 job = await run_blocking(hook.get_job, job_id)
                 polls += 1
             except AzureMLServiceError as error:
                 if not is_transient(error):
-                    yield TriggerEvent({"status": "error", "job_id": job_id, "message": str(error)})
+                    # A job gone (404) is worth a retry, which submits a new one; another rejected read is not.
+                    retryable = error.status == 404 or not isinstance(error, AirflowFailException)
+                    yield TriggerEvent(
+                        {"status": "error", "job_id": job_id, "message": str(error), "retryable": retryable}
+                    )
                     return
                 # Never cancel on a polling hiccup: the job is fine, our view of it is not.
                 self.log.warning("BES job %s: status unavailable (%s); will poll again", job_id, error)
-            else:
-                if job.status != status:
-                    self.log.info("BES job %s: %s -> %s", job_id, status or "?", job.status)
-                    status = job.status
+            if job is not None and job.status in BesJobStatus.TERMINAL:
+                progress.polled(job.status, next_check=None)
                 if (
                     self.finish_task
                     and job.status == BesJobStatus.FINISHED
@@ -160,23 +179,27 @@ class BesJobTrigger(BaseTrigger):
                     self.log.info("BES job %s finished after %d poll(s); the task ends here", job_id, polls)
                     yield TaskSuccessEvent(xcoms={**(xcoms or {}), "return_value": job.result(submitted_at)})
                     return
-                if job.status in BesJobStatus.TERMINAL:
-                    yield TriggerEvent(
-                        {
-                            "status": "terminal",
-                            "job_id": job_id,
-                            "job_status": job.status,
-                            "details": job.details,
-                            "polls": polls,
-                        }
-                    )
-                    return
-            remaining = end_time - time.time()
+                yield TriggerEvent(
+                    {
+                        "status": "terminal",
+                        "job_id": job_id,
+                        "job_status": job.status,
+                        "details": job.details,
+                        "polls": polls,
+                    }
+                )
+                return
+            if job is not None:
+                status = job.status
+            remaining = end_time - self._clock()
             if remaining <= 0:
                 await self._cancel(hook, job_id, reason="deadline passed")
                 yield TriggerEvent({"status": "timeout", "job_id": job_id, "job_status": status, "polls": polls})
                 return
-            await asyncio.sleep(min(interval, remaining))
+            wait = min(interval, remaining)
+            if job is not None:
+                progress.polled(job.status, next_check=wait)
+            await self._sleep(wait)
             interval = next_poll_interval(interval, self.max_poll_interval)
 
     async def _cancel(self, hook: AzureMLWebServiceHook, job_id: str, *, reason: str) -> None:
@@ -262,7 +285,8 @@ class BesSubmitTrigger(BesJobTrigger):
             # Before a job runs nothing is lost: the task fails with the reason, and its retry starts over.
             message = redact(f"{type(error).__name__}: {error}")
             self.log.error("BES job not started: %s", message)
-            yield TriggerEvent({"status": "error", "job_id": None, "message": message})
+            retryable = not isinstance(error, AirflowFailException)  # e.g. a ConfigurationError, a rejected submit
+            yield TriggerEvent({"status": "error", "job_id": None, "message": message, "retryable": retryable})
             return
         self.job_id = str(record["job_id"])
         xcoms = {"bes_job_id": self.job_id, LINK_XCOM_KEY: bes_job_link(hook.api_location, self.job_id)}

@@ -4,9 +4,11 @@ import json
 
 import pytest
 import requests
+from airflow.sdk.exceptions import AirflowFailException
 
-from azureml_retrain.exceptions import AzureMLServiceError
+from azureml_retrain.exceptions import AzureMLRequestRejectedError, AzureMLServiceError
 from azureml_retrain.hooks.base import RetryPolicy, parse_retry_after
+from azureml_retrain.hooks.classic_management import AzureMLClassicManagementHook
 from azureml_retrain.hooks.web_service import AzureMLWebServiceHook
 from support.fake_transport import FakeTransport, Reply, install
 
@@ -88,6 +90,75 @@ def test_other_4xx_fail_at_once_with_code_and_message():
     assert "HTTP 401 Unauthorized/ScoreRequestUnauthorized" in message
     assert KEY not in message
     assert len(transport.requests) == 1 and sleeps == []
+
+
+# A 4xx is the request's own fault (a retry is rejected the same way), except a timeout and throttling.
+REJECTED = [400, 401, 403, 404, 405, 409, 413]
+RETRIED = [408, 429, 500, 502, 503, 504]
+
+
+@pytest.mark.parametrize("status", REJECTED)
+def test_a_rejected_data_plane_call_is_retried_neither_by_the_hook_nor_by_airflow(status):
+    hook, transport, sleeps = make_hook(Reply(status, {"error": {"code": "BadArgument", "message": "no"}}))
+    with pytest.raises(AzureMLRequestRejectedError) as err:
+        hook.get_job("j1")
+    assert isinstance(err.value, AirflowFailException)
+    assert err.value.status == status and f"HTTP {status} BadArgument: no" in str(err.value)
+    assert len(transport.requests) == 1 and sleeps == []
+
+
+@pytest.mark.parametrize("status", RETRIED)
+def test_timeouts_throttling_and_server_errors_are_retried_by_the_hook_then_by_airflow(status):
+    hook, transport, sleeps = make_hook(*[Reply(status, headers={"Retry-After": "0"})] * 3, max_attempts=3)
+    with pytest.raises(AzureMLServiceError) as err:
+        hook.get_job("j1")
+    assert not isinstance(err.value, AirflowFailException)  # Airflow's retry comes next
+    assert err.value.status == status and len(transport.requests) == 3
+
+
+@pytest.fixture
+def management_hook(monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AZUREML_CLASSIC_MANAGEMENT_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "azureml_classic_management",
+                "host": "https://management.azureml.net",
+                "schema": "ws1",
+                "password": "t" * 24,
+            }
+        ),
+    )
+    sleeps: list[float] = []
+    hook = AzureMLClassicManagementHook(retry_policy=RetryPolicy(max_attempts=3, base_delay=0), sleep=sleeps.append)
+    return hook, sleeps
+
+
+RESOURCES = [{"Name": "Churn [trained model]", "Location": {"BaseLocation": "https://a/", "RelativeLocation": "c/m"}}]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(400, {"error": {"code": "BadArgument", "details": [{"code": "InvalidWebServiceResources"}]}}),
+        Reply(404, {"error": {"code": "NotFound", "details": [{"code": "EndpointNotFound"}]}}),
+    ],
+)
+def test_a_rejected_management_call_is_not_retried(management_hook, reply):
+    hook, sleeps = management_hook
+    transport = install(hook, FakeTransport(reply))
+    with pytest.raises(AzureMLRequestRejectedError) as err:
+        hook.patch_endpoint_resources("svc1", "retrain01", RESOURCES)
+    assert isinstance(err.value, AirflowFailException) and err.value.status == reply.status
+    assert len(transport.requests) == 1 and sleeps == []
+
+
+@pytest.mark.parametrize("status", RETRIED)
+def test_a_management_call_meeting_a_timeout_throttling_or_a_server_error_is_retried(management_hook, status):
+    hook, sleeps = management_hook
+    transport = install(hook, FakeTransport(Reply(status, headers={"Retry-After": "0"}), Reply(200)))
+    hook.patch_endpoint_resources("svc1", "retrain01", RESOURCES)
+    assert [r.method for r in transport.requests] == ["PATCH", "PATCH"] and len(sleeps) == 1
 
 
 def test_error_messages_never_carry_secrets():

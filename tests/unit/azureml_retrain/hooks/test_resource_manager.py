@@ -6,8 +6,9 @@ import asyncio
 import json
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 
-from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
+from azureml_retrain.exceptions import AzureMLRequestRejectedError, AzureMLServiceError, ConfigurationError
 from azureml_retrain.hooks.base import RetryPolicy
 from azureml_retrain.hooks.resource_manager import AzureMLResourceManagerHook
 from support.fake_transport import FakeCredential, FakeTransport, Reply, install_arm, install_async_arm
@@ -111,6 +112,21 @@ def test_errors_carry_the_arm_envelope_and_a_4xx_is_not_retried():
     with pytest.raises(AzureMLServiceError, match="HTTP 404 ResourceNotFound: The Resource was not found") as error:
         hook.get_web_service("energy-predictive")
     assert error.value.status == 404 and len(transport.requests) == 1
+
+
+@pytest.mark.parametrize("status", [400, 403, 404])
+def test_a_rejected_request_ends_the_task_without_airflow_retries(status):
+    hook, transport = make_hook(Reply(status, {"error": {"code": "BadRequest", "message": "no"}}))
+    with pytest.raises(AzureMLRequestRejectedError) as error:
+        hook.get_web_service("energy-predictive")
+    assert isinstance(error.value, AirflowFailException) and len(transport.requests) == 1
+
+
+def test_a_conflict_with_a_running_operation_is_left_to_airflow_retries():
+    hook, transport = make_hook(Reply(409, {"error": {"code": "Conflict", "message": "an operation is running"}}))
+    with pytest.raises(AzureMLServiceError) as error:
+        hook.patch_web_service("energy-predictive", {})
+    assert error.value.status == 409 and not isinstance(error.value, AirflowFailException)
 
 
 def test_throttling_is_retried_with_retry_after_and_a_malformed_body_is_read_again():

@@ -6,9 +6,9 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
-from azureml_retrain.exceptions import BesJobFailedError, ConfigurationError
+from azureml_retrain.exceptions import BesJobFailedError, BesJobInputError, BesJobRejectedError, ConfigurationError
 from azureml_retrain.hooks.base import RetryPolicy
 from azureml_retrain.hooks.web_service import AzureMLWebServiceHook
 from azureml_retrain.operators.submit_bes_job import JOB_STATE_KEY, SubmitBesJobOperator
@@ -233,6 +233,33 @@ def test_non_deferrable_waits_in_the_worker(monkeypatch):
     assert set(result["outputs"]) == {"model", "evaluation"}
 
 
+class RecordingLog:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, message: str, *args: object) -> None:
+        self.lines.append(message % args)
+
+    warning = error = info
+
+
+def test_waiting_in_the_worker_logs_each_state_change_with_the_next_check_and_the_link(monkeypatch):
+    monkeypatch.setattr(time, "sleep", lambda _: None)
+    op, _ = make_operator(
+        Reply(200, JOB), Reply(200), status("Running"), status("Running"), status("Finished"), deferrable=False
+    )
+    log = RecordingLog()
+    monkeypatch.setattr(SubmitBesJobOperator, "log", property(lambda _: log))
+    op.execute(make_context())
+    progress = [line for line in log.lines if line.startswith(f"BES job {JOB}: ")]
+    assert [line.split(", ")[0] for line in progress] == [
+        f"BES job {JOB}: ? -> Running",
+        f"BES job {JOB}: Running -> Finished",
+    ]
+    assert "next check in" in progress[0] and "no further checks" in progress[1]
+    assert all(line.endswith("see https://services.azureml.net/") for line in progress)
+
+
 def test_failed_job_fails_the_task_with_its_details(monkeypatch):
     monkeypatch.setattr(time, "sleep", lambda _: None)
     op, _ = make_operator(
@@ -270,6 +297,36 @@ def test_execute_complete_paths():
         op.execute_complete(ctx, {"status": "timeout", "job_id": JOB})
     with pytest.raises(BesJobFailedError, match="valid event"):
         op.execute_complete(ctx, None)
+
+
+INPUT_ERROR = json.dumps(
+    {
+        "error": {
+            "code": "ModuleExecutionError",
+            "message": "Module execution encountered an error.",
+            "details": [{"code": "InvalidDataset", "target": "Train Model", "message": "Error 0018: bad label"}],
+        }
+    }
+)
+
+
+def test_a_job_failed_by_its_input_fails_the_task_without_retries_and_without_another_read():
+    op, transport = make_operator()  # no request may be made: the event says it all
+    ctx = make_context(DictStateStore({JOB_STATE_KEY: {"job_id": JOB, "try_number": 1}}))
+    event = {"status": "terminal", "job_id": JOB, "job_status": "Failed", "details": INPUT_ERROR, "polls": 3}
+    with pytest.raises(BesJobInputError, match=r"Failed: Train Model: Error 0018: bad label") as error:
+        op.execute_complete(ctx, event)
+    assert isinstance(error.value, AirflowFailException)
+    assert transport.requests == []
+
+
+@pytest.mark.parametrize(("retryable", "error"), [(True, BesJobFailedError), (False, BesJobRejectedError)])
+def test_an_error_event_is_retried_unless_the_trigger_says_a_retry_cannot_help(retryable, error):
+    op, _ = make_operator()
+    event = {"status": "error", "job_id": JOB, "message": "HTTP 401 Unauthorized", "retryable": retryable}
+    with pytest.raises(error, match="HTTP 401 Unauthorized") as raised:
+        op.execute_complete(make_context(), event)
+    assert isinstance(raised.value, AirflowFailException) is not retryable
 
 
 def test_on_kill_cancels_the_running_job():

@@ -66,7 +66,14 @@ def test_non_transient_error_is_reported_without_cancelling():
     trigger, transport = make_trigger(Reply(401, {"error": {"code": "Unauthorized", "message": "Invalid credentials"}}))
     event = first_event(trigger)
     assert event["status"] == "error" and "HTTP 401" in event["message"]
+    assert event["retryable"] is False  # the same key is refused on every try
     assert [r.method for r in transport.requests] == ["GET"]
+
+
+def test_a_job_gone_is_worth_a_retry_which_submits_a_new_one():
+    trigger, _ = make_trigger(Reply(404, {"error": {"code": "NotFound", "message": "Job not found"}}))
+    event = first_event(trigger)
+    assert (event["status"], event["retryable"]) == ("error", True)
 
 
 def test_deadline_cancels_the_job_and_reports_timeout():
@@ -142,3 +149,51 @@ def test_other_ends_resume_the_task_on_a_worker(reply, kwargs):
     trigger, _ = make_trigger(reply, **kwargs)
     event = first_event(trigger)
     assert event["status"] == "terminal" and event["job_id"] == JOB
+
+
+class SimulatedTime:
+    """A clock the trigger's sleeps advance: hours of polling run in milliseconds."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class RecordingLog:
+    def __init__(self, time_source: SimulatedTime) -> None:
+        self.time = time_source
+        self.lines: list[tuple[float, str]] = []
+
+    def info(self, message: str, *args: object) -> None:
+        self.lines.append((self.time.now, message % args))
+
+    warning = error = info
+
+
+def test_a_long_running_job_logs_its_progress_at_a_bounded_rate():
+    simulated = SimulatedTime()
+    polls = 1 + 3 + 130  # NotStarted, Running until well past two hours at 60 s, then Finished
+    script = [job("NotStarted")] + [job("Running")] * (polls - 2) + [job("Finished")]
+    trigger, transport = make_trigger(*script, end_time=simulated.now + 6 * 3600)
+    trigger.poll_interval, trigger.max_poll_interval = 1.0, 60.0
+    trigger._clock, trigger._sleep = simulated.clock, simulated.sleep
+    log = RecordingLog(simulated)
+    trigger._log = log
+
+    assert first_event(trigger)["job_status"] == "Finished"
+
+    progress = [(at, line) for at, line in log.lines if line.startswith(f"BES job {JOB}: ")]
+    assert len(transport.requests) == polls
+    times = [at for at, _ in progress]
+    gaps = [b - a for a, b in zip([1_000_000.0, *times], times, strict=False)]
+    assert max(gaps) <= 300  # never silent for more than five minutes
+    assert len(progress) <= polls // 4  # nowhere near one line per poll at the 60 s cap
+    changes = [line.split(": ", 1)[1].split(",")[0] for _, line in progress if " -> " in line]
+    assert changes == ["? -> NotStarted", "NotStarted -> Running", "Running -> Finished"]
+    assert all(line.endswith("see https://services.azureml.net/") for _, line in progress)  # the Studio portal
+    assert "next check in 1m 00s" in progress[-2][1] and "no further checks" in progress[-1][1]
