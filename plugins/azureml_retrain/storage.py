@@ -13,7 +13,7 @@ the task fails without retrying (a wrong key does not fix itself).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -130,6 +130,7 @@ def refused_credential_error(
     response = getattr(error, "response", None)
     if code is None and response is not None:
         code = response.headers.get("x-ms-error-code")
+    code = getattr(code, "value", code)  # the storage SDK's StorageErrorCode enum: its wire value
     answer = f"HTTP {status} {code or ''}".rstrip() if status is not None else type(error).__name__
     return ConfigurationError(
         f"{action}: the storage account refused the credential ({answer}; refused: "
@@ -185,7 +186,7 @@ class StorageAccount:
     def hook(self) -> Any:
         return wasb_hook(self.wasb_conn_id)
 
-    def call(self, action: str) -> Any:
+    def call(self, action: str) -> AbstractContextManager[None]:
         """:func:`storage_call` through this account's connection."""
         return storage_call(self.wasb_conn_id, action)
 
