@@ -71,7 +71,7 @@ def wasb_async_hook(wasb_conn_id: str) -> WasbAsyncHook:
 # A refused storage credential
 # --------------------------------------------------------------------------------------------------
 
-# Where WasbHook.get_conn takes the credential from, in its order of precedence: (extra, field).
+# The key extras WasbHook.get_conn reads after connection_string and tenant_id, before the Password.
 _KEY_EXTRAS = ("shared_access_key", "sas_token")
 
 
