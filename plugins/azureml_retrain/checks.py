@@ -14,16 +14,17 @@ def check_blob_storage(wasb_conn_id: str = "wasb_default", container: str = CHEC
 
     Returns only locations and timings (never connection details), so the result is safe in XCom.
     """
-    from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
+    from azureml_retrain.storage import storage_call, wasb_hook
 
-    hook = WasbHook(wasb_conn_id=wasb_conn_id)
+    hook = wasb_hook(wasb_conn_id)
     blob_name = f"connection-check/{uuid.uuid4().hex}.txt"
     payload = f"written at {time.time():.3f}"
     started = time.monotonic()
-    hook.create_container(container)
-    hook.load_string(payload, container_name=container, blob_name=blob_name)
-    read_back = hook.read_file(container_name=container, blob_name=blob_name)
-    hook.delete_file(container_name=container, blob_name=blob_name, ignore_if_missing=True)
+    with storage_call(wasb_conn_id, f"writing, reading back and deleting {container}/{blob_name}"):
+        hook.create_container(container)
+        hook.load_string(payload, container_name=container, blob_name=blob_name)
+        read_back = hook.read_file(container_name=container, blob_name=blob_name)
+        hook.delete_file(container_name=container, blob_name=blob_name, ignore_if_missing=True)
     if read_back != payload:
         raise RuntimeError(
             f"Blob storage check failed: {container}/{blob_name} read back {len(read_back)} bytes "

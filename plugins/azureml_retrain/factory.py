@@ -217,8 +217,9 @@ def ensure_container(wasb_conn_id: str, container: str) -> None:
 
     from azureml_retrain.storage import StorageAccount
 
-    with contextlib.suppress(ResourceExistsError):
-        StorageAccount(wasb_conn_id).client.create_container(container)
+    storage = StorageAccount(wasb_conn_id)
+    with storage.call(f"creating container {container}"), contextlib.suppress(ResourceExistsError):
+        storage.client.create_container(container)
 
 
 def stage_training_input(config: RetrainingConfig, arrival: dict[str, Any], staged: BlobLocation) -> None:
@@ -229,13 +230,19 @@ def stage_training_input(config: RetrainingConfig, arrival: dict[str, Any], stag
     alone (a job of an earlier try may be reading it); one staged from other blobs (the sensor ran
     again after a clear) is replaced.
     """
+    from azureml_retrain.storage import StorageAccount
+
+    storage = StorageAccount(config.data.wasb_conn_id)
+    with storage.call(f"staging the training input {staged}"):
+        _stage(storage.client, arrival, staged)
+
+
+def _stage(client: Any, arrival: dict[str, Any], staged: BlobLocation) -> None:
     from azure.core import MatchConditions
     from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
     from azureml_retrain.exceptions import ConfigurationError
-    from azureml_retrain.storage import StorageAccount
 
-    client = StorageAccount(config.data.wasb_conn_id).client
     target = client.get_blob_client(staged.container, staged.blob_name)
     sources = sorted((str(b["name"]), str(b["etag"])) for b in arrival["blobs"])
     fingerprint = hashlib.sha256(json.dumps([arrival["container"], sources]).encode()).hexdigest()

@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -29,6 +29,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from azureml_retrain.exceptions import AzureMLRetrainError, ConfigurationError
 from azureml_retrain.lazy import cached_property
+from azureml_retrain.storage import is_refused_credential, storage_call, wasb_hook
 
 DEFAULT_LEDGER_CONTAINER = "model-ledger"
 RecordKind = Literal["baseline", "promotion", "rollback"]
@@ -97,9 +98,11 @@ class PromotionLedger:
 
     @cached_property
     def _client(self) -> Any:
-        from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
+        return wasb_hook(self.wasb_conn_id).blob_service_client.get_container_client(self.container)
 
-        return WasbHook(wasb_conn_id=self.wasb_conn_id).blob_service_client.get_container_client(self.container)
+    def _call(self, action: str) -> AbstractContextManager[None]:
+        """Storage calls for ``action``: a refused credential fails the task naming the connection's field."""
+        return storage_call(self.wasb_conn_id, f"{action} (ledger container {self.container})")
 
     def _ensure_container(self) -> None:
         from azure.core.exceptions import ResourceExistsError
@@ -117,11 +120,12 @@ class PromotionLedger:
         from azure.core.exceptions import ResourceNotFoundError
 
         blob = self._records_blob(target)
-        try:
-            downloader = blob.download_blob()
-        except ResourceNotFoundError:
-            return [], None
-        text = downloader.readall().decode("utf-8")
+        with self._call(f"reading the ledger of {target}"):
+            try:
+                downloader = blob.download_blob()
+            except ResourceNotFoundError:
+                return [], None
+            text = downloader.readall().decode("utf-8")
         records = [LedgerRecord.from_dict(json.loads(line)) for line in text.splitlines() if line.strip()]
         return records, str(downloader.properties.etag)
 
@@ -149,14 +153,15 @@ class PromotionLedger:
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
 
-        self._ensure_container()
         blob = self._records_blob(record.target)
         line = (json.dumps(record.to_dict(), sort_keys=True) + "\n").encode()
         try:
-            if etag is None:
-                blob.create_append_blob(match_condition=MatchConditions.IfMissing)
-                etag = str(blob.get_blob_properties().etag)
-            blob.append_block(line, etag=etag, match_condition=MatchConditions.IfNotModified)
+            with self._call(f"writing the ledger of {record.target}"):
+                self._ensure_container()
+                if etag is None:
+                    blob.create_append_blob(match_condition=MatchConditions.IfMissing)
+                    etag = str(blob.get_blob_properties().etag)
+                blob.append_block(line, etag=etag, match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, ResourceExistsError) as error:
             if self._last_record_is(record):
                 log.warning("Ledger of %s: an earlier attempt of this append had landed", record.target)
@@ -174,23 +179,49 @@ class PromotionLedger:
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError
 
-        self._ensure_container()
         blob = self._client.get_blob_client(f"decisions/{target_blob_stem(dag_id)}.jsonl")
-        with contextlib.suppress(ResourceExistsError):
-            blob.create_append_blob(match_condition=MatchConditions.IfMissing)
         entry = {"recorded_at": datetime.now(UTC).isoformat(), **entry}
-        blob.append_block((json.dumps(entry, sort_keys=True, default=str) + "\n").encode())
+        with self._call(f"writing the decision log of {dag_id}"):
+            self._ensure_container()
+            with contextlib.suppress(ResourceExistsError):
+                blob.create_append_blob(match_condition=MatchConditions.IfMissing)
+            blob.append_block((json.dumps(entry, sort_keys=True, default=str) + "\n").encode())
 
     def decisions(self, dag_id: str) -> list[dict[str, Any]]:
         from azure.core.exceptions import ResourceNotFoundError
 
-        try:
-            text = self._client.get_blob_client(f"decisions/{target_blob_stem(dag_id)}.jsonl").download_blob().readall()
-        except ResourceNotFoundError:
-            return []
+        blob = self._client.get_blob_client(f"decisions/{target_blob_stem(dag_id)}.jsonl")
+        with self._call(f"reading the decision log of {dag_id}"):
+            try:
+                text = blob.download_blob().readall()
+            except ResourceNotFoundError:
+                return []
         return [json.loads(line) for line in text.decode().splitlines() if line.strip()]
 
     # --- the promotion guard -------------------------------------------------------------------
+
+    def _acquire(self, lease: Any, target: str) -> None:
+        """Take ``lease``, waiting up to ``lock_timeout`` while another run holds it."""
+        from azure.core.exceptions import HttpResponseError
+
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                lease.acquire(lease_duration=LEASE_SECONDS)
+                return
+            except HttpResponseError as error:
+                if is_refused_credential(error):
+                    raise  # not a conflict: the caller's storage_call names the credential
+                if error.status_code != 409:
+                    raise PromotionConflictError(
+                        f"could not take the lock of {target} in the ledger: HTTP {error.status_code} "
+                        f"{getattr(error, 'error_code', None) or ''}".rstrip()
+                    ) from error
+                if time.monotonic() >= deadline:
+                    raise PromotionConflictError(
+                        f"another run is promoting to {target} (its lock was held for over {self.lock_timeout:.0f}s)"
+                    ) from error
+                time.sleep(2)
 
     @contextmanager
     def lock(self, target: str, *, owner: str | None = None) -> Iterator[None]:
@@ -203,29 +234,15 @@ class PromotionLedger:
         from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
         from azure.storage.blob import BlobLeaseClient
 
-        self._ensure_container()
         lock_blob = self._client.get_blob_client(f"locks/{target_blob_stem(target)}")
-        with contextlib.suppress(ResourceExistsError):
-            lock_blob.upload_blob(b"", overwrite=False)
         # The lease id names the owner: acquiring a lease with the id it already has succeeds.
         lease_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"azureml-retrain-lock/{target}/{owner}")) if owner else None
         lease = BlobLeaseClient(lock_blob, lease_id=lease_id)
-        deadline = time.monotonic() + self.lock_timeout
-        while True:
-            try:
-                lease.acquire(lease_duration=LEASE_SECONDS)
-                break
-            except HttpResponseError as error:
-                if error.status_code != 409:
-                    raise PromotionConflictError(
-                        f"could not take the lock of {target} in the ledger: HTTP {error.status_code} "
-                        f"{getattr(error, 'error_code', None) or ''}".rstrip()
-                    ) from error
-                if time.monotonic() >= deadline:
-                    raise PromotionConflictError(
-                        f"another run is promoting to {target} (its lock was held for over {self.lock_timeout:.0f}s)"
-                    ) from error
-                time.sleep(2)
+        with self._call(f"taking the lock of {target}"):
+            self._ensure_container()
+            with contextlib.suppress(ResourceExistsError):
+                lock_blob.upload_blob(b"", overwrite=False)
+            self._acquire(lease, target)
         stop = threading.Event()
 
         def renew() -> None:

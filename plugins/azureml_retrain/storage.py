@@ -2,18 +2,30 @@
 
 BES requests and endpoint PATCHes carry storage credentials (a connection string or a SAS); they are
 built here at the moment of use, registered with the secrets masker, and never returned to XCom.
+
+Every storage client of the project is built by :func:`wasb_hook` / :func:`wasb_async_hook` (quiet
+azure-core HTTP logging), and every call to storage runs inside :func:`storage_call` (or, in async
+code, goes through :func:`refused_credential_error_async`): a credential the account refuses becomes a
+:class:`ConfigurationError` naming the connection and the field that holds it, never its value, and
+the task fails without retrying (a wrong key does not fix itself).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from azureml_retrain.blobs import BlobLocation
 from azureml_retrain.exceptions import ConfigurationError
+from azureml_retrain.http_logging import quiet_azure_http_logging
 from azureml_retrain.lazy import cached_property
 from azureml_retrain.redaction import mask_once
+
+if TYPE_CHECKING:
+    from airflow.providers.microsoft.azure.hooks.wasb import WasbAsyncHook, WasbHook
 
 ReferenceMode = Literal["sas", "connection_string"]
 REFERENCE_MODES: tuple[str, ...] = ("sas", "connection_string")
@@ -37,6 +49,133 @@ def sas_signature(token: str) -> str | None:
     return None
 
 
+def wasb_hook(wasb_conn_id: str) -> WasbHook:
+    """The Azure provider's sync hook for ``wasb_conn_id``, with azure-core's HTTP logging quiet."""
+    from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
+
+    hook = WasbHook(wasb_conn_id=wasb_conn_id)
+    quiet_azure_http_logging()
+    return hook
+
+
+def wasb_async_hook(wasb_conn_id: str) -> WasbAsyncHook:
+    """The Azure provider's async hook for ``wasb_conn_id``, with azure-core's HTTP logging quiet
+    (the async hook, unlike the sync one, leaves it at INFO: one record per request in the trigger log)."""
+    from airflow.providers.microsoft.azure.hooks.wasb import WasbAsyncHook
+
+    quiet_azure_http_logging()
+    return WasbAsyncHook(wasb_conn_id=wasb_conn_id)
+
+
+# --------------------------------------------------------------------------------------------------
+# A refused storage credential
+# --------------------------------------------------------------------------------------------------
+
+# The key extras WasbHook.get_conn reads after connection_string and tenant_id, before the Password.
+_KEY_EXTRAS = ("shared_access_key", "sas_token")
+
+
+def _extra_key(extra: Mapping[str, Any], name: str) -> str | None:
+    """The extra's key as the connection spells it (``name`` or the older ``extra__wasb__name``), if set."""
+    for key in (name, f"extra__wasb__{name}"):
+        if extra.get(key):
+            return key
+    return None
+
+
+def refused_storage_credential(wasb_conn_id: str, connection: Any | None) -> str:
+    """How an error names the credential a storage account refused: the connection and the field that
+    holds it (whichever ``WasbHook`` uses for this connection), never its value.
+
+    :param connection: the connection, or None when it could not be read (then only its id is named)
+    """
+    if connection is None:
+        return f"the credential of connection '{wasb_conn_id}'"
+    extra = connection.extra_dejson if isinstance(connection.extra_dejson, Mapping) else {}
+    if key := _extra_key(extra, "connection_string"):
+        field = f"extra {key}"
+    elif key := _extra_key(extra, "tenant_id"):
+        field = f"service principal (Login, Password, extra {key}) or its role on the storage account"
+    elif key := next((k for name in _KEY_EXTRAS if (k := _extra_key(extra, name))), None):
+        field = f"extra {key}"
+    elif connection.password:
+        field = "Password (the storage account key)"
+    elif key := _extra_key(extra, "account_key"):
+        field = f"extra {key}"
+    else:
+        return (
+            f"the default Azure credential (connection '{wasb_conn_id}' holds no key: managed identity or "
+            "environment) or its role on the storage account"
+        )
+    return f"the {field} of connection '{wasb_conn_id}'"
+
+
+def is_refused_credential(error: BaseException) -> bool:
+    """Whether a storage error means the credential was refused (401, 403, or a token never obtained)."""
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+
+    if isinstance(error, ClientAuthenticationError):
+        return True
+    return isinstance(error, HttpResponseError) and error.status_code in (401, 403)
+
+
+def refused_credential_error(
+    wasb_conn_id: str, action: str, error: BaseException, connection: Any | None
+) -> ConfigurationError:
+    """The error for a refused credential: what was being done, the status and the service's error
+    code, and which field of which connection to fix. The service's message is left out: it may
+    quote the request's signature."""
+    status = getattr(error, "status_code", None)
+    code = getattr(error, "error_code", None)
+    response = getattr(error, "response", None)
+    if code is None and response is not None:
+        code = response.headers.get("x-ms-error-code")
+    code = getattr(code, "value", code)  # the storage SDK's StorageErrorCode enum: its wire value
+    answer = f"HTTP {status} {code or ''}".rstrip() if status is not None else type(error).__name__
+    return ConfigurationError(
+        f"{action}: the storage account refused the credential ({answer}; refused: "
+        f"{refused_storage_credential(wasb_conn_id, connection)}). Retrying cannot help; fix the connection."
+    )
+
+
+def _connection(wasb_conn_id: str) -> Any | None:
+    from airflow.sdk import BaseHook
+
+    try:
+        return BaseHook.get_connection(wasb_conn_id)
+    except Exception:  # the error names the connection id alone rather than hiding the refusal
+        return None
+
+
+async def refused_credential_error_async(wasb_conn_id: str, action: str, error: BaseException) -> ConfigurationError:
+    """:func:`refused_credential_error` for async code (the triggerer), reading the connection without
+    blocking the event loop."""
+    from airflow.providers.common.compat.connection import get_async_connection
+
+    try:
+        connection = await get_async_connection(wasb_conn_id)
+    except Exception:  # the error names the connection id alone rather than hiding the refusal
+        connection = None
+    return refused_credential_error(wasb_conn_id, action, error, connection)
+
+
+@contextmanager
+def storage_call(wasb_conn_id: str, action: str) -> Iterator[None]:
+    """Calls to blob storage through ``wasb_conn_id``: a refused credential raises a
+    :class:`ConfigurationError` naming the connection's field (see :func:`refused_credential_error`);
+    every other error passes through unchanged.
+
+    :param action: what the block does, for the message (e.g. "listing data/incoming/")
+    """
+    try:
+        yield
+    except Exception as error:
+        if not is_refused_credential(error):
+            raise
+        # Not chained: the storage error's text may quote the request's signature.
+        raise refused_credential_error(wasb_conn_id, action, error, _connection(wasb_conn_id)) from None
+
+
 @dataclass
 class StorageAccount:
     """The storage account behind a wasb connection, as the Azure ML services need to reach it."""
@@ -45,9 +184,11 @@ class StorageAccount:
 
     @cached_property
     def hook(self) -> Any:
-        from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
+        return wasb_hook(self.wasb_conn_id)
 
-        return WasbHook(wasb_conn_id=self.wasb_conn_id)
+    def call(self, action: str) -> AbstractContextManager[None]:
+        """:func:`storage_call` through this account's connection."""
+        return storage_call(self.wasb_conn_id, action)
 
     @cached_property
     def client(self) -> Any:
@@ -91,7 +232,7 @@ class StorageAccount:
         signing: dict[str, Any] = (
             {"account_key": self._account_key}
             if self._account_key
-            else {"user_delegation_key": self.client.get_user_delegation_key(start, expiry)}
+            else {"user_delegation_key": self._user_delegation_key(start, expiry)}
         )
         token = generate_blob_sas(
             account_name=self.account_name,
@@ -109,6 +250,10 @@ class StorageAccount:
             del _recent_tokens[stale]
         _recent_tokens[key] = (now, f"?{token}")
         return f"?{token}"
+
+    def _user_delegation_key(self, start: datetime, expiry: datetime) -> Any:
+        with self.call(f"getting a user delegation key to sign a SAS in {self.account_name}"):
+            return self.client.get_user_delegation_key(start, expiry)
 
     def connection_string(self) -> str:
         """An account-key connection string for the account (BES's ``ConnectionString`` form)."""

@@ -22,7 +22,6 @@ for the ARM endpoint and the authority; ``authority_ca_bundle`` is read as its o
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
@@ -32,6 +31,7 @@ from urllib.parse import urlsplit
 
 from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
 from azureml_retrain.hooks.base import RETRYABLE_CLIENT_ERRORS, AzureMLBaseHook, error_from_body, expect_object
+from azureml_retrain.http_logging import quiet_azure_http_logging
 from azureml_retrain.lazy import cached_property
 from azureml_retrain.redaction import mask_once, redact, strip_query
 
@@ -236,9 +236,7 @@ class AzureMLResourceManagerHook(AzureMLBaseHook):
             AsyncARMChallengeAuthenticationPolicy,
         )
 
-        # azure-core logs every request and response at INFO (headers redacted): a waiting trigger
-        # would fill its log with them. Set when a client is built, not when DAG files import this.
-        logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+        quiet_azure_http_logging()  # a waiting trigger would otherwise log every request
         retry = self.retry_policy
         retries = max(0, retry.max_attempts - 1)
         # max_attempts bounds every kind of failure (azure-core also counts connect, read and status ones).

@@ -18,6 +18,7 @@ from azureml_retrain.evaluation import (
 )
 from azureml_retrain.exceptions import ConfigurationError, EvaluationError
 from azureml_retrain.lazy import cached_property
+from azureml_retrain.storage import storage_call, wasb_hook
 
 if TYPE_CHECKING:
     from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
@@ -133,27 +134,26 @@ class EvaluateModelOperator(BaseOperator, BranchMixIn):
 
     @cached_property
     def hook(self) -> WasbHook:
-        from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
-
-        return WasbHook(wasb_conn_id=self.wasb_conn_id)
+        return wasb_hook(self.wasb_conn_id)
 
     def read_evaluation_blob(self, location: BlobLocation) -> bytes:
         """Download the evaluation CSV; a missing blob or an oversized one is an EvaluationError."""
         from azure.core.exceptions import ResourceNotFoundError
 
-        try:
-            downloader = self.hook.download(location.container, location.blob_name)
-        except ResourceNotFoundError:
-            raise EvaluationError(
-                f"{location}: blob not found through connection {self.wasb_conn_id!r}; did the training job "
-                f"write its evaluation output there (output_name={self.output_name!r})?"
-            ) from None
-        size = int(downloader.size or 0)
-        if size > MAX_EVALUATION_BYTES:
-            raise EvaluationError(
-                f"{location}: {size} bytes is too large for an Evaluate Model CSV; is this the right output?"
-            )
-        data: bytes = downloader.readall()
+        with storage_call(self.wasb_conn_id, f"reading the evaluation results {location}"):
+            try:
+                downloader = self.hook.download(location.container, location.blob_name)
+            except ResourceNotFoundError:
+                raise EvaluationError(
+                    f"{location}: blob not found through connection {self.wasb_conn_id!r}; did the training job "
+                    f"write its evaluation output there (output_name={self.output_name!r})?"
+                ) from None
+            size = int(downloader.size or 0)
+            if size > MAX_EVALUATION_BYTES:
+                raise EvaluationError(
+                    f"{location}: {size} bytes is too large for an Evaluate Model CSV; is this the right output?"
+                )
+            data: bytes = downloader.readall()
         return data
 
     def evaluate(self) -> dict[str, Any]:

@@ -548,12 +548,14 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
         target = BlobLocation(
             prefix.container, f"{prefix.blob_name[:-1]}{self.web_service_name}/{run_id}/{suffix}.json"
         )
-        StorageAccount(self.wasb_conn_id).hook.load_string(
-            json.dumps(definition, indent=2, sort_keys=True),
-            container_name=target.container,
-            blob_name=target.blob_name,
-            overwrite=True,
-        )
+        storage = StorageAccount(self.wasb_conn_id)
+        with storage.call(f"exporting the definition to {target}"):
+            storage.hook.load_string(
+                json.dumps(definition, indent=2, sort_keys=True),
+                container_name=target.container,
+                blob_name=target.blob_name,
+                overwrite=True,
+            )
         return str(target)
 
     @property

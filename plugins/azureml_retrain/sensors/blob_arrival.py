@@ -9,6 +9,7 @@ etags) it accepted. The acceptance rules live in
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Sequence
@@ -20,16 +21,21 @@ from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from azureml_retrain.exceptions import AzureMLRetrainError, ConfigurationError
 from azureml_retrain.lazy import cached_property
+from azureml_retrain.storage import storage_call, wasb_hook
 from azureml_retrain.triggers.blob_arrival import (
+    SYSTEM_CLOCK,
     ArrivalCriteria,
     Assessment,
     BlobArrivalTrigger,
     BlobInfo,
+    Clock,
     Listing,
     Observation,
+    WaitLog,
     accepted_result,
     assess_arrival,
     describe_error,
+    error_kind,
     glob_to_regex,
     is_transient_error,
     server_time,
@@ -94,7 +100,10 @@ class BlobArrivalSensor(BaseSensorOperator):
     Modes: deferrable (default) pokes once, then defers to
     :class:`~azureml_retrain.triggers.blob_arrival.BlobArrivalTrigger` with an absolute deadline and what
     the poke observed; ``deferrable=False`` runs the usual poke loop (``mode="poke"`` or
-    ``mode="reschedule"``).
+    ``mode="reschedule"``). Either way the log gets a line when a check sees something new and a
+    "still waiting" line every few minutes otherwise, not one per check (see
+    :class:`~azureml_retrain.triggers.blob_arrival.WaitLog`). A credential the storage account
+    refuses fails the task without retries, naming the connection and its field.
 
     :param container: blob container (templated)
     :param prefix: folder of the window's blobs, e.g. ``incoming/{window_start:%Y-%m-%d}/`` (templated);
@@ -124,6 +133,8 @@ class BlobArrivalSensor(BaseSensorOperator):
         "window_end",
     )
     ui_color = "#cfe8fc"
+    #: Where the poke path reads time (tests substitute a simulated one).
+    clock: Clock = SYSTEM_CLOCK
 
     def __init__(
         self,
@@ -159,6 +170,8 @@ class BlobArrivalSensor(BaseSensorOperator):
         self.deferrable = deferrable
         self._criteria: ArrivalCriteria | None = None
         self._observation: Observation | None = None
+        self._wait_log: WaitLog | None = None
+        self._checks = 0
         self._validate_arguments()
 
     def _validate_arguments(self) -> None:
@@ -218,11 +231,12 @@ class BlobArrivalSensor(BaseSensorOperator):
         return self._criteria
 
     def execute(self, context: Context) -> Any:
-        self._criteria, self._observation = None, None
+        self._criteria, self._observation, self._wait_log, self._checks = None, None, None, 0
         criteria = self.criteria(context)
         if not self.deferrable:
             return super().execute(context)
-        end_time = time.time() + self.timeout
+        waiting_since = time.time()
+        end_time = waiting_since + self.timeout
         assessment = self.check(criteria, previous=None)
         if assessment is not None and assessment.ready:
             return assessment.result
@@ -235,6 +249,7 @@ class BlobArrivalSensor(BaseSensorOperator):
                 observation=assessment.observation if assessment else None,
                 # Accepted data ends the task in the triggerer: no worker run just to return it.
                 finish_task=True,
+                waiting_since=waiting_since,
             ),
             method_name="execute_complete",
             # A backstop only: the trigger itself yields a timeout event at end_time.
@@ -278,32 +293,48 @@ class BlobArrivalSensor(BaseSensorOperator):
         message = str(event.get("message", "no message"))
         if event["status"] == "timeout":
             raise AirflowSensorTimeout(f"Task {self.task_id}: {message}")
+        if event.get("fatal"):  # a refused credential: retries would be refused too
+            raise ConfigurationError(f"Task {self.task_id}: {message}")
         raise AzureMLRetrainError(f"Task {self.task_id}: {message}")
 
     def check(self, criteria: ArrivalCriteria, previous: Observation | None) -> Assessment | None:
-        """List and assess once; None after a transient listing error (the next check retries)."""
+        """List and assess once; None after a transient listing error (the next check retries).
+
+        :raise ConfigurationError: the storage account refused the connection's credential
+        """
+        where = f"{criteria.container}/{criteria.list_prefix}"
+        if self._wait_log is None:
+            now = self.clock.time()
+            self._wait_log = WaitLog(waiting_since=now, deadline=now + self.timeout, clock=self.clock)
+        self._checks += 1
         try:
-            listing = list_blobs_sync(self.hook, criteria.container, criteria.list_prefix)
+            with storage_call(self.wasb_conn_id, f"listing {where}"):
+                listing = list_blobs_sync(self.hook, criteria.container, criteria.list_prefix)
         except Exception as error:
             if not is_transient_error(error):
                 raise
-            self.log.warning(
-                "Transient error listing %s/%s, retrying at the next poke: %s",
-                criteria.container,
-                criteria.list_prefix,
-                describe_error(error),
+            failure = describe_error(error)
+            self._wait_log.report(
+                self.log,
+                self._checks,
+                error_kind(error),
+                line=f"transient error listing {where}, retrying at the next poke: {failure}",
+                summary=f"the listing keeps failing ({failure})",
+                level=logging.WARNING,
             )
             return None
         assessment = assess_arrival(criteria, listing, now=listing.server_time or utcnow(), previous=previous)
-        self.log.info("%d blob(s) listed: %s", len(listing.blobs), assessment.reason)
+        line = f"{assessment.reason} ({len(listing.blobs)} listed)"
+        if assessment.ready:
+            self.log.info("Check #%d: %s", self._checks, line)
+        else:
+            self._wait_log.report(self.log, self._checks, assessment.reason, line=line, summary=assessment.summary)
         return assessment
 
     @cached_property
     def hook(self) -> WasbHook:
         """The sync hook, built at run time and reused across pokes of one execution."""
-        from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
-
-        return WasbHook(wasb_conn_id=self.wasb_conn_id)
+        return wasb_hook(self.wasb_conn_id)
 
     def _load_observation(self, store: Any, criteria: ArrivalCriteria) -> Observation | None:
         try:

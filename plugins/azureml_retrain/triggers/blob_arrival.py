@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -48,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from azureml_retrain.exceptions import AzureMLRetrainError, ConfigurationError
+from azureml_retrain.storage import is_refused_credential, refused_credential_error_async
 from azureml_retrain.windows import parse_datetime
 
 if TYPE_CHECKING:
@@ -56,9 +58,9 @@ if TYPE_CHECKING:
 
 #: ``Last-Modified`` in a listing is truncated to whole seconds.
 LAST_MODIFIED_RESOLUTION = timedelta(seconds=1)
+#: While nothing changes, at most this long between two lines of a waiting check's log (the heartbeat).
+HEARTBEAT_SECONDS = 300.0
 #: The keys of the sensor's XCom return value (and of a success event, besides ``status``).
-# While nothing changes, one "still waiting" line per this many checks.
-QUIET_CHECKS = 30
 RESULT_KEYS = ("container", "prefix", "window", "blobs", "total_bytes", "marker")
 
 _GLOB_SPECIALS = "*?["
@@ -231,6 +233,8 @@ class Assessment:
     :param result: the XCom payload when ready (see :data:`RESULT_KEYS`)
     :param ready_at: when it becomes ready if nothing changes (only when waiting for stability)
     :param selected: how many blobs the selection holds
+    :param total_bytes: their total size
+    :param marker_present: whether the marker exists (None: no marker is asked for)
     """
 
     ready: bool
@@ -239,6 +243,14 @@ class Assessment:
     result: dict[str, Any] | None = None
     ready_at: datetime | None = None
     selected: int = 0
+    total_bytes: int = 0
+    marker_present: bool | None = None
+
+    @property
+    def summary(self) -> str:
+        """What the check saw, in a few words ("3 blob(s), 120 bytes, marker absent")."""
+        marker = "" if self.marker_present is None else f", marker {'present' if self.marker_present else 'absent'}"
+        return f"{self.selected} blob(s), {self.total_bytes} bytes{marker}"
 
 
 def assess_arrival(
@@ -277,13 +289,23 @@ def assess_arrival(
         changed_at = previous.changed_at
     observation = Observation(fingerprint, changed_at)
 
+    total_bytes = sum(b.size for b in selected)
+    marker_present = None if marker_name is None else marker is not None
+
     def waiting(reason: str, ready_at: datetime | None = None) -> Assessment:
-        return Assessment(False, reason, observation, ready_at=ready_at, selected=len(selected))
+        return Assessment(
+            False,
+            reason,
+            observation,
+            ready_at=ready_at,
+            selected=len(selected),
+            total_bytes=total_bytes,
+            marker_present=marker_present,
+        )
 
     problem = _incompleteness(criteria, listing, selected, empty, marker)
     if problem is not None:
         return waiting(problem)
-    total_bytes = sum(b.size for b in selected)
     touched = [*selected, *([marker] if marker else [])]
     stable_since = max(b.last_modified for b in touched) + LAST_MODIFIED_RESOLUTION
     if changed_at is not None:
@@ -311,6 +333,8 @@ def assess_arrival(
         observation,
         result=result,
         selected=len(selected),
+        total_bytes=total_bytes,
+        marker_present=marker_present,
     )
 
 
@@ -504,6 +528,114 @@ def utcnow() -> datetime:
 
 
 # --------------------------------------------------------------------------------------------------
+# What a wait logs
+# --------------------------------------------------------------------------------------------------
+
+
+class Clock:
+    """The time sources of a wait: the wall clock (deadlines), a monotonic one (heartbeats) and sleep.
+
+    Tests substitute one whose ``sleep`` advances the others, so hours of waiting run in moments.
+    """
+
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+SYSTEM_CLOCK = Clock()
+
+
+def format_duration(seconds: float) -> str:
+    """``45 s``, ``42 min``, ``1 h 30 min``, ``12 h``: how a person reads a wait's length."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h" + (f" {minutes} min" if minutes else "")
+
+
+class WaitLog:
+    """Which checks of a wait get a log line: the first, each one that sees something else than the
+    previous one did, and a heartbeat when nothing changed for ``heartbeat`` seconds.
+
+    A 12-hour wait at a 30 s poke interval is 1440 checks; a line for each would bury the few that
+    tell what happened. What a check "sees" is a short key: the assessment's reason (it carries the
+    counts, the marker's state and when the stability clock last restarted) or the kind of error.
+
+    :param waiting_since: when the wait began, wall clock (seconds since the epoch)
+    :param deadline: when it gives up, wall clock; None when unknown
+    """
+
+    CHANGE = "change"
+    HEARTBEAT = "heartbeat"
+
+    def __init__(
+        self,
+        *,
+        waiting_since: float,
+        deadline: float | None,
+        clock: Clock = SYSTEM_CLOCK,
+        heartbeat: float = HEARTBEAT_SECONDS,
+    ) -> None:
+        self.waiting_since = waiting_since
+        self.deadline = deadline
+        self.clock = clock
+        self.heartbeat = heartbeat
+        self.seen: str | None = None
+        #: The check that first saw what is seen now.
+        self.seen_since_check = 0
+        self._last_line: float | None = None
+
+    def note(self, check: int, seen: str) -> str | None:
+        """Record what check number ``check`` saw; return :attr:`CHANGE`, :attr:`HEARTBEAT` or None (no line)."""
+        now = self.clock.monotonic()
+        if seen != self.seen:
+            self.seen, self.seen_since_check, self._last_line = seen, check, now
+            return self.CHANGE
+        if self._last_line is None or now - self._last_line >= self.heartbeat:
+            self._last_line = now
+            return self.HEARTBEAT
+        return None
+
+    @property
+    def progress(self) -> str:
+        """How long the wait has lasted, of how long it may (``42 min of 12 h``)."""
+        waited = format_duration(self.clock.time() - self.waiting_since)
+        if self.deadline is None:
+            return waited
+        return f"{waited} of {format_duration(self.deadline - self.waiting_since)}"
+
+    def still_waiting(self, what: str) -> str:
+        """The heartbeat line."""
+        return f"still waiting: {what}, {self.progress}; unchanged since check #{self.seen_since_check}"
+
+    def report(self, log: Any, check: int, seen: str, *, line: str, summary: str, level: int = logging.INFO) -> None:
+        """Log ``line`` when ``seen`` differs from the previous check's, else a heartbeat about ``summary``
+        when one is due, else nothing."""
+        kind = self.note(check, seen)
+        if kind == self.CHANGE:
+            log.log(level, "Check #%d: %s", check, line)
+        elif kind == self.HEARTBEAT:
+            log.log(level, "Check #%d: %s", check, self.still_waiting(summary))
+
+
+def error_kind(error: BaseException) -> str:
+    """What a failed check "saw", for :class:`WaitLog`: the error's type and status, not its text
+    (which carries request ids and times, different on every check)."""
+    status = getattr(error, "status_code", None)
+    return f"error {type(error).__name__}" + (f" {status}" if status is not None else "")
+
+
+# --------------------------------------------------------------------------------------------------
 # Async listing and the trigger
 # --------------------------------------------------------------------------------------------------
 
@@ -541,8 +673,14 @@ class BlobArrivalTrigger(BaseTrigger):
 
     Yields exactly one event: ``{"status": "success", **result}`` (see :data:`RESULT_KEYS`),
     ``{"status": "timeout", "message": ...}`` once ``end_time`` has passed, or
-    ``{"status": "error", "message": ...}`` on a non-retryable error. Transient listing errors
-    (network, throttling, 5xx) are logged and retried at the next poll.
+    ``{"status": "error", "message": ...}`` on a non-retryable error; ``"fatal": True`` in it means
+    the task must fail without retrying (the storage account refused the connection's credential).
+    Transient listing errors (network, throttling, 5xx) are retried at the next poll.
+
+    Its log has a line for the first check, for each check that sees something new (another number
+    of blobs, the marker, a restarted stability clock, another error) and a "still waiting" line
+    every :data:`HEARTBEAT_SECONDS` otherwise (see :class:`WaitLog`); azure-core's per-request HTTP
+    logging is kept at WARNING.
 
     :param container: the blob container
     :param prefix: the rendered prefix under which the window's blobs live
@@ -560,7 +698,12 @@ class BlobArrivalTrigger(BaseTrigger):
     :param observation: the previous check's :meth:`Observation.to_json`, so the stability clock carries over
     :param finish_task: on success, end the task here with the result as its XCom instead of yielding
         the success event, so the task does not go back to a worker; timeouts and errors still resume it
+    :param waiting_since: when the sensor began waiting, seconds since the epoch (for the log's "42 min
+        of 12 h"); None: when this trigger started
     """
+
+    #: Where the trigger reads time and sleeps (not serialized; tests substitute a simulated one).
+    clock: Clock = SYSTEM_CLOCK
 
     def __init__(
         self,
@@ -580,6 +723,7 @@ class BlobArrivalTrigger(BaseTrigger):
         poll_interval: float = 60.0,
         observation: dict[str, Any] | None = None,
         finish_task: bool = False,
+        waiting_since: float | None = None,
     ) -> None:
         super().__init__()
         self.container = container
@@ -597,10 +741,15 @@ class BlobArrivalTrigger(BaseTrigger):
         self.poll_interval = poll_interval
         self.observation = observation
         self.finish_task = finish_task
+        self.waiting_since = waiting_since
         if isinstance(poll_interval, bool) or not isinstance(poll_interval, int | float) or poll_interval <= 0:
             raise ConfigurationError(f"poll_interval: must be a positive number of seconds, got {poll_interval!r}")
         if isinstance(end_time, bool) or not isinstance(end_time, int | float):
             raise ConfigurationError(f"end_time: must be seconds since the epoch, got {end_time!r}")
+        if waiting_since is not None and (
+            isinstance(waiting_since, bool) or not isinstance(waiting_since, int | float)
+        ):
+            raise ConfigurationError(f"waiting_since: must be seconds since the epoch or None, got {waiting_since!r}")
         self.criteria = self._criteria()
 
     def _criteria(self) -> ArrivalCriteria:
@@ -631,6 +780,7 @@ class BlobArrivalTrigger(BaseTrigger):
         poll_interval: float,
         observation: Observation | None,
         finish_task: bool = False,
+        waiting_since: float | None = None,
     ) -> BlobArrivalTrigger:
         return cls(
             **criteria.to_kwargs(),
@@ -639,6 +789,7 @@ class BlobArrivalTrigger(BaseTrigger):
             poll_interval=poll_interval,
             observation=observation.to_json() if observation else None,
             finish_task=finish_task,
+            waiting_since=waiting_since,
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -651,13 +802,14 @@ class BlobArrivalTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "observation": self.observation,
                 "finish_task": self.finish_task,
+                "waiting_since": self.waiting_since,
             },
         )
 
     def _hook(self) -> WasbAsyncHook:
-        from airflow.providers.microsoft.azure.hooks.wasb import WasbAsyncHook
+        from azureml_retrain.storage import wasb_async_hook
 
-        return WasbAsyncHook(wasb_conn_id=self.wasb_conn_id)
+        return wasb_async_hook(self.wasb_conn_id)
 
     def _accepted(self, result: dict[str, Any]) -> TriggerEvent:
         if self.finish_task:
@@ -666,18 +818,20 @@ class BlobArrivalTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         criteria = self.criteria
+        clock = self.clock
+        where = f"{criteria.container}/{criteria.list_prefix}"
         previous = Observation.from_json(self.observation)
         last_reason = "no successful check yet"
+        wait_log = WaitLog(waiting_since=self.waiting_since or clock.time(), deadline=self.end_time, clock=clock)
         hook = self._hook()
         client: AsyncBlobServiceClient | None = None
         checks = 0
-        logged_reason: str | None = None
         try:
             while True:
-                if time.time() >= self.end_time:
+                if clock.time() >= self.end_time:
                     message = (
-                        f"Timed out waiting for data in {criteria.container}/{criteria.list_prefix} after "
-                        f"{checks} check(s) in the trigger; last state: {last_reason}"
+                        f"Timed out waiting for data in {where} after {checks} check(s) in the trigger; "
+                        f"last state: {last_reason}"
                     )
                     yield TriggerEvent({"status": "timeout", "message": message})
                     return
@@ -688,12 +842,25 @@ class BlobArrivalTrigger(BaseTrigger):
                         client = await hook.get_async_conn()
                     listing = await list_blobs_async(client, criteria.container, criteria.list_prefix)
                 except Exception as error:
+                    if is_refused_credential(error):
+                        refused = await refused_credential_error_async(self.wasb_conn_id, f"listing {where}", error)
+                        self.log.error("Check #%d: %s", checks, refused)
+                        yield TriggerEvent({"status": "error", "message": str(refused), "fatal": True})
+                        return
                     if not is_transient_error(error):
-                        self.log.exception("Listing %s/%s failed", criteria.container, criteria.list_prefix)
+                        self.log.exception("Listing %s failed", where)
                         yield TriggerEvent({"status": "error", "message": f"Listing failed: {describe_error(error)}"})
                         return
-                    last_reason = f"transient listing error, retrying: {describe_error(error)}"
-                    self.log.warning("Check #%d: %s", checks, last_reason)
+                    failure = describe_error(error)
+                    last_reason = f"transient listing error, retrying: {failure}"
+                    wait_log.report(
+                        self.log,
+                        checks,
+                        error_kind(error),
+                        line=last_reason,
+                        summary=f"the listing keeps failing ({failure})",
+                        level=logging.WARNING,
+                    )
                 else:
                     now = listing.server_time or utcnow()
                     assessment = assess_arrival(criteria, listing, now=now, previous=previous)
@@ -703,15 +870,17 @@ class BlobArrivalTrigger(BaseTrigger):
                         self.log.info("Check #%d: %s", checks, assessment.reason)
                         yield self._accepted(assessment.result)
                         return
-                    # A short poke interval must not flood the log: say what changed, and that it still
-                    # waits now and then.
-                    if assessment.reason != logged_reason or checks % QUIET_CHECKS == 0:
-                        self.log.info("Check #%d (%d listed): %s", checks, len(listing.blobs), assessment.reason)
-                        logged_reason = assessment.reason
+                    wait_log.report(
+                        self.log,
+                        checks,
+                        assessment.reason,
+                        line=f"{assessment.reason} ({len(listing.blobs)} listed)",
+                        summary=assessment.summary,
+                    )
                     if assessment.ready_at is not None:
                         # Wake up right when the selection would become stable, if that is sooner.
                         wait = min(wait, max((assessment.ready_at - now).total_seconds(), 0.0) + 0.05)
-                await asyncio.sleep(max(min(wait, self.end_time - time.time()), 0.0))
+                await clock.sleep(max(min(wait, self.end_time - clock.time()), 0.0))
         finally:
             if client is not None:
                 await client.close()

@@ -281,7 +281,9 @@ def trigger(**overrides: Any) -> BlobArrivalTrigger:
 
 
 def test_serialize_round_trip():
-    original = trigger(marker="_SUCCESS", min_files=2, observation=Observation("f", T0).to_json())
+    original = trigger(
+        marker="_SUCCESS", min_files=2, observation=Observation("f", T0).to_json(), waiting_since=T0.timestamp()
+    )
     classpath, kwargs = original.serialize()
     assert classpath == "azureml_retrain.triggers.blob_arrival.BlobArrivalTrigger"
     assert kwargs == {
@@ -300,6 +302,7 @@ def test_serialize_round_trip():
         "poll_interval": 0.01,
         "observation": {"fingerprint": "f", "changed_at": "2026-11-27T12:00:00+00:00"},
         "finish_task": False,
+        "waiting_since": T0.timestamp(),
     }
     rebuilt = BlobArrivalTrigger(**kwargs)
     assert rebuilt.serialize() == (classpath, kwargs)
@@ -308,7 +311,11 @@ def test_serialize_round_trip():
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
-    [({"poll_interval": 0}, "poll_interval: must be a positive"), ({"end_time": "soon"}, "end_time: must be seconds")],
+    [
+        ({"poll_interval": 0}, "poll_interval: must be a positive"),
+        ({"end_time": "soon"}, "end_time: must be seconds"),
+        ({"waiting_since": "an hour ago"}, "waiting_since: must be seconds"),
+    ],
 )
 def test_trigger_validation(overrides: dict[str, Any], message: str):
     with pytest.raises(ConfigurationError, match=message):
