@@ -342,7 +342,8 @@ class JobClaims:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            downloader = self._blob(location).download_blob()
+            with self.storage.call(f"reading the BES job claim {location}"):
+                downloader = self._blob(location).download_blob()
         except ResourceNotFoundError:
             return Claim(None, None)
         try:
@@ -358,12 +359,13 @@ class JobClaims:
 
         data = json.dumps(dict(content)).encode()
         try:
-            if replacing.etag is None:
-                answer = self._blob(location).upload_blob(data, overwrite=False)
-            else:
-                answer = self._blob(location).upload_blob(
-                    data, overwrite=True, etag=replacing.etag, match_condition=MatchConditions.IfNotModified
-                )
+            with self.storage.call(f"writing the BES job claim {location}"):
+                if replacing.etag is None:
+                    answer = self._blob(location).upload_blob(data, overwrite=False)
+                else:
+                    answer = self._blob(location).upload_blob(
+                        data, overwrite=True, etag=replacing.etag, match_condition=MatchConditions.IfNotModified
+                    )
         except (ResourceExistsError, ResourceModifiedError):
             return None
         return str(answer["etag"])

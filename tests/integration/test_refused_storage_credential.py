@@ -225,6 +225,21 @@ def test_evaluation_read_names_the_connection(container: str, connection_string_
     assert_names_the_credential(refused.value, connection_string_shape, "reading the evaluation results")
 
 
+def test_bes_job_claims_name_the_connection(container: str, connection_string_shape: str):
+    """The claim blob a triggerer-started SubmitBesJob reads and writes beside its first output."""
+    from azureml_retrain.bes import Claim, JobClaims
+    from azureml_retrain.storage import StorageAccount
+
+    claims = JobClaims(StorageAccount(CONN_ID))
+    location = BlobLocation(container, "out/model.ilearner.bes-job.json")
+    with pytest.raises(ConfigurationError) as refused:
+        claims.read(location)
+    assert_names_the_credential(refused.value, connection_string_shape, "reading the BES job claim")
+    with pytest.raises(ConfigurationError) as refused:
+        claims.write(location, {"claimed_at": 1.0}, replacing=Claim(None, None))
+    assert_names_the_credential(refused.value, connection_string_shape, "writing the BES job claim")
+
+
 def test_no_path_is_left_out():
     """Every module that builds a storage client does it through storage.wasb_hook/wasb_async_hook."""
     sources = Path(ROOT / "plugins" / "azureml_retrain").rglob("*.py")
