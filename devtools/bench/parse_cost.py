@@ -122,6 +122,85 @@ def best_time_ratio(ours: list[dict[str, Any]], base: list[dict[str, Any]], key:
     return float(min(o[key] for o in ours)) / float(min(b[key] for b in base))
 
 
+# The layout before configs got a DAG file each: one file building every config and the rollback DAG.
+ONE_FILE_FOR_ALL = """\
+from pathlib import Path
+
+import airflow.providers.common.io.assets.file
+import airflow.providers.standard.decorators.branch_python
+import airflow.providers.standard.decorators.python  # noqa: F401
+
+from azureml_retrain.config import load_configs
+from azureml_retrain.factory import build_dag, build_rollback_dag
+
+_configs = load_configs(Path(__file__).parent / "retraining")
+for _config in _configs:
+    globals()[_config.dag_id] = build_dag(_config)
+rollback = build_rollback_dag(_configs)
+"""
+LAYOUT_SIZES = (2, 10)
+
+
+def layout_files(bench: Bench, models: int) -> dict[str, dict[str, Path]]:
+    """``models`` copies of the churn config, laid out both ways: {layout: {file name: path}}."""
+    import shutil
+
+    import yaml
+
+    churn = yaml.safe_load((ROOT / "dags" / "retraining" / "churn.yaml").read_text())
+    layouts: dict[str, dict[str, Path]] = {}
+    for layout in ("one file for all", "a file per config"):
+        folder = bench.work / "layouts" / f"{models}-{layout.replace(' ', '-')}"
+        (folder / "retraining").mkdir(parents=True, exist_ok=True)
+        files: dict[str, Path] = {}
+        for index in range(models):
+            model = f"model_{index:03d}"
+            config = {**churn, "model": model}
+            config["targets"] = [{**t, "name": f"{model}-{t['name']}"} for t in churn["targets"]]
+            (folder / "retraining" / f"{model}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            if layout == "a file per config":
+                shutil.copy(ROOT / "dags" / "retraining" / "churn.py", folder / "retraining" / f"{model}.py")
+                files[f"retraining/{model}.py"] = folder / "retraining" / f"{model}.py"
+        if layout == "one file for all":
+            (folder / "all_models.py").write_text(ONE_FILE_FOR_ALL)
+            files["all_models.py"] = folder / "all_models.py"
+        else:
+            shutil.copy(ROOT / "dags" / "rollback_model.py", folder / "rollback_model.py")
+            files["rollback_model.py"] = folder / "rollback_model.py"
+        layouts[layout] = files
+    return layouts
+
+
+def layout_checks(bench: Bench, rounds: int) -> list[Check]:
+    """What one DAG file per config costs against one file for all, for N models: the CPU of a full
+    re-parse of the folder (the sum of each file's forked child, best of ``rounds``), and the longest
+    single parse (the DAG processor parses two files at once by default, so a folder of small files
+    also refreshes sooner)."""
+    checks = []
+    for models in LAYOUT_SIZES:
+        layouts = layout_files(bench, models)
+        extra = {f"{models}/{layout}/{name}": path for layout, files in layouts.items() for name, path in files.items()}
+        samples = probe(bench, rounds, extra)
+        totals, longest = {}, {}
+        for layout in layouts:
+            runs = [samples[f"{models}/{layout}/{name}"] for name in layouts[layout]]
+            bests = [min(sample["process_seconds"] for sample in parses) for parses in runs]
+            totals[layout], longest[layout] = sum(bests), max(bests)
+        split, single = totals["a file per config"], totals["one file for all"]
+        checks.append(
+            Check(
+                case=f"{models} models: CPU of parsing the folder, a DAG file per config vs one file for all",
+                value=round(split / single, 2),
+                unit="x",
+                target=None,
+                ours=f"{fmt_seconds(split)} ({models + 1} files, {fmt_seconds(split / models)} per model)",
+                baseline=f"{fmt_seconds(single)} (1 file)",
+                note=f"the longest single parse: {fmt_seconds(longest['a file per config'])} vs {fmt_seconds(single)}",
+            )
+        )
+    return checks
+
+
 def run(bench: Bench) -> Measurement:
     m = Measurement("parse_cost", TITLE)
     rounds = 7 if bench.smoke else 9
@@ -199,6 +278,7 @@ def run(bench: Bench) -> Measurement:
             )
         )
     if not bench.smoke:
+        m.checks.extend(layout_checks(bench, rounds=5))
         names = [BASELINE, *shipped_dag_files()]
         found = processor_samples(bench, names, wanted=4)
         m.raw["dag_processor_last_parse_duration"] = found

@@ -121,8 +121,10 @@ def params_for(config: RetrainingConfig) -> dict[str, Any]:
 
 
 def rules_param() -> Any:
-    """The trigger form's rules override, its JSON schema that of :class:`EvaluationRules` (the
-    form checks the shape; ranges that depend on the metric are checked when the run plans)."""
+    """The trigger form's rules override. Its schema comes from :class:`EvaluationRules`: the fields
+    it knows (a misspelt one is refused at trigger time) and the ones it requires; types, ranges and
+    guards are checked by the model itself when the run plans, before any money is spent. (A fuller
+    JSON schema would cost every parse: Airflow serialises the DAG's params again with every task.)"""
     from airflow.sdk import Param
 
     schema = rules_json_schema()
@@ -132,10 +134,8 @@ def rules_param() -> Any:
         title="Evaluation rules override",
         description="Replaces the config's rules for this run, e.g. "
         '{"metric": "AUC", "threshold": 0.7, "min_absolute_improvement": 0.01}.',
-        properties=schema["properties"],
         required=schema["required"],
-        additionalProperties=False,
-        **{"$defs": schema.get("$defs", {})},
+        propertyNames={"enum": list(schema["properties"])},
     )
 
 

@@ -271,6 +271,24 @@ def test_rules_override_rejects_in_a_manual_run_without_logical_date(emulator, b
     assert xcom(run, "skip_promotion")["reason"] == decision["reason"]
 
 
+def test_a_bad_rules_override_fails_the_plan_before_any_job(emulator, blob_service, airflow_db):
+    """The trigger form's rules are checked by the config's schema when the run plans: an AUC
+    threshold no model can reach costs no BES job, and the plan is not retried."""
+    from airflow.utils.state import DagRunState
+
+    churn = build_retraining("churn", retries=2)
+    land_window(blob_service, churn, DAY2, dataset="churn", window=1)
+    conf = {"window_start": "2026-11-19", "window_end": "2026-11-20", "rules": {"metric": "AUC", "threshold": 1.5}}
+
+    run = run_dag(churn.dag, logical_date=None, run_conf=conf)
+
+    assert run.state == DagRunState.FAILED
+    plan = next(ti for ti in run.get_task_instances() if ti.task_id == "plan")
+    assert (plan.state, plan.try_number) == ("failed", 1), (plan.state, plan.try_number)
+    assert task_states(run)["train"] in ("upstream_failed", None), task_states(run)
+    assert not [r for r in requests_log(emulator) if r["route"] == "bes.submit"]
+
+
 def test_promote_never_trains_on_the_latest_complete_interval(emulator, blob_service, airflow_db):
     from airflow.utils.state import DagRunState
 

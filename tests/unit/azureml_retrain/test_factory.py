@@ -326,11 +326,9 @@ def test_dag_params_validate_a_trigger():
     for (key, value), message in (
         (("promote", "sometimes"), "'sometimes' is not one of"),
         (("rules", "AUC > 0.9"), "is not of type"),
-        # The form's schema is the rules model's: its fields, its guards' shape.
-        (("rules", {"metric": "AUC", "treshold": 0.9}), "Additional properties are not allowed"),
+        # The form knows the rules model's fields (the rest is checked when the run plans).
+        (("rules", {"metric": "AUC", "treshold": 0.9}), "'treshold' is not one of"),
         (("rules", {"threshold": 0.9}), "'metric' is a required property"),
-        (("rules", {"metric": "AUC", "guards": [{"metric": "AUC", "minimum": 0.1}]}), "Additional properties"),
-        (("rules", {"metric": "AUC", "min_absolute_improvement": -1}), "is less than the minimum of 0"),
         (("dry_run", "yes"), "is not of type 'boolean'"),
     ):
         params = ParamsDict(copy.deepcopy(dag.params))
