@@ -3,24 +3,29 @@
 1. Starts Azurite and the emulator if they are not running (and stops exactly those at the end),
    and resets the emulator to its seed (the predictive services serve their initial models) and the
    demo's containers to empty.
-2. Lands three days of generated training data that drifts day by day, for both shipped models
-   (a classic web service and a Resource Manager one), each day's folder closed by a `_SUCCESS`
-   marker.
+2. Takes every config in `dags/retraining/` that trains on one of the local training services (and
+   says which it skips, and why: a broken config, another service); lands three days of generated
+   training data that drifts day by day where each config looks for it, each day's folder closed by
+   its marker.
 3. Runs each retraining DAG for each of those days with `airflow dags test` (the real task runner;
-   deferred waits run their triggers in-process), oldest day first, as a catch-up would.
+   deferred waits run their triggers in-process), oldest day first, as a catch-up would. Each run is
+   a manual run with its window in the run's conf and no logical date: it never takes the place of a
+   run the scheduler makes later for the same window.
 4. Prints, per run: the window, the challenger's and champion's metric, the decision, and what each
-   endpoint serves now; then a prediction before/after through RRS. Exits non-zero if a run failed
+   target serves now; then a prediction before/after through RRS. Exits non-zero if a run failed
    or nothing was promoted.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,7 @@ from devtools import services
 DAY_COUNT = 3
 ROWS_PER_DAY = 600
 DEMO_CONTAINERS = ("training-data", "models", "model-ledger")
+DATA_FILE = "part-0.csv"
 
 
 def _airflow_env() -> dict[str, str]:
@@ -54,11 +60,11 @@ def _blob_service(ports: services.LocalPorts | None = None) -> Any:
     return BlobServiceClient.from_connection_string(services.azurite_connection_string(ports.azurite))
 
 
-def reset_local_state(ports: services.LocalPorts | None = None) -> None:
+def reset_local_state(containers: tuple[str, ...] = DEMO_CONTAINERS, ports: services.LocalPorts | None = None) -> None:
     """The emulator back to its seed and the demo's containers empty (``ports``: default, `make services`)."""
     _emulator("reset", "POST", ports)
     client = _blob_service(ports)
-    for name in DEMO_CONTAINERS:
+    for name in containers:
         container = client.get_container_client(name)
         if container.exists():
             for blob in container.list_blobs():
@@ -67,25 +73,83 @@ def reset_local_state(ports: services.LocalPorts | None = None) -> None:
             container.create_container()
 
 
-def land_data(days: list[datetime], ports: services.LocalPorts | None = None) -> None:
+@dataclass(frozen=True)
+class DemoModel:
+    """A config the demo runs, with the dataset its training service learns from."""
+
+    config: Any
+    dataset: str
+
+
+def demo_models(folder: Path) -> tuple[list[DemoModel], list[str]]:
+    """The configs in ``folder`` the demo can run, and why it skips the others."""
+    from azureml_retrain.config import scan_configs
+
+    datasets = services.training_datasets()
+    scan = scan_configs(folder)
+    broken = "(a broken config: fix it, or move it out of the folder)"
+    skipped = [f"{'; '.join(error.splitlines())} {broken}" for error in scan.errors]
+    models = []
+    for config in scan.configs:
+        dataset = datasets.get(config.training.azureml_conn_id)
+        if dataset is None:
+            skipped.append(
+                f"{config.model}.yaml: trains through connection '{config.training.azureml_conn_id}', not one of the "
+                f"local training services ({', '.join(sorted(datasets))})"
+            )
+        elif not fnmatch.fnmatch(DATA_FILE, config.data.pattern or "*"):
+            pattern = config.data.pattern
+            skipped.append(f"{config.model}.yaml: data.pattern {pattern!r} does not match the demo's {DATA_FILE}")
+        else:
+            models.append(DemoModel(config, dataset))
+    return models, skipped
+
+
+def window_of(config: Any, day: datetime) -> tuple[datetime, datetime]:
+    """The schedule's first interval that starts on ``day`` (the window a scheduled run would train on)."""
+    from zoneinfo import ZoneInfo
+
+    from croniter import croniter
+
+    local = day.astimezone(ZoneInfo(config.timezone)).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = croniter(config.schedule, local - timedelta(microseconds=1)).get_next(datetime)
+    end = croniter(config.schedule, start).get_next(datetime)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def land_data(models: list[DemoModel], days: list[datetime], ports: services.LocalPorts | None = None) -> None:
+    """Each day's training data where each config looks for it, its marker (if any) written last."""
+    from azureml_retrain.sensors.blob_arrival import format_with_window
+    from azureml_retrain.windows import Window
     from emulator.datasets import generate_csv
 
-    container = _blob_service(ports).get_container_client("training-data")
-    for index, day in enumerate(days, start=1):
-        for model in ("churn", "energy"):
-            folder = f"{model}/{day:%Y-%m-%d}"
-            csv = generate_csv(model, rows=ROWS_PER_DAY, window=index, seed=100 + index)
-            container.upload_blob(f"{folder}/part-0.csv", csv.encode(), overwrite=True)
-            container.upload_blob(f"{folder}/_SUCCESS", b"", overwrite=True)
-    print(f"demo: landed {len(days)} days of drifting data for churn and energy in Azurite (training-data/)")
+    client = _blob_service(ports)
+    for model in models:
+        data = model.config.data
+        container = client.get_container_client(data.container)
+        if not container.exists():
+            container.create_container()
+        for index, day in enumerate(days, start=1):
+            window = Window(*window_of(model.config, day), "schedule")
+            folder = format_with_window(data.prefix, window, "data.prefix").rstrip("/")
+            csv = generate_csv(model.dataset, rows=ROWS_PER_DAY, window=index, seed=100 + index)
+            container.upload_blob(f"{folder}/{DATA_FILE}", csv.encode(), overwrite=True)
+            if data.marker:
+                marker = format_with_window(data.marker, window, "data.marker")
+                container.upload_blob(f"{folder}/{marker}", b"", overwrite=True)
+    names = ", ".join(m.config.model for m in models)
+    print(f"demo: landed {len(days)} days of drifting training data for {names} in Azurite")
 
 
-def run_dag(dag_id: str, logical_date: datetime) -> tuple[int, float]:
-    log_path = services.LOG_DIR / f"demo-{dag_id}-{logical_date:%Y%m%d}.log"
+def run_dag(dag_id: str, window: tuple[datetime, datetime]) -> tuple[int, float]:
+    """``airflow dags test`` of one window: a manual run without a logical date, the window in its conf."""
+    start, end = window
+    conf = {"window_start": start.isoformat(), "window_end": end.isoformat()}
+    log_path = services.LOG_DIR / f"demo-{dag_id}-{start:%Y%m%d}.log"
     began = time.monotonic()
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "airflow"), "dags", "test", dag_id, logical_date.isoformat()],
+            [str(Path(sys.executable).parent / "airflow"), "dags", "test", dag_id, "--conf", json.dumps(conf)],
             cwd=services.ROOT,
             env=_airflow_env(),
             stdout=log,
@@ -99,18 +163,20 @@ def run_dag(dag_id: str, logical_date: datetime) -> tuple[int, float]:
             raise
     elapsed = time.monotonic() - began
     # `dags test` exits 0 even when the run fails: ask the metadata database how the run ended.
-    if returncode == 0 and run_state(dag_id, logical_date) != "success":
+    if returncode == 0 and run_state(dag_id, conf["window_start"]) != "success":
         returncode = 1
     if returncode != 0:
-        print(f"demo: {dag_id} for {logical_date:%Y-%m-%d} FAILED; the end of {log_path}:", file=sys.stderr)
+        print(f"demo: {dag_id} for {start:%Y-%m-%d} FAILED; the end of {log_path}:", file=sys.stderr)
         print("\n".join(log_path.read_text().splitlines()[-25:]), file=sys.stderr)
     return returncode, elapsed
 
 
-def run_state(dag_id: str, logical_date: datetime) -> str | None:
+def run_state(dag_id: str, window_start: str) -> str | None:
+    """The state of the latest run of ``dag_id`` for the window starting at ``window_start``."""
     from airflow.models.dagrun import DagRun
 
-    runs = DagRun.find(dag_id=dag_id, logical_date=logical_date)
+    runs = [r for r in DagRun.find(dag_id=dag_id) if (r.conf or {}).get("window_start") == window_start]
+    runs.sort(key=lambda r: r.id)
     return str(runs[-1].state) if runs else None
 
 
@@ -131,15 +197,28 @@ def score(api_location: str, key: str, rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def scoring_endpoints(ports: services.LocalPorts | None = None) -> dict[str, tuple[str, str]]:
+def scoring_endpoint(config: Any, ports: services.LocalPorts | None = None) -> tuple[str, str] | None:
+    """Where the config's first target answers (RRS location and key), or None when it does not exist
+    yet (a run creates it)."""
     state = _emulator("state", ports=ports)
-    classic = next(s for s in state["workspaces"][0]["web_services"] if s["kind"] == "predictive")
-    endpoint = next(e for e in classic["endpoints"] if e["name"] == "retrain01")
-    arm = next(s for s in state["arm_web_services"] if s["kind"] == "predictive")
-    return {
-        "churn": (endpoint["api_location"], endpoint["primary_key"]),
-        "energy": (arm["api_location"], arm["primary_key"]),
-    }
+    target = config.targets[0]
+    if target.kind == "classic_endpoint":
+        for workspace in state["workspaces"]:
+            for service in workspace["web_services"]:
+                if service["id"] == target.web_service_id:
+                    for endpoint in service["endpoints"]:
+                        if endpoint["name"] == target.endpoint_name:
+                            return endpoint["api_location"], endpoint["primary_key"]
+        return None
+    arm = next((s for s in state["arm_web_services"] if s["name"] == target.web_service_name), None)
+    return (arm["api_location"], arm["primary_key"]) if arm else None
+
+
+def predictions(config: Any) -> list[str]:
+    endpoint = scoring_endpoint(config)
+    if endpoint is None or not config.smoke_test_rows:
+        return []
+    return score(*endpoint, config.smoke_test_rows)
 
 
 def main() -> int:
@@ -149,32 +228,33 @@ def main() -> int:
     os.environ.update(services.airflow_environment())
     import logging
 
-    from azureml_retrain.config import load_configs
-    from azureml_retrain.ledger import PromotionLedger
-
     # Importing Airflow turns on azure-core's request logging; the demo's own output is the summary.
     logging.getLogger("azure").setLevel(logging.WARNING)
-    configs = {c.model: c for c in load_configs(services.ROOT / "dags" / "retraining")}
+    models, skipped = demo_models(services.ROOT / "dags" / "retraining")
+    for reason in skipped:
+        print(f"demo: skipping {reason}")
+    if not models:
+        print("demo: FAILED: no config in dags/retraining/ that the demo can run", file=sys.stderr)
+        return 1
+    configs = {m.config.model: m.config for m in models}
     started = services.start_all()
     try:
-        reset_local_state()
+        used = {name for c in configs.values() for name in (c.data.container, c.outputs.container, c.ledger_container)}
+        reset_local_state(tuple(sorted(set(DEMO_CONTAINERS) | used)))
         today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         days = [today - timedelta(days=DAY_COUNT - i) for i in range(DAY_COUNT)]
-        land_data(days)
-        endpoints = scoring_endpoints()
-        before = {m: score(*endpoints[m], configs[m].smoke_test_rows) for m in configs}
+        land_data(models, days)
+        before = {m: predictions(c) for m, c in configs.items()}
         failures, runs = 0, []
         for day in days:
             for model, config in configs.items():
-                # A run is labelled by when it runs: the day after its window, at the schedule's time.
-                hour, minute = int(config.schedule.split()[1]), int(config.schedule.split()[0])
-                run_at = (day + timedelta(days=1)).replace(hour=hour, minute=minute)
-                print(f"demo: running {config.dag_id} for the window of {day:%Y-%m-%d} ...", flush=True)
-                code, elapsed = run_dag(config.dag_id, run_at)
+                window = window_of(config, day)
+                print(f"demo: running {config.dag_id} for the window of {window[0]:%Y-%m-%d} ...", flush=True)
+                code, elapsed = run_dag(config.dag_id, window)
                 failures += code != 0
-                runs.append((model, day, code, elapsed))
-        after = {m: score(*endpoints[m], configs[m].smoke_test_rows) for m in configs}
-        promoted = print_summary(configs, runs, PromotionLedger(), before, after)
+                runs.append((model, window[0], code, elapsed))
+        after = {m: predictions(c) for m, c in configs.items()}
+        promoted = print_summary(configs, runs, before, after)
         if failures or not promoted:
             print(f"demo: FAILED ({failures} failed run(s), {promoted} promotion(s))", file=sys.stderr)
             return 1
@@ -188,24 +268,28 @@ def main() -> int:
 def print_summary(
     configs: dict[str, Any],
     runs: list[tuple[str, datetime, int, float]],
-    ledger: Any,
     before: dict[str, list[str]],
     after: dict[str, list[str]],
 ) -> int:
+    from azureml_retrain.ledger import PromotionLedger
+
+    ledgers = {m: PromotionLedger(c.data.wasb_conn_id, c.ledger_container) for m, c in configs.items()}
+    width = max(7, *(len(m) for m in configs))
     print()
     header = (
-        f"{'model':<7} {'window':<11} {'metric':<24} {'challenger':>10} {'champion':>9}  {'decision':<9} {'run':>6}"
+        f"{'model':<{width}} {'window':<11} {'metric':<24} {'challenger':>10} {'champion':>9}  {'decision':<9} "
+        f"{'run':>6}"
     )
     print(header)
     print("-" * len(header))
     promotions = 0
-    for model, logical_date, code, elapsed in runs:
+    for model, window_start, code, elapsed in runs:
         config = configs[model]
         decision = next(
             (
                 d
-                for d in ledger.decisions(config.dag_id)
-                if str(d.get("window", {}).get("start", "")).startswith(logical_date.isoformat()[:10])
+                for d in ledgers[model].decisions(config.dag_id)
+                if str(d.get("window", {}).get("start", "")).startswith(window_start.isoformat()[:16])
             ),
             None,
         )
@@ -215,17 +299,17 @@ def print_summary(
         champion = (verdict.get("champion") or {}).get(metric)
         outcome = "FAILED" if code else ("promote" if decision and decision.get("promote") else "keep")
         print(
-            f"{model:<7} {logical_date:%Y-%m-%d}  {metric[:24]:<24} {_num(challenger):>10} {_num(champion):>9}  "
+            f"{model:<{width}} {window_start:%Y-%m-%d}  {metric[:24]:<24} {_num(challenger):>10} {_num(champion):>9}  "
             f"{outcome:<9} {elapsed:>5.0f}s"
         )
     print()
     for model, config in configs.items():
         for target in config.targets:
-            records = ledger.records(target.name)
+            records = ledgers[model].records(target.name)
             promotions += sum(r.kind == "promotion" for r in records)
             head = records[-1].model_uri if records else "(initial model)"
             print(f"{target.name:<20} serves {head}")
-        print(f"{model:<20} prediction before: {json.dumps(before[model])}")
+        print(f"{model:<20} prediction before: {json.dumps(before[model]) if before[model] else '(no endpoint yet)'}")
         print(f"{'':<20} prediction after:  {json.dumps(after[model])}")
     print()
     return promotions

@@ -342,10 +342,17 @@ def prepare(
     # The interval the scheduler would run next: a manual run for it also keeps the scheduler from
     # starting its own when the DAGs are unpaused (one run per logical date).
     outcome.next_runs = {dag_id: cluster.api("GET", f"dags/{dag_id}") for dag_id in configs}
-    demo.reset_local_state(ports)
+    demo.reset_local_state(ports=ports)
     days = sorted({str(dag["next_dagrun_data_interval_start"])[:10] for dag in outcome.next_runs.values()})
-    demo.land_data([datetime.fromisoformat(day) for day in days], ports)
-    endpoints = demo.scoring_endpoints(ports)
+    models, _ = demo.demo_models(services.ROOT / "dags" / "retraining")
+    landing = [m for m in models if m.config.dag_id in configs]
+    demo.land_data(landing, [datetime.fromisoformat(day) for day in days], ports)
+    endpoints = {}
+    for config in configs.values():
+        endpoint = demo.scoring_endpoint(config, ports)
+        if endpoint is None:
+            raise RuntimeError(f"{config.model}: its first target does not serve yet")
+        endpoints[config.model] = endpoint
     outcome.served_before = served_models(configs, _emulator_get(ports, "state"), ports)
     outcome.predictions_before = {c.model: demo.score(*endpoints[c.model], c.smoke_test_rows) for c in configs.values()}
     return endpoints

@@ -68,6 +68,20 @@ class LocalPorts:
     emulator_data_dir: Path = DATA_DIR / "emulator"
 
 
+def training_datasets() -> dict[str, str]:
+    """The local training connections and the dataset each one's service learns from (the emulator's
+    data generator names), from the emulator's seed."""
+    from emulator.catalog import load_seed
+
+    seed = load_seed()
+    classic = next(s for s in seed.workspaces[0].web_services if s.kind == "training")
+    arm = next(s for s in seed.arm_web_services if s.kind == "training")
+    return {
+        "azureml_churn_training": seed.experiments[classic.experiment].dataset,
+        "azureml_energy_training": seed.experiments[arm.experiment].dataset,
+    }
+
+
 def airflow_connections(ports: LocalPorts | None = None) -> dict[str, str]:
     """``AIRFLOW_CONN_*`` variables that point Airflow at Azurite and the seeded emulator.
 
