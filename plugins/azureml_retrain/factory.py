@@ -439,9 +439,14 @@ def build_dag(config: RetrainingConfig) -> Any:
         ).expand_kwargs(arm_targets(run_plan))
 
         @task
-        def skip_promotion(run: Any, verdict: Any) -> dict[str, Any]:
+        def skip_promotion(run: Any, verdict: Any, **context: Any) -> dict[str, Any]:
             """The no-promotion branch: says why (also in the DAG's decision log)."""
-            return {"promoted": [], "reason": skip_reason(run, verdict)}
+            reason = skip_reason(run, verdict)
+            outcomes = {t.name: {"outcome": "skipped", "detail": reason} for t in config.targets}
+            record_decision(
+                config, run_id=context["run_id"], plan=run, verdict=verdict, outcomes=outcomes, failure=None
+            )
+            return {"promoted": [], "reason": reason}
 
         @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[asset])
         def report(**context: Any) -> dict[str, Any]:
@@ -453,9 +458,13 @@ def build_dag(config: RetrainingConfig) -> Any:
             if not attempted:
                 # The run took the no-promotion branch (or failed before deciding): nothing to report.
                 raise AirflowSkipException("no promotion was attempted in this run")
-            summary = summarise_promotions(config, promotion_results(ti), attempted)
+            summary = summarise_promotions(config, promotion_results(ti), attempted, promotion_refusals(ti))
             if not summary["promoted"] and not summary["already_serving"]:
-                raise AirflowFailException(promotion_failure(summary) or "no target was promoted")
+                failure = promotion_failure(summary)
+                if failure:
+                    raise AirflowFailException(failure)
+                # Every target refused by the ledger's guard: an outcome, but no new model to announce.
+                raise AirflowSkipException(f"no target was promoted: {summary['refused']}")
             context["outlet_events"][asset].extra = {k: v for k, v in summary.items() if k != "results"}
             return summary
 
@@ -466,15 +475,7 @@ def build_dag(config: RetrainingConfig) -> Any:
 
             The run's state follows its leaf tasks, and ``report`` is not one: this task is what makes
             a run whose promotions (some or all) failed end failed."""
-            from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-
-            ti = context["ti"]
-            attempted = attempted_targets(config, *plan_and_verdict(ti))
-            if not attempted:
-                raise AirflowSkipException("no promotion was attempted in this run")
-            failure = promotion_failure(summarise_promotions(config, promotion_results(ti), attempted))
-            if failure:
-                raise AirflowFailException(failure)
+            end_of_promotions(config, context)
 
         skipped = skip_promotion(run_plan, verdict)
         [wait_for_data, run_plan] >> train >> evaluate >> [promote_classic, promote_arm, skipped]
@@ -491,22 +492,9 @@ class RetrainingEvaluateOperator(EvaluateModelOperator):
         self.config = config
 
     def choose_branch(self, context: Any, decision: dict[str, Any]) -> list[str]:
-        from azureml_retrain.ledger import PromotionLedger
-
-        run = context["ti"].xcom_pull(task_ids=PLAN_TASK)
-        branches = choose_branches(self.config, run, decision)
-        promote = branches != [SKIP_TASK]
-        PromotionLedger(self.config.data.wasb_conn_id, self.config.ledger_container).note_decision(
-            self.config.dag_id,
-            {
-                "run_id": context["run_id"],
-                "window": run["window"],
-                "promote": promote,
-                "reason": decision.get("reason") if promote else skip_reason(run, decision),
-                "decision": decision,
-            },
-        )
-        return branches
+        # The decision log is written once the run knows what happened to each target: by
+        # skip_promotion, or by all_targets_promoted after the promotions.
+        return choose_branches(self.config, context["ti"].xcom_pull(task_ids=PLAN_TASK), decision)
 
 
 def plan_and_verdict(ti: Any) -> tuple[Any, Any]:
@@ -535,6 +523,104 @@ def promotion_results(ti: Any) -> list[dict[str, Any]]:
     return results
 
 
+def promotion_refusals(ti: Any) -> dict[str, str]:
+    """``{target: why}`` for every promotion the ledger's guard refused (those tasks are skipped)."""
+    from azureml_retrain.operators.promote import REFUSAL_XCOM_KEY
+
+    refusals: dict[str, str] = {}
+    for task_id in (CLASSIC_TASK, ARM_TASK):
+        values = ti.xcom_pull(task_ids=task_id, key=REFUSAL_XCOM_KEY, default=None)
+        if isinstance(values, dict):
+            values = [values]
+        for value in values or []:
+            if isinstance(value, dict) and "target" in value:
+                refusals[str(value["target"])] = str(value.get("reason", ""))
+    return refusals
+
+
+def target_outcomes(config: RetrainingConfig, summary: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Per target of ``config``: what the run did to it (promoted, already serving, refused and why,
+    failed, or skipped: not attempted)."""
+    outcomes: dict[str, dict[str, str]] = {}
+    for target in config.targets:
+        name = target.name
+        if name in summary["promoted"]:
+            outcomes[name] = {"outcome": "promoted"}
+        elif name in summary["already_serving"]:
+            outcomes[name] = {"outcome": "already_serving"}
+        elif name in summary["refused"]:
+            outcomes[name] = {"outcome": "refused", "detail": summary["refused"][name]}
+        elif name in summary["failed"]:
+            outcomes[name] = {"outcome": "failed", "detail": "the promotion task failed; see its log"}
+        else:
+            outcomes[name] = {"outcome": "skipped", "detail": "not a target of this run's promotion"}
+    return outcomes
+
+
+def end_of_promotions(config: RetrainingConfig, context: Any) -> None:
+    """``all_targets_promoted``: record what happened to each target in the decision log, then fail
+    the run if a promotion failed (a refusal by the ledger's guard is an outcome, not a failure)."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    ti = context["ti"]
+    plan, verdict = plan_and_verdict(ti)
+    attempted = attempted_targets(config, plan, verdict)
+    if not attempted:
+        raise AirflowSkipException("no promotion was attempted in this run")
+    summary = summarise_promotions(config, promotion_results(ti), attempted, promotion_refusals(ti))
+    failure = promotion_failure(summary)
+    record_decision(
+        config,
+        run_id=context["run_id"],
+        plan=plan,
+        verdict=verdict,
+        outcomes=target_outcomes(config, summary),
+        failure=failure,
+    )
+    if failure:
+        raise AirflowFailException(failure)
+
+
+def record_decision(
+    config: RetrainingConfig,
+    *,
+    run_id: str,
+    plan: Any,
+    verdict: Any,
+    outcomes: dict[str, dict[str, str]],
+    failure: str | None,
+) -> None:
+    """Append the run's entry to the DAG's decision log, after its promotions: the verdict, and what
+    happened to each target. ``promote`` says whether any target now serves the run's model. A retry
+    of the writing task does not write it twice."""
+    from azureml_retrain.ledger import PromotionLedger
+
+    ledger = PromotionLedger(config.data.wasb_conn_id, config.ledger_container)
+    if any(d.get("run_id") == run_id and d.get("targets") == outcomes for d in ledger.decisions(config.dag_id)):
+        return
+    promoted = [name for name, o in outcomes.items() if o["outcome"] == "promoted"]
+    refused = {name: o["detail"] for name, o in outcomes.items() if o["outcome"] == "refused"}
+    if failure:
+        reason = failure
+    elif refused and not promoted:
+        reason = "not promoted: " + "; ".join(refused.values())
+    elif all(o["outcome"] == "skipped" for o in outcomes.values()):
+        reason = next(iter(outcomes.values()))["detail"]
+    else:
+        reason = (verdict or {}).get("reason", "")
+    ledger.note_decision(
+        config.dag_id,
+        {
+            "run_id": run_id,
+            "window": (plan or {}).get("window"),
+            "promote": bool(promoted),
+            "reason": reason,
+            "decision": verdict,
+            "targets": outcomes,
+        },
+    )
+
+
 def attempted_targets(config: RetrainingConfig, plan: Any, decision: Any) -> list[str]:
     """Names of the targets the run's ``decide`` branch sent to promotion (none when it skipped
     promotion, or when the run failed before deciding: no plan or no evaluation)."""
@@ -546,15 +632,20 @@ def attempted_targets(config: RetrainingConfig, plan: Any, decision: Any) -> lis
 
 
 def summarise_promotions(
-    config: RetrainingConfig, results: list[dict[str, Any]], attempted: list[str] | None = None
+    config: RetrainingConfig,
+    results: list[dict[str, Any]],
+    attempted: list[str] | None = None,
+    refused: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """``{"promoted", "already_serving", "failed"}`` target names; a target is failed when its promotion
-    was attempted (default: every target) and returned no result."""
+    """``{"promoted", "already_serving", "failed"}`` target names and ``"refused"`` ``{target: why}``;
+    a target is failed when its promotion was attempted (default: every target), returned no result
+    and was not refused by the ledger's guard."""
     promoted = sorted(r["target"] for r in results if r.get("changed"))
     unchanged = sorted(r["target"] for r in results if not r.get("changed"))
     expected = {t.name for t in config.targets} if attempted is None else set(attempted)
-    failed = sorted(expected - set(promoted) - set(unchanged))
-    return {"promoted": promoted, "already_serving": unchanged, "failed": failed}
+    refusals = {name: why for name, why in (refused or {}).items() if name in expected}
+    failed = sorted(expected - set(promoted) - set(unchanged) - set(refusals))
+    return {"promoted": promoted, "already_serving": unchanged, "refused": refusals, "failed": failed}
 
 
 def promotion_failure(summary: dict[str, Any]) -> str | None:

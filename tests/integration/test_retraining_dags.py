@@ -17,12 +17,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from airflow.sdk.exceptions import AirflowSkipException
 
 from azureml_retrain.blobs import BlobLocation
 from azureml_retrain.config import load_config
 from azureml_retrain.factory import build_rollback_dag, stage_training_input
 from azureml_retrain.ledger import NO_MODEL, PromotionLedger, PromotionRefusedError
-from azureml_retrain.operators.promote import PatchEndpointOperator
+from azureml_retrain.operators.promote import REFUSAL_XCOM_KEY, PatchEndpointOperator
 from azureml_retrain.windows import latest_cron_interval
 from support.airflow_context import make_context
 from support.dags import register_dag
@@ -143,7 +144,7 @@ def test_shipped_churn_dag_promotes_to_both_endpoints(emulator, blob_service, ai
         assert promotion.window == window
         assert (promotion.dag_id, promotion.run_id) == ("retrain_churn", run.run_id)
     report = xcom(run, "report")
-    assert report == {"promoted": list(CHURN_TARGETS), "already_serving": [], "failed": []}
+    assert report == {"promoted": list(CHURN_TARGETS), "already_serving": [], "refused": {}, "failed": []}
     (event,) = asset_events("azureml_model_churn", run=run)
     assert event["source_task_id"] == "report"
     assert event["extra"]["promoted"] == list(CHURN_TARGETS)
@@ -170,7 +171,8 @@ def test_energy_dag_updates_the_arm_web_service(emulator, blob_service, airflow_
     assert promotion.model_uri == promoted["current_uri"]
     assert promotion.window == {"start": "2026-11-18T03:00:00+00:00", "end": "2026-11-19T03:00:00+00:00"}
     assert "Root Mean Squared Error" in promotion.metrics
-    assert xcom(run, "report") == {"promoted": ["energy-predictive"], "already_serving": [], "failed": []}
+    report = {"promoted": ["energy-predictive"], "already_serving": [], "refused": {}, "failed": []}
+    assert xcom(run, "report") == report
     assert len(asset_events(f"azureml_model_{energy.config.model}", run=run)) == 1
 
 
@@ -374,8 +376,15 @@ def test_one_failing_endpoint_does_not_stop_the_other(emulator, blob_service, ai
     assert xcom(run, "report") == {
         "promoted": ["churn-retrain01"],
         "already_serving": [],
+        "refused": {},
         "failed": ["churn-retrain02"],
     }
+    # The decision log, written after the attempt, says what happened to each target.
+    (decision,) = churn.ledger.decisions(churn.dag_id)
+    assert decision["promote"] is True
+    assert decision["reason"] == "promoted to ['churn-retrain01'], but not to ['churn-retrain02']"
+    assert decision["targets"]["churn-retrain01"] == {"outcome": "promoted"}
+    assert decision["targets"]["churn-retrain02"]["outcome"] == "failed"
     new_model = endpoint_model(emulator, "retrain01")
     assert new_model is not None and new_model.endswith(model_of(run))
     assert endpoint_model(emulator, "retrain02") == seed_model  # created by the run, never patched
@@ -419,18 +428,22 @@ def test_older_window_never_replaces_newer_and_rollbacks(emulator, blob_service,
     assert decision["reason"].startswith("not promoted: backfill runs only train and evaluate")
     assert served_models(emulator) == dict.fromkeys(CHURN_TARGETS, newer_model)
 
-    capfd.readouterr()
+    # A refusal by the no-demotion guard is an outcome of the run, not a failure: the run succeeds,
+    # the promotions are skipped, and the decision log says each target refused, and why.
     older = run_dag(churn.dag, logical_date=scheduled_run_of(churn, DAY1), run_conf={"promote": "force"})
-    assert older.state == DagRunState.FAILED
+    assert older.state == DagRunState.SUCCESS, task_states(older)
     states = task_states(older)
-    assert states["promote_classic_endpoints[0]"] == states["promote_classic_endpoints[1]"] == "failed"
-    assert states["report"] == states["all_targets_promoted"] == "failed"
-    log = "".join(capfd.readouterr())
+    assert states["promote_classic_endpoints[0]"] == states["promote_classic_endpoints[1]"] == "skipped"
+    assert (states["report"], states["all_targets_promoted"]) == ("skipped", "success")
+    decision = churn.ledger.decisions(churn.dag_id)[-1]
+    assert decision["run_id"] == older.run_id and decision["promote"] is False
     for target in CHURN_TARGETS:
-        assert (
-            f"PromotionRefusedError: {target} serves a model trained on data up to 2026-11-20T02:00:00+00:00; "
-            "a model trained on an older window (up to 2026-11-19T02:00:00+00:00) does not replace it"
-        ) in log
+        assert decision["targets"][target] == {
+            "outcome": "refused",
+            "detail": f"{target} serves a model trained on data up to 2026-11-20T02:00:00+00:00; a model trained "
+            "on an older window (up to 2026-11-19T02:00:00+00:00) does not replace it",
+        }
+    assert decision["reason"].startswith("not promoted: churn-retrain01 serves a model trained on data up to")
     assert served_models(emulator) == dict.fromkeys(CHURN_TARGETS, newer_model)
     assert [r.model_uri for r in churn.ledger.records("churn-retrain01")] == [seed_model, newer_model]
     # Refused by the guard, under the lock, before any PATCH: the endpoints were patched once (by `newer`).
@@ -513,10 +526,12 @@ def test_concurrent_promotions_to_one_target_are_serialised(emulator, trained):
 
     def promote(name: str, model: str) -> None:
         op = ledgered_patch(emulator, ledger, model, task_id=name, expected_model_uri=NO_MODEL)
+        context = make_context(run_id=name)
         try:
-            outcomes[name] = op.execute(make_context(run_id=name))  # type: ignore[arg-type]
+            outcomes[name] = op.execute(context)  # type: ignore[arg-type]
         except Exception as error:  # recorded for the assertions
             outcomes[name] = error
+        outcomes[f"{name}_refusal"] = context["ti"].xcom.get(REFUSAL_XCOM_KEY)
         outcomes[f"{name}_done"] = time.monotonic()
 
     first = threading.Thread(target=promote, args=("first", trained["w1"]))
@@ -534,8 +549,10 @@ def test_concurrent_promotions_to_one_target_are_serialised(emulator, trained):
     second.join(60)
 
     assert isinstance(outcomes["first"], dict) and outcomes["first"]["changed"] is True
-    assert isinstance(outcomes["second"], PromotionRefusedError)
-    assert "changed since this run evaluated against it" in str(outcomes["second"])
+    # Refused: the task skips itself (an outcome, not a failure) and says why.
+    assert isinstance(outcomes["second"], AirflowSkipException), outcomes["second"]
+    assert outcomes["second_refusal"]["target"] == "churn-retrain01"
+    assert "changed since this run evaluated against it" in outcomes["second_refusal"]["reason"]
     # The second waited for the first's lock (held for the whole delayed PATCH) and only failed once
     # the first was done (a little slack: the first thread records its end after releasing the lock).
     assert outcomes["second_done"] - second_started > 1.0
@@ -543,3 +560,20 @@ def test_concurrent_promotions_to_one_target_are_serialised(emulator, trained):
     assert str(endpoint_model(emulator, "retrain01")).endswith(trained["w1"])
     assert [r.kind for r in ledger.records("churn-retrain01")] == ["baseline", "promotion"]
     assert len(requests_log(emulator, "mgmt.endpoint.patch")) == 1
+
+
+@pytest.mark.parametrize("on_refusal", ["skip", "fail"])
+def test_a_refused_promotion_skips_or_fails_as_asked_and_changes_nothing(emulator, trained, on_refusal):
+    ledger = PromotionLedger(container=f"ledger-refusal-{time.monotonic_ns() % 10**8}")
+    before = endpoint_model(emulator, "retrain01")
+    op = ledgered_patch(
+        emulator, ledger, trained["w1"], expected_model_uri="aml://evaluated/against.ilearner", on_refusal=on_refusal
+    )
+    context = make_context(run_id="refused")
+    expected = AirflowSkipException if on_refusal == "skip" else PromotionRefusedError
+    with pytest.raises(expected, match="changed since this run evaluated against it"):
+        op.execute(context)  # type: ignore[arg-type]
+    refusal = context["ti"].xcom.get(REFUSAL_XCOM_KEY)
+    assert (refusal is not None) == (on_refusal == "skip")
+    assert endpoint_model(emulator, "retrain01") == before
+    assert not requests_log(emulator, "mgmt.endpoint.patch")

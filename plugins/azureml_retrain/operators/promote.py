@@ -66,6 +66,10 @@ def location_uri(location: Mapping[str, str | None]) -> str:
     return f"{location.get('base_location') or ''}{(location.get('relative_location') or '').lstrip('/')}"
 
 
+#: XCom key of a promotion the ledger's guard refused: ``{"target", "reason"}`` (the task is skipped).
+REFUSAL_XCOM_KEY = "refusal"
+
+
 def _challenger_metrics(value: Any) -> dict[str, Any]:
     """Metrics from an EvaluateModelOperator decision (its ``challenger``) or a plain metrics dict."""
     if not isinstance(value, Mapping):
@@ -113,6 +117,7 @@ class _PromoteBase(BaseOperator):
         metrics: Any = None,
         allow_older_window: bool = False,
         record_kind: str = "promotion",
+        on_refusal: str = "skip",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -132,6 +137,9 @@ class _PromoteBase(BaseOperator):
         self.record_kind = record_kind
         if record_kind not in ("promotion", "rollback"):
             raise ConfigurationError(f"record_kind: expected 'promotion' or 'rollback', got {record_kind!r}")
+        if on_refusal not in ("skip", "fail"):
+            raise ConfigurationError(f"on_refusal: expected 'skip' or 'fail', got {on_refusal!r}")
+        self.on_refusal = on_refusal
 
     def model_location(self) -> BlobLocation:
         location = resolve_output(self.model, self.output_name, field="model")
@@ -155,10 +163,25 @@ class _PromoteBase(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         if not self.ledger_container:
             return self.promote(context)
-        from azureml_retrain.ledger import LedgerRecord, PromotionLedger
+        from azureml_retrain.ledger import PromotionLedger, PromotionRefusedError
 
         ledger = PromotionLedger(self.wasb_conn_id, self.ledger_container)
         target = self.target_name or self.default_target_name
+        try:
+            return self._promote_guarded(context, ledger, target)
+        except PromotionRefusedError as refusal:
+            # The ledger's guard said no before anything changed: the target keeps its model. That is
+            # an outcome of the run (recorded with why), not a failure to retry.
+            if self.on_refusal == "fail":
+                raise
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            context["ti"].xcom_push(key=REFUSAL_XCOM_KEY, value={"target": target, "reason": str(refusal)})
+            raise AirflowSkipException(f"not promoted: {refusal}") from None
+
+    def _promote_guarded(self, context: Context, ledger: Any, target: str) -> dict[str, Any]:
+        from azureml_retrain.ledger import LedgerRecord
+
         run_id = str(context.get("run_id") or "")
         map_index = getattr(context.get("ti"), "map_index", -1)
         with ledger.guard(

@@ -34,6 +34,7 @@ from azureml_retrain.factory import (
     stop_a_dry_run,
     summarise_promotions,
     target_kwargs,
+    target_outcomes,
     training_input,
 )
 from azureml_retrain.ledger import NO_MODEL, LedgerRecord, PromotionLedger
@@ -188,20 +189,43 @@ def result(target: str, changed: bool) -> dict[str, Any]:
 
 def test_summarise_all_promoted():
     summary = summarise_promotions(CHURN, [result("churn-retrain02", True), result("churn-retrain01", True)])
-    assert summary == {"promoted": ["churn-retrain01", "churn-retrain02"], "already_serving": [], "failed": []}
+    assert summary == {
+        "promoted": ["churn-retrain01", "churn-retrain02"],
+        "already_serving": [],
+        "refused": {},
+        "failed": [],
+    }
     assert promotion_failure(summary) is None
 
 
 def test_summarise_one_failed_one_already_serving():
     summary = summarise_promotions(CHURN, [result("churn-retrain01", False)])
-    assert summary == {"promoted": [], "already_serving": ["churn-retrain01"], "failed": ["churn-retrain02"]}
+    assert summary == {
+        "promoted": [],
+        "already_serving": ["churn-retrain01"],
+        "refused": {},
+        "failed": ["churn-retrain02"],
+    }
     assert promotion_failure(summary) == "promoted to ['churn-retrain01'], but not to ['churn-retrain02']"
 
 
 def test_summarise_counts_only_attempted_targets_as_failed():
-    assert summarise_promotions(CHURN, [], attempted=[]) == {"promoted": [], "already_serving": [], "failed": []}
+    empty = {"promoted": [], "already_serving": [], "refused": {}, "failed": []}
+    assert summarise_promotions(CHURN, [], attempted=[]) == empty
     summary = summarise_promotions(mixed_config(), [result("churn-retrain01", True)], attempted=["churn-retrain01"])
     assert summary["failed"] == []
+
+
+def test_a_target_the_ledger_refused_is_an_outcome_not_a_failure():
+    refused = {"churn-retrain02": "serves a model trained on newer data", "energy-predictive": "not attempted"}
+    summary = summarise_promotions(CHURN, [result("churn-retrain01", True)], refused=refused)
+    assert summary["refused"] == {"churn-retrain02": "serves a model trained on newer data"}
+    assert summary["failed"] == [] and promotion_failure(summary) is None
+    outcomes = target_outcomes(CHURN, summary)
+    assert outcomes == {
+        "churn-retrain01": {"outcome": "promoted"},
+        "churn-retrain02": {"outcome": "refused", "detail": "serves a model trained on newer data"},
+    }
 
 
 def test_promotion_failure_when_nothing_was_promoted():
