@@ -16,14 +16,15 @@
   their concatenation, written by its pre-execute step. A dry run stops there: ``train`` skips
   itself, and so does everything after it.
 * ``evaluate`` judges the model and branches: the run's ``promote`` param (auto/never/force) over
-  the verdict, and backfills do not promote unless asked. Why a run promoted or not goes to the
-  ledger container's decision log. (One task, not an evaluate and a decide: each task on the path
-  costs a worker start and a scheduling hop.)
+  the verdict, and backfills do not promote unless asked. (One task, not an evaluate and a decide:
+  each task on the path costs a worker start and a scheduling hop.)
 * Promotion is mapped over the config's targets: one failing target does not stop the others, and
   ``report`` lists which were promoted and which failed (it is skipped when no promotion was
-  attempted); ``all_targets_promoted`` then fails the run if any target failed. Each promotion
-  holds the target's ledger lock and applies only if the target still serves the model the run
-  evaluated against, and only if its window is not older than the serving model's.
+  attempted); ``all_targets_promoted`` then writes the run's entry in the ledger container's
+  decision log (what happened to each target) and fails the run if any target failed. Each
+  promotion holds the target's ledger lock and applies only if the target still serves the model
+  the run evaluated against, and only if its window is not older than the serving model's; a
+  refusal skips the promotion with the reason, an outcome rather than a failure.
 """
 
 from __future__ import annotations
@@ -485,7 +486,7 @@ def build_dag(config: RetrainingConfig) -> Any:
 
 class RetrainingEvaluateOperator(EvaluateModelOperator):
     """``evaluate`` of a retraining DAG: the verdict, then the run's promote policy picks the branch
-    (:func:`choose_branches`), and the decision log records why the run promoted or not."""
+    (:func:`choose_branches`)."""
 
     def __init__(self, *, config: RetrainingConfig, **kwargs: Any) -> None:
         super().__init__(promote_task_ids=[CLASSIC_TASK, ARM_TASK], reject_task_ids=[SKIP_TASK], **kwargs)
