@@ -226,6 +226,14 @@ def build_request(
     }
 
 
+def ensure_output_containers(storage: StorageAccount, outputs: Mapping[str, Any] | None) -> None:
+    """Create the containers the job's outputs go to, when missing: BES writes into existing
+    containers only, and a missing one fails the job with a "blob not found" that hides the cause."""
+    locations = validate_locations(outputs, "outputs", outputs=True)
+    for container in sorted({location.container for location in locations.values()}):
+        storage.ensure_container(container)
+
+
 def describe_request(body: Mapping[str, Any]) -> str:
     """What a request reads and writes, for the log: relative locations and parameter names only."""
     return (

@@ -214,13 +214,9 @@ def prepare_training(config: RetrainingConfig, context: Any) -> None:
 
 def ensure_container(wasb_conn_id: str, container: str) -> None:
     """Create ``container`` when it does not exist yet (idempotent)."""
-    from azure.core.exceptions import ResourceExistsError
-
     from azureml_retrain.storage import StorageAccount
 
-    storage = StorageAccount(wasb_conn_id)
-    with storage.call(f"creating container {container}"), contextlib.suppress(ResourceExistsError):
-        storage.client.create_container(container)
+    StorageAccount(wasb_conn_id).ensure_container(container)
 
 
 def stage_training_input(config: RetrainingConfig, arrival: dict[str, Any], staged: BlobLocation) -> None:

@@ -12,6 +12,7 @@ the task fails without retrying (a wrong key does not fix itself).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -193,6 +194,14 @@ class StorageAccount:
     @cached_property
     def client(self) -> Any:
         return self.hook.blob_service_client
+
+    def ensure_container(self, container: str) -> None:
+        """Create ``container`` when it does not exist yet (idempotent). BES writes its outputs into
+        existing containers only: a missing one fails the job with a misleading "blob not found"."""
+        from azure.core.exceptions import ResourceExistsError
+
+        with self.call(f"creating container {container}"), contextlib.suppress(ResourceExistsError):
+            self.client.create_container(container)
 
     @property
     def account_name(self) -> str:

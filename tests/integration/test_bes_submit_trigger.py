@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -157,3 +158,11 @@ def test_another_tasks_output_is_refused_at_parse_time(container, churn_input):
             start_from_trigger=True,
         )
     assert str(error.value).startswith("inputs: start_from_trigger=True needs values or Jinja templates")
+
+
+def test_the_trigger_creates_a_missing_output_container_before_its_claim(emulator, churn_input, blob_service):
+    fresh = f"fresh-{uuid.uuid4().hex[:10]}"
+    event = run_trigger(trigger_of(triggered_op(fresh, churn_input)))
+    assert event["task_instance_state"] == "success", event
+    assert claim(blob_service, fresh)["job_id"] == event["xcoms"]["return_value"]["job_id"]
+    blob_service.delete_container(fresh)

@@ -14,6 +14,7 @@ import io
 import json
 import threading
 import time
+import uuid
 import zipfile
 from collections.abc import Callable
 from typing import Any
@@ -524,3 +525,15 @@ def test_a_library_error_is_retried_with_a_new_job(emulator, container, churn_in
     assert len(errors) == 1 and not isinstance(errors[0], AirflowFailException)
     assert "Train Model: Error 1000: boom (LibraryExecutionError/LibraryException)" in str(errors[0])
     assert [j["status"] for j in jobs(emulator)] == ["Failed", "Finished"]
+
+
+def test_a_missing_output_container_is_created_before_the_job(emulator, container, churn_input, blob_service):
+    """BES writes into existing containers only: on fresh storage the job would fail with "blob not
+    found", hiding the cause. The operator creates the outputs' container first."""
+    fresh = f"fresh-{uuid.uuid4().hex[:10]}"
+    assert not blob_service.get_container_client(fresh).exists()
+    result = churn_op(fresh, churn_input).execute(make_context())
+    assert result["status"] == "Finished"
+    assert blob_service.get_container_client(fresh).exists()
+    assert_outputs_written(blob_service, result)
+    blob_service.delete_container(fresh)

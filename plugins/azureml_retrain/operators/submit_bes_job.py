@@ -13,6 +13,7 @@ from azureml_retrain.bes import (
     JobProgress,
     build_request,
     describe_request,
+    ensure_output_containers,
     job_failure,
     job_record,
     job_status,
@@ -65,6 +66,9 @@ class SubmitBesJobOperator(BaseOperator):
     :param wasb_conn_id: storage connection holding the inputs and outputs.
     :param reference_mode: ``"sas"`` (default: blob-scoped, short-lived tokens) or
         ``"connection_string"`` (the account key travels to the service).
+    :param create_output_containers: create the outputs' containers when missing, before submitting
+        (BES writes into existing containers only: a missing one fails the job with a "blob not
+        found"). Turn off for a credential that may not create containers.
     :param deferrable: wait in the triggerer (default) instead of holding a worker slot.
     :param defer_after: seconds a deferrable task follows its job in the worker before deferring, on
         the same polling schedule: a job that ends that soon spares the deferral's round trip through
@@ -106,6 +110,7 @@ class SubmitBesJobOperator(BaseOperator):
         azureml_conn_id: str = AzureMLWebServiceHook.default_conn_name,
         wasb_conn_id: str = "wasb_default",
         reference_mode: str = "sas",
+        create_output_containers: bool = True,
         deferrable: bool = True,
         defer_after: float = 3.0,
         poll_interval: float = 1.0,
@@ -122,6 +127,7 @@ class SubmitBesJobOperator(BaseOperator):
         self.azureml_conn_id = azureml_conn_id
         self.wasb_conn_id = wasb_conn_id
         self.reference_mode = reference_mode
+        self.create_output_containers = create_output_containers
         self.deferrable = deferrable
         self.defer_after = defer_after
         self.poll_interval = poll_interval
@@ -161,6 +167,7 @@ class SubmitBesJobOperator(BaseOperator):
                 azureml_conn_id=self.azureml_conn_id,
                 wasb_conn_id=self.wasb_conn_id,
                 reference_mode=self.reference_mode,
+                create_output_containers=self.create_output_containers,
                 job_timeout_seconds=self.job_timeout.total_seconds(),
                 poll_interval=self.poll_interval,
                 max_poll_interval=self.max_poll_interval,
@@ -336,6 +343,8 @@ class SubmitBesJobOperator(BaseOperator):
 
     def _submit_and_start(self, store: Any, context: Context) -> dict[str, Any]:
         body = self.build_request()
+        if self.create_output_containers:
+            ensure_output_containers(StorageAccount(self.wasb_conn_id), self.outputs)
         self.log.info("Submitting BES job: %s", describe_request(body))
         job_id = self.hook.submit_job(body)
         record = job_record(

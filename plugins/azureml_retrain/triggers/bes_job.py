@@ -17,6 +17,7 @@ from azureml_retrain.bes import (
     JobProgress,
     build_request,
     describe_request,
+    ensure_output_containers,
     job_record,
     reattach,
     start_job,
@@ -235,6 +236,7 @@ class BesSubmitTrigger(BesJobTrigger):
         azureml_conn_id: str,
         wasb_conn_id: str = "wasb_default",
         reference_mode: str = "sas",
+        create_output_containers: bool = True,
         job_timeout_seconds: float = 6 * 3600.0,
         poll_interval: float = 1.0,
         max_poll_interval: float = 60.0,
@@ -254,6 +256,7 @@ class BesSubmitTrigger(BesJobTrigger):
         self.global_parameters = global_parameters
         self.wasb_conn_id = wasb_conn_id
         self.reference_mode = reference_mode
+        self.create_output_containers = create_output_containers
         self.job_timeout_seconds = job_timeout_seconds
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -266,6 +269,7 @@ class BesSubmitTrigger(BesJobTrigger):
                 "azureml_conn_id": self.azureml_conn_id,
                 "wasb_conn_id": self.wasb_conn_id,
                 "reference_mode": self.reference_mode,
+                "create_output_containers": self.create_output_containers,
                 "job_timeout_seconds": self.job_timeout_seconds,
                 "poll_interval": self.poll_interval,
                 "max_poll_interval": self.max_poll_interval,
@@ -310,6 +314,8 @@ class BesSubmitTrigger(BesJobTrigger):
         # One storage client for the claim and the request: each connection lookup is a round trip to
         # the triggerer's supervisor, shared by every trigger of the process.
         storage = StorageAccount(self.wasb_conn_id)
+        if self.create_output_containers:  # the claim blob goes there too
+            ensure_output_containers(storage, self.outputs)
         claims = JobClaims(storage)
         try_number = self._try_number()
         give_up_at = time.time() + STALE_CLAIM_SECONDS + 10

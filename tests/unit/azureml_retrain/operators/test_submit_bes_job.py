@@ -44,6 +44,7 @@ def status(code: str, details: str | None = None) -> Reply:
 
 def make_operator(*script, **kwargs) -> tuple[SubmitBesJobOperator, FakeTransport]:
     kwargs.setdefault("defer_after", 0)  # most tests here are about the deferral itself
+    kwargs.setdefault("create_output_containers", False)  # no storage service in unit tests
     op = SubmitBesJobOperator(
         task_id="train",
         inputs={"input1": "training-data/2026-11-26/data.csv"},
