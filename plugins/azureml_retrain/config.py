@@ -283,3 +283,40 @@ def config_of_dag_file(dag_file: str | Path) -> Path:
     if len(found) > 1:
         raise ConfigurationError(f"{dag_path.name}: both {found[0].name} and {found[1].name} exist; keep one")
     return found[0]
+
+
+def check(paths: list[Path]) -> int:
+    """``python -m azureml_retrain.config check FILE...``: each config as the DAG processor would
+    take it (the same messages), and whether its DAG file is beside it. 0 when every one is fine."""
+    import sys
+
+    failures = 0
+    for path in paths:
+        dag_file = path.with_suffix(".py")
+        try:
+            if dag_file.is_file():
+                from azureml_retrain.factory import retraining_dag
+
+                dag_id = retraining_dag(dag_file).dag_id  # what the DAG processor runs, config and all
+            else:
+                dag_id = load_config(path).dag_id
+                raise ConfigurationError(
+                    f"{path.name}: valid, but no DAG file {dag_file.name} beside it, so Airflow builds no DAG "
+                    f"from it: copy any DAG file of the folder (e.g. churn.py) to {dag_file.name}"
+                )
+        except ConfigurationError as error:
+            failures += 1
+            sys.stdout.write(f"{error}\n")
+            continue
+        sys.stdout.write(f"{path.name}: OK ({dag_id}, built by {dag_file.name})\n")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    arguments = sys.argv[1:]
+    if len(arguments) < 2 or arguments[0] != "check":
+        sys.stderr.write("usage: python -m azureml_retrain.config check CONFIG.yaml [...]\n")
+        sys.exit(2)
+    sys.exit(check([Path(argument) for argument in arguments[1:]]))

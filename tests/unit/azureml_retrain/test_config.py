@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,29 @@ def test_a_folder_scan_loads_each_config_on_its_own(tmp_path: Path):
     assert scan.errors[1].startswith(expected)
     with pytest.raises(ConfigurationError, match=r"(?s)churn\.yml: .*typo\.yaml: "):
         load_configs(tmp_path)
+
+
+def test_the_check_command_says_what_the_dag_processor_would(tmp_path: Path):
+    """`python -m azureml_retrain.config check FILE...`: exit code, and the DAG processor's messages."""
+    import os
+    import subprocess
+    import sys
+
+    shutil.copy(CONFIG_DIR / "churn.yaml", tmp_path / "churn.yaml")
+    shutil.copy(CONFIG_DIR / "churn.py", tmp_path / "churn.py")
+    (tmp_path / "lonely.yaml").write_text(yaml.safe_dump({**BASE, "model": "lonely"}, sort_keys=False))
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump({**BASE, "model": "typo", "trainnig": {}}, sort_keys=False))
+
+    def check(*names: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "azureml_retrain.config", "check", *(str(tmp_path / n) for n in names)]
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "plugins")}
+        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
+
+    good = check("churn.yaml")
+    assert (good.returncode, good.stdout) == (0, "churn.yaml: OK (retrain_churn, built by churn.py)\n")
+    bad = check("churn.yaml", "lonely.yaml", "typo.yaml")
+    assert bad.returncode == 1
+    lines = bad.stdout.splitlines()
+    assert lines[0].startswith("churn.yaml: OK")
+    assert lines[1].startswith("lonely.yaml: valid, but no DAG file lonely.py beside it")
+    assert lines[2] == "typo.yaml: trainnig: not a field of a retraining config; did you mean 'training'?"
