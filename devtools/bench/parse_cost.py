@@ -21,12 +21,13 @@ from devtools.services import ROOT
 
 TARGET_RATIO = 1.3
 BASELINE = "bench_parse_baseline.py"
-# A retraining DAG file builds one DAG of 13 tasks and the rollback file one of 5, and they miss the
-# 1.3x target against a one-task DAG (docs/performance.md): the smoke run guards them against
-# regressions instead, at about 1.5x their figures when the files were split per config.
+# A retraining DAG file builds one DAG of 11 tasks, the rollback file one of 6 and the hand-written
+# example one of 5, and they miss the 1.3x target against a one-task DAG (docs/performance.md): the
+# smoke run guards them against regressions instead, at about 1.5x-3x their figures of 2026-12-07.
 REGRESSION_LIMITS = {
     "retraining/churn.py": {"time": 12.0, "modules": 3.5},
     "rollback_model.py": {"time": 12.0, "modules": 3.5},
+    "example_handwritten_retraining.py": {"time": 8.0, "modules": 3.5},
 }
 
 TITLE = "DAG parse cost"
