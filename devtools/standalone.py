@@ -257,8 +257,11 @@ class Supervisor:
         return 0
 
     def _database_url(self) -> str:
+        present = postgres_bin_dir() is not None
+        if not present and os.geteuid() == 0:
+            print("setup: PostgreSQL from Debian's packages (apt-get, first run only)", flush=True)
         try:
-            installed = ensure_system_packages({POSTGRES_PACKAGE: postgres_bin_dir() is not None})
+            installed = ensure_system_packages({POSTGRES_PACKAGE: present})
         except (RuntimeError, subprocess.CalledProcessError) as error:
             print(
                 f"warning: PostgreSQL is not available ({error}).\n"
