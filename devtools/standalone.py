@@ -33,6 +33,7 @@ import os
 import secrets
 import shlex
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -231,6 +232,10 @@ class Supervisor:
                 return 0
             print(f"error: airflow db migrate failed; see {self.log_dir / 'db-migrate.log'}", file=sys.stderr)
             return 1
+        if db_url.startswith("sqlite:///"):
+            # Readers and the one writer proceed together (the setting persists in the file).
+            with contextlib.closing(sqlite3.connect(self.home / "airflow.db")) as db:
+                db.execute("PRAGMA journal_mode=WAL")
         ensure_admin_password(self.home)
         for component in COMPONENTS:
             if self.stop_signal is not None:

@@ -42,6 +42,9 @@ READY_TIMEOUT = 240.0
 # The supervisor's deadline is 30 s before SIGKILL, then PostgreSQL's fast shutdown (up to 20 s).
 EXIT_TIMEOUT = 120.0
 README = ROOT / "README.md"
+DEFAULT_SIGINT_EXEC = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])"
+)
 # The windows the README says its backfill example covers (data interval start, end).
 README_WINDOWS = [
     (datetime(2026, 11, day, 2, tzinfo=UTC), datetime(2026, 11, day + 1, 2, tzinfo=UTC)) for day in range(20, 26)
@@ -147,10 +150,12 @@ def assert_nothing_left(before: dict[int, tuple[int, int]], home: Path) -> None:
 
 def start_make(inst: Installation, log: Path) -> subprocess.Popen[bytes]:
     """``make airflow`` (without re-running its `services` prerequisite: the tests have their own
-    Azurite and emulator) as its own process group, as a terminal's foreground job is."""
+    Azurite and emulator) as its own process group, as a terminal's foreground job is: with SIGINT's
+    default action, which a test run in the background may have inherited as ignored."""
+    make = ["make", "-s", "-o", "services", "airflow", f"AIRFLOW_ARGS=--home {shlex.quote(str(inst.home))}"]
     with log.open("wb") as out:
         return subprocess.Popen(
-            ["make", "-s", "-o", "services", "airflow", f"AIRFLOW_ARGS=--home {shlex.quote(str(inst.home))}"],
+            [sys.executable, "-c", DEFAULT_SIGINT_EXEC, *make],
             cwd=ROOT,
             env=inst.env,
             stdout=out,
@@ -218,6 +223,7 @@ def test_make_airflow_stops_on_sigint_or_sigterm_to_its_group_every_time(install
         # make dies by the same signal once its recipe has finished (it re-raises it on itself).
         assert make.returncode == -sig, output
         assert f"{sig.name}: stopping Airflow" in output, output
+        assert "Error" not in output, output  # make's report of a recipe's non-zero exit
         assert re.search(r"Airflow stopped in [\d.]+s( \(slowest: [a-z-]+ [\d.]+s\))?\.\n", output), output
         assert f"Airflow UI: {inst.url} " in output, output  # the moved port, not 8080
         print(f"cycle {cycle}: {sig.name} ready after {ready_after:.1f}s, stopped in {took:.1f}s")
