@@ -37,7 +37,7 @@ from devtools.services import HOST, ROOT, LocalPorts, free_port
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 # Stop cycles per signal once healthy (make test); MAKE_AIRFLOW_STOP_CYCLES=N runs more.
-CYCLES = int(os.environ.get("MAKE_AIRFLOW_STOP_CYCLES", "3"))
+CYCLES = int(os.environ.get("MAKE_AIRFLOW_STOP_CYCLES", "2"))
 READY_TIMEOUT = 240.0
 # The supervisor's deadline is 30 s before SIGKILL, then PostgreSQL's fast shutdown (up to 20 s).
 EXIT_TIMEOUT = 120.0
