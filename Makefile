@@ -45,8 +45,8 @@ stop:  ## Stop the background services
 status:  ## Show which background services run
 	@$(BIN)/python -m devtools.services status
 
-airflow: services  ## Airflow standalone on 127.0.0.1:8080 with the connections pre-set (Ctrl-C stops it)
-	@$(BIN)/python -m devtools.standalone
+airflow: services  ## Airflow's components on PostgreSQL, UI on 127.0.0.1:8080, connections pre-set (Ctrl-C stops it)
+	@$(BIN)/python -m devtools.standalone $(AIRFLOW_ARGS)
 
 bootstrap: venv node airflow-home
 

@@ -49,7 +49,13 @@ LOG_SUFFIX = f"-{WORKER}" if WORKER else ""
 # The modules that run whole Airflow installations (markers ``cluster`` and ``bench``) take turns on
 # one worker: two at once on two cores would starve each other's schedulers. Every other module goes
 # whole to either worker. (By path: xdist's scheduler sees node ids, not markers.)
-AIRFLOW_INSTALLATION_MODULES = ("tests/bench/", "tests/e2e/", "tests/reliability/test_process_faults.py", "tests/ui/")
+AIRFLOW_INSTALLATION_MODULES = (
+    "tests/bench/",
+    "tests/devtools/test_make_airflow.py",
+    "tests/e2e/",
+    "tests/reliability/test_process_faults.py",
+    "tests/ui/",
+)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
