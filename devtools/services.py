@@ -324,9 +324,37 @@ def status() -> int:
     return 1 if down else 0
 
 
+def describe_local_services() -> list[str]:
+    """What the local services offer a config: the ids its targets name, and where each connection's
+    credential comes from (never a key itself)."""
+    from emulator.catalog import load_seed
+
+    seed = load_seed()
+    lines = ["Classic web services (targets: kind classic_endpoint, web_service_id, endpoint_name):"]
+    for workspace in seed.workspaces:
+        lines.append(f"  workspace {workspace.name} (id {workspace.id})")
+        for service in workspace.web_services:
+            endpoints = ", ".join(e.name for e in service.endpoints)
+            kind = f"{service.kind.value:<10}"
+            lines.append(f"    {kind} {service.name}: web_service_id {service.id}; endpoints {endpoints}")
+    lines.append("Resource Manager web services (targets: kind arm_web_service, web_service_name):")
+    for arm in seed.arm_web_services:
+        where = f"resource group {arm.resource_group}, subscription {arm.subscription}"
+        lines.append(f"    {arm.kind.value:<10} {arm.name} ({where})")
+    lines.append(
+        "Connections (AIRFLOW_CONN_* variables from `python -m devtools.services env`; keys from the emulator's seed):"
+    )
+    datasets = training_datasets()
+    for variable in airflow_connections():
+        conn_id = variable.removeprefix("AIRFLOW_CONN_").lower()
+        trains = f"; training data: the emulator's '{datasets[conn_id]}' dataset" if conn_id in datasets else ""
+        lines.append(f"    {conn_id}{trains}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.services", description=__doc__)
-    parser.add_argument("command", choices=["start", "stop", "status", "env"])
+    parser.add_argument("command", choices=["start", "stop", "status", "env", "ids"])
     args = parser.parse_args(argv)
     if args.command == "start":
         start_all()
@@ -334,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         stop_all()
     elif args.command == "status":
         return status()
+    elif args.command == "ids":
+        print("\n".join(describe_local_services()))
     else:  # shell-quoted exports, for `eval "$(python -m devtools.services env)"`
         import shlex
 

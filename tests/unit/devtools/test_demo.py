@@ -51,3 +51,18 @@ def test_a_runs_window_is_the_schedules_interval_that_starts_that_day():
         datetime(2026, 12, 3, 23, 30, tzinfo=UTC),
         datetime(2026, 12, 4, 0, 30, tzinfo=UTC),
     )
+
+
+def test_the_ids_a_config_names_are_listed_without_any_key():
+    from devtools.services import describe_local_services
+    from emulator.catalog import load_seed
+
+    text = "\n".join(describe_local_services())
+    seed = load_seed()
+    predictive = next(s for s in seed.workspaces[0].web_services if s.kind == "predictive")
+    assert f"web_service_id {predictive.id}; endpoints default, retrain01" in text
+    assert "energy-predictive (resource group" in text
+    assert "azureml_churn_training; training data: the emulator's 'churn' dataset" in text
+    secrets = [e.primary_key for s in seed.workspaces[0].web_services for e in s.endpoints]
+    secrets += [seed.workspaces[0].authorization_token] + [a.primary_key for a in seed.arm_web_services]
+    assert not [secret for secret in secrets if secret in text]
