@@ -42,7 +42,7 @@ with DAG(
     is_paused_upon_creation=True,
     max_active_runs=1,
     tags=["azureml", "retraining", "example"],
-    default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=30)},
+    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": pendulum.duration(seconds=30)},
     params={
         "window_start": Param(None, type=["null", "string"], description="ISO date/time; empty: the schedule's"),
         "window_end": Param(None, type=["null", "string"], description="ISO date/time, exclusive"),
