@@ -23,16 +23,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from devtools.cluster import descendants, postgres_bin_dir
 from devtools.services import HOST, ROOT, LocalPorts, free_port
+from support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
@@ -153,9 +155,15 @@ def start_make(inst: Installation, log: Path) -> subprocess.Popen[bytes]:
     Azurite and emulator) as its own process group, as a terminal's foreground job is: with SIGINT's
     default action, which a test run in the background may have inherited as ignored."""
     make = ["make", "-s", "-o", "services", "airflow", f"AIRFLOW_ARGS=--home {shlex.quote(str(inst.home))}"]
+    return spawn([sys.executable, "-c", DEFAULT_SIGINT_EXEC, *make], inst, log)
+
+
+def spawn(argv: list[str], inst: Installation, log: Path) -> subprocess.Popen[bytes]:
+    """``argv`` in the project, with the installation's environment, in its own process group, its
+    output in ``log``."""
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-c", DEFAULT_SIGINT_EXEC, *make],
+            argv,
             cwd=ROOT,
             env=inst.env,
             stdout=out,
@@ -165,15 +173,14 @@ def start_make(inst: Installation, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def wait_until(condition: object, process: subprocess.Popen[bytes], log: Path, what: str) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + READY_TIMEOUT
-    while not condition():
-        if process.poll() is not None:
-            pytest.fail(f"exited with {process.returncode} before {what}:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"not {what} after {READY_TIMEOUT:.0f}s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.5)
+def wait_while_running(condition: Callable[[], Any], process: subprocess.Popen[bytes], log: Path, what: str) -> None:
+    def exited() -> str | None:
+        return None if process.poll() is None else f"exited with {process.returncode}"
+
+    try:
+        wait_until(condition, what, timeout=READY_TIMEOUT, abort=exited)
+    except AssertionError as error:
+        pytest.fail(f"{error}\n{log.read_text()[-3000:]}")
 
 
 def ready(inst: Installation, log: Path) -> bool:
@@ -215,7 +222,7 @@ def test_make_airflow_stops_on_sigint_or_sigterm_to_its_group_every_time(install
     for cycle, sig in enumerate(plan, 1):
         started = time.monotonic()
         make = start_make(inst, log)
-        wait_until(lambda: ready(inst, log), make, log, "ready")
+        wait_while_running(lambda: ready(inst, log), make, log, "ready")
         ready_after = time.monotonic() - started
         took = stop(make, sig, inst)
         output = log.read_text()
@@ -230,7 +237,7 @@ def test_make_airflow_stops_on_sigint_or_sigterm_to_its_group_every_time(install
 
     # Ctrl-C while it is still starting (components launched, not yet healthy) ends it as cleanly.
     make = start_make(inst, log)
-    wait_until(lambda: "Airflow UI:" in log.read_text(), make, log, "starting its components")
+    wait_while_running(lambda: "Airflow UI:" in log.read_text(), make, log, "starting its components")
     took = stop(make, signal.SIGINT, inst)
     assert "did not stop" not in log.read_text()
     print(f"SIGINT while starting: stopped in {took:.1f}s; cycles: {stops}")
@@ -240,18 +247,9 @@ def test_readme_backfill_against_the_running_scheduler_on_postgresql(installatio
     inst = installation
     log = ROOT / "test-artifacts" / "make-airflow-backfill.log"
     # Started as `make airflow` starts it, without make: the exit status is the supervisor's own.
-    with log.open("wb") as out:
-        supervisor = subprocess.Popen(
-            [sys.executable, "-m", "devtools.standalone", "--home", str(inst.home)],
-            cwd=ROOT,
-            env=inst.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    supervisor = spawn([sys.executable, "-m", "devtools.standalone", "--home", str(inst.home)], inst, log)
     try:
-        wait_until(lambda: ready(inst, log), supervisor, log, "ready")
+        wait_while_running(lambda: ready(inst, log), supervisor, log, "ready")
         env_line = re.search(r'eval "\$\((.+)\)"', log.read_text())
         assert env_line, log.read_text()
 
@@ -274,7 +272,7 @@ def test_readme_backfill_against_the_running_scheduler_on_postgresql(installatio
             return output
 
         api = Api(inst)
-        wait_until(lambda: api.dag_exists("retrain_churn"), supervisor, log, "retrain_churn parsed")
+        wait_while_running(lambda: api.dag_exists("retrain_churn"), supervisor, log, "retrain_churn parsed")
         assert api.get("dags/retrain_churn")["is_paused"] is True  # a fresh `make airflow`
 
         backfill = readme_backfill_command()
@@ -354,5 +352,5 @@ class Api:
             found.update(runs[0] if runs else {})
             return bool(runs) and runs[0]["state"] in ("success", "failed")
 
-        wait_until(finished, process, log, f"a finished {dag_id} run")
+        wait_while_running(finished, process, log, f"a finished {dag_id} run")
         return str(found["dag_run_id"])

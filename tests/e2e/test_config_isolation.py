@@ -9,9 +9,8 @@ parsed, A's run completes, and nothing else is reported broken. Fixing B's confi
 from __future__ import annotations
 
 import copy
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from support.dags import install_retraining_config
 from support.emulator import RunningEmulator
 from support.retrain import job_fault, jobs
 from support.retraining import DATA_CONTAINER, shipped_config_data
+from support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.timeout(900)]
 
@@ -46,16 +46,6 @@ def model_config(model: str) -> dict[str, Any]:
     for target in data["targets"]:
         target["name"] = f"{model.replace('_', '-')}-{target['endpoint_name']}"
     return data
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout: float = 180.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 class Models:
@@ -126,7 +116,7 @@ def test_a_broken_config_stops_only_its_own_model_and_fixing_it_brings_it_back(
     config_b.write_text(yaml.safe_dump(broken, sort_keys=False))
     broken_at = datetime.now(UTC)
 
-    errors = wait_until(models.import_errors, "B's import error")
+    errors = wait_until(models.import_errors, "B's import error", timeout=180)
     assert set(errors) == {f"retraining/{b}.py"}, errors
     message = errors[f"retraining/{b}.py"]
     assert f"{b}.yaml: trainnig: not a field of a retraining config; did you mean 'training'?" in message, message

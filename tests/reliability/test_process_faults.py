@@ -24,7 +24,7 @@ import sqlite3
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from support.emulator import RunningEmulator
 from support.retrain import job_fault, jobs, requests_log, route_count
 from support.retraining import DATA_CONTAINER, endpoint_model, shipped_config_data
 from support.secrets import assert_no_secret, emulator_secrets, result_sas_signatures
+from support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
@@ -192,16 +193,6 @@ def fresh_emulator(emulator_session: RunningEmulator) -> Iterator[RunningEmulato
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout: float = 120.0, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def new_jobs(emulator: RunningEmulator, known: set[str]) -> list[dict[str, Any]]:
