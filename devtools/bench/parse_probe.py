@@ -39,6 +39,7 @@ def parse_in_child(path: str, bundle_path: str, log: Any) -> dict[str, Any]:
         "errors": sorted({**bag.import_errors, **errors}),
         "modules": len(new),
         "module_names": new,
+        "package_file": getattr(sys.modules.get("azureml_retrain"), "__file__", None),
     }
 
 

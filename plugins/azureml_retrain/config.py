@@ -226,8 +226,8 @@ def load_config(path: Path) -> RetrainingConfig:
         model = data.setdefault("model", path.stem)
         if model != path.stem:
             raise ConfigurationError(
-                f"{path.name}: model: {model!r} differs from the file's name; name the file {model}.yaml "
-                f"(and its DAG file {model}.py), or drop the field: the file's name is the model's"
+                f"{path.name}: model: {model!r} differs from the file's name; name the file {model}.yaml, "
+                "or drop the field: the file's name is the model's"
             )
     return parse_config(data, path.name)
 
@@ -271,44 +271,32 @@ def load_configs(folder: Path) -> list[RetrainingConfig]:
     return list(scan.configs)
 
 
-def config_of_dag_file(dag_file: str | Path) -> Path:
-    """The config a retraining DAG file builds: the YAML file of the same name beside it."""
-    dag_path = Path(dag_file)
-    found = [dag_path.with_suffix(suffix) for suffix in CONFIG_SUFFIXES if dag_path.with_suffix(suffix).is_file()]
-    if not found:
-        raise ConfigurationError(
-            f"{dag_path.name}: there is no {dag_path.stem}.yaml beside it; a retraining DAG file builds the "
-            "config of its own name: add the config, or remove this file"
-        )
-    if len(found) > 1:
-        raise ConfigurationError(f"{dag_path.name}: both {found[0].name} and {found[1].name} exist; keep one")
-    return found[0]
+def raise_config_errors(folder: Path) -> None:
+    """Raise one ConfigurationError naming every broken config in ``folder`` (its file, the field
+    and the fix): called by a DAG file that builds nothing, so that the error is an import error of
+    its own and every valid model keeps scheduling."""
+    errors = scan_configs(folder).errors
+    if errors:
+        count = f"{len(errors)} retraining config{'s' if len(errors) > 1 else ''}"
+        raise ConfigurationError(f"{count} left out (their DAGs do not run until fixed):\n" + "\n".join(errors))
 
 
 def check(paths: list[Path]) -> int:
-    """``python -m azureml_retrain.config check FILE...``: each config as the DAG processor would
-    take it (the same messages), and whether its DAG file is beside it. 0 when every one is fine."""
+    """``python -m azureml_retrain.config check FILE...``: each config as the DAG processor takes it
+    (the same messages, and its DAG built as the retraining DAG file builds it). 0 when all are fine."""
     import sys
+
+    from azureml_retrain.factory import build_dag
 
     failures = 0
     for path in paths:
-        dag_file = path.with_suffix(".py")
         try:
-            if dag_file.is_file():
-                from azureml_retrain.factory import retraining_dag
-
-                dag_id = retraining_dag(dag_file).dag_id  # what the DAG processor runs, config and all
-            else:
-                dag_id = load_config(path).dag_id
-                raise ConfigurationError(
-                    f"{path.name}: valid, but no DAG file {dag_file.name} beside it, so Airflow builds no DAG "
-                    f"from it: copy any DAG file of the folder (e.g. churn.py) to {dag_file.name}"
-                )
+            dag_id = build_dag(load_config(path)).dag_id
         except ConfigurationError as error:
             failures += 1
             sys.stdout.write(f"{error}\n")
             continue
-        sys.stdout.write(f"{path.name}: OK ({dag_id}, built by {dag_file.name})\n")
+        sys.stdout.write(f"{path.name}: OK ({dag_id})\n")
     return 1 if failures else 0
 
 

@@ -261,13 +261,6 @@ def test_a_config_named_otherwise_than_its_model_says_which_to_rename(tmp_path: 
         load_config(path)
 
 
-def test_a_dag_file_without_its_config_names_the_missing_file(tmp_path: Path) -> None:
-    from azureml_retrain.factory import retraining_dag
-
-    with pytest.raises(ConfigurationError, match=r"churn_eu\.py: there is no churn_eu\.yaml beside it"):
-        retraining_dag(tmp_path / "churn_eu.py")
-
-
 @pytest.mark.parametrize(
     ("field", "value"),
     [("threshold", 1.5), ("on_missing_champion_metric", "ignore"), ("guards", [{"metric": "mae", "max": 1}])],

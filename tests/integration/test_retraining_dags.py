@@ -1,6 +1,6 @@
 """The retraining DAGs (``azureml_retrain.factory``) end to end: ``dag.test()`` against the emulator + Azurite.
 
-The churn promote path runs the shipped ``retrain_churn`` DAG itself (from its DAG file, ``dags/retraining/churn.py``).
+The churn promote path runs the shipped ``retrain_churn`` DAG itself (from the DAG file, ``dags/retraining_dags.py``).
 The other tests run DAGs built from copies of the shipped configs with a sensor that does not wait
 for stability, and their own data folder, outputs and ledger container (``support.retraining``), so
 no test sees another's data, models or ledger.
@@ -103,7 +103,7 @@ def test_shipped_churn_dag_promotes_to_both_endpoints(emulator, blob_service, ai
     from airflow.dag_processing.dagbag import DagBag
     from airflow.utils.state import DagRunState
 
-    dag = DagBag(dag_folder=str(CONFIG_FOLDER / "churn.py")).dags["retrain_churn"]
+    dag = DagBag(dag_folder=str(CONFIG_FOLDER.parent / "retraining_dags.py")).dags["retrain_churn"]
     register_dag(dag)
     shipped = Retraining(load_config(CONFIG_FOLDER / "churn.yaml"), dag, "")
     land_window(blob_service, shipped, DAY1, dataset="churn", window=1)

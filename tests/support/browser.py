@@ -140,7 +140,6 @@ def dags_folder_with(config: Any, folder: Path) -> Path:
     from support.dags import install_retraining_config
 
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "dags" / "rollback_model.py", folder / "rollback_model.py")
     install_retraining_config(folder, config.model_dump(mode="json"))
     return folder
 

@@ -26,10 +26,13 @@ def register_dag(dag: Any) -> None:
         )
 
 
+RETRAINING_DAG_FILES = ("retraining_dags.py", "retraining_config_errors.py")
+
+
 def install_retraining_config(dags_folder: Any, data: Any) -> Any:
-    """Add a retraining config to a DAGs folder the way a user does: ``retraining/<model>.yaml`` (a
-    mapping, or the YAML text as given) and its DAG file, a copy of the shipped one. Returns the
-    config's path."""
+    """Add a retraining config to a DAGs folder the way a user does, as ``retraining/<model>.yaml``
+    (from a mapping), with the project's retraining DAG files beside that folder if they are not
+    there yet. Returns the config's path."""
     import shutil
     from pathlib import Path
 
@@ -39,10 +42,12 @@ def install_retraining_config(dags_folder: Any, data: Any) -> Any:
 
     folder = Path(dags_folder) / "retraining"
     folder.mkdir(parents=True, exist_ok=True)
+    for name in RETRAINING_DAG_FILES:
+        if not (Path(dags_folder) / name).exists():
+            shutil.copy(ROOT / "dags" / name, Path(dags_folder) / name)
     model = data["model"] if isinstance(data, dict) else None
     if model is None:
         raise ValueError("install_retraining_config needs a mapping with 'model'")
     path = folder / f"{model}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    shutil.copy(ROOT / "dags" / "retraining" / "churn.py", folder / f"{model}.py")
     return path

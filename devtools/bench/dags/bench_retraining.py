@@ -2,7 +2,7 @@
 ### Bench: retraining DAGs from copies of the shipped configs
 
 One Airflow DAG per config in `bench_retraining/` (written by the benchmarks), built by the project's
-factory exactly as the shipped DAG files (`dags/retraining/<model>.py`) build theirs.
+factory exactly as the shipped DAG file (`dags/retraining_dags.py`) builds its own.
 """
 
 from __future__ import annotations

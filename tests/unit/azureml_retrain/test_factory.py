@@ -27,8 +27,7 @@ from azureml_retrain.factory import (
     plan_rollback,
     prepare_training,
     promotion_failure,
-    retraining_dag,
-    rollback_dag,
+    retraining_dags,
     run_slug,
     skip_reason,
     stop_a_dry_run,
@@ -474,29 +473,13 @@ def test_prepare_training_stops_a_dry_run_before_touching_the_data():
         prepare_training(CHURN, {"params": {"dry_run": True}, "ti": FakeTi()})
 
 
-def test_each_shipped_config_has_its_dag_file_and_they_are_one_file():
-    configs = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-    dag_files = sorted(CONFIG_DIR.glob("*.py"))
-    assert [p.stem for p in dag_files] == configs == ["churn", "energy"]
-    assert len({p.read_bytes() for p in dag_files}) == 1  # copies: a new model copies any of them
-
-
-def test_a_dag_file_builds_the_config_of_its_own_name():
-    dag = retraining_dag(CONFIG_DIR / "energy.py")
-    assert dag.dag_id == "retrain_energy"
-
-
-def test_a_dag_file_without_its_config_says_what_to_do(tmp_path: Path):
-    with pytest.raises(ConfigurationError, match=r"churn_eu\.py: there is no churn_eu\.yaml beside it"):
-        retraining_dag(tmp_path / "churn_eu.py")
-
-
-def test_the_rollback_dag_covers_every_valid_config_and_leaves_a_broken_one_out(tmp_path: Path, caplog):
+def test_the_dag_file_builds_every_valid_config_and_the_rollback_dag_each_on_its_own(tmp_path: Path, caplog):
     for name in ("churn.yaml", "energy.yaml"):
         (tmp_path / name).write_bytes((CONFIG_DIR / name).read_bytes())
     (tmp_path / "broken.yaml").write_text("model: broken\ntraining: {}\n")
-    rollback = rollback_dag(tmp_path)
-    assert rollback.dag_id == ROLLBACK_DAG_ID
+    dags = retraining_dags(tmp_path)
+    assert sorted(dags) == ["retrain_churn", "retrain_energy", ROLLBACK_DAG_ID]
+    rollback = dags[ROLLBACK_DAG_ID]
     assert rollback.params["target"] == "churn-retrain01"
     assert rollback.params.get_param("target").schema["enum"] == [
         "churn-retrain01",
@@ -504,8 +487,47 @@ def test_the_rollback_dag_covers_every_valid_config_and_leaves_a_broken_one_out(
         "energy-predictive",
     ]
     assert type(rollback.timetable).__name__ == "NullTimetable"  # manual only
-    assert "broken.yaml: " in caplog.text
-    assert rollback_dag(tmp_path / "empty") is None
+    assert retraining_dags(tmp_path / "empty") == {}
+
+
+def test_a_valid_config_the_factory_cannot_build_is_left_out_alone(tmp_path: Path, caplog, monkeypatch):
+    from azureml_retrain import factory
+
+    for name in ("churn.yaml", "energy.yaml"):
+        (tmp_path / name).write_bytes((CONFIG_DIR / name).read_bytes())
+    real_build = factory.build_dag
+
+    def build_dag(config):
+        if config.model == "energy":
+            raise RuntimeError("a defect")
+        return real_build(config)
+
+    monkeypatch.setattr(factory, "build_dag", build_dag)
+    assert sorted(retraining_dags(tmp_path)) == ["retrain_churn", ROLLBACK_DAG_ID]
+    assert "energy: the config is valid but its DAG could not be built" in caplog.text
+
+
+def test_a_task_parse_builds_only_its_own_dag_from_only_its_config(tmp_path: Path, monkeypatch):
+    from airflow.sdk.definitions.context import _AIRFLOW_PARSING_CONTEXT_DAG_ID
+
+    for name in ("churn.yaml", "energy.yaml"):
+        (tmp_path / name).write_bytes((CONFIG_DIR / name).read_bytes())
+    (tmp_path / "broken.yaml").write_text("model: broken\ntraining: {}\n")
+    monkeypatch.setenv(_AIRFLOW_PARSING_CONTEXT_DAG_ID, "retrain_energy")
+    assert sorted(retraining_dags(tmp_path)) == ["retrain_energy"]
+    monkeypatch.setenv(_AIRFLOW_PARSING_CONTEXT_DAG_ID, ROLLBACK_DAG_ID)
+    assert sorted(retraining_dags(tmp_path)) == ["retrain_churn", "retrain_energy", ROLLBACK_DAG_ID]
+
+
+def test_the_config_errors_file_names_every_broken_config_and_nothing_else(tmp_path: Path):
+    from azureml_retrain.config import raise_config_errors
+
+    (tmp_path / "churn.yaml").write_bytes((CONFIG_DIR / "churn.yaml").read_bytes())
+    raise_config_errors(tmp_path)  # nothing broken: nothing raised
+    (tmp_path / "broken.yaml").write_text("model: broken\ntraining: {}\n")
+    with pytest.raises(ConfigurationError, match=r"(?s)^1 retraining config left out .*\nbroken\.yaml: ") as raised:
+        raise_config_errors(tmp_path)
+    assert "churn" not in str(raised.value)
 
 
 def test_run_slug():
