@@ -34,7 +34,7 @@ import functools
 import hashlib
 import json
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -681,8 +681,9 @@ def retraining_dags(folder: Path) -> dict[str, Any]:
     wanted = get_parsing_context().dag_id
     model = wanted.removeprefix("retrain_") if wanted and wanted.startswith("retrain_") else None
     own = [p for p in config_files(folder) if p.stem == model]
-    if own:
-        return {wanted: build_dag(load_config(own[0]))} if len(own) == 1 else {}
+    if len(own) == 1:
+        config = load_config(own[0])
+        return {config.dag_id: build_dag(config)}
     scan = scan_configs(folder)
     dags: dict[str, Any] = {}
     for config in scan.configs:
@@ -690,7 +691,7 @@ def retraining_dags(folder: Path) -> dict[str, Any]:
             dags[config.dag_id] = build_dag(config)
         except Exception:  # a valid config the factory cannot build: a defect, kept to this model
             log.exception("%s: the config is valid but its DAG could not be built", config.model)
-    if scan.configs and wanted in (None, ROLLBACK_DAG_ID):
+    if wanted in (None, ROLLBACK_DAG_ID):  # also without configs: hand-written DAGs' targets
         dags[ROLLBACK_DAG_ID] = build_rollback_dag(list(scan.configs))
     return dags
 
@@ -698,21 +699,19 @@ def retraining_dags(folder: Path) -> dict[str, Any]:
 ROLLBACK_DAG_ID = "rollback_model"
 ROLLBACK_CLASSIC_TASK = "roll_back_classic_endpoint"
 ROLLBACK_ARM_TASK = "roll_back_arm_web_service"
+# Of a rollback DAG built before any config exists (it serves hand-written DAGs' targets then).
+ROLLBACK_START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
+# The rollback task of each promotion operator a ledger may name as serving a target.
+ROLLBACK_TASKS = {
+    "PatchEndpointOperator": ROLLBACK_CLASSIC_TASK,
+    "UpdateWebServiceDefinitionOperator": ROLLBACK_ARM_TASK,
+}
 
 
-def plan_rollback(config: RetrainingConfig, target_name: str, to_model_uri: str | None) -> dict[str, Any]:
-    """The promotion arguments that put ``target_name`` back on an earlier model from its ledger.
-
-    Default: the model that served before the current one. An explicit ``to_model_uri`` must be one
-    the ledger recorded for this target.
-    """
+def _rollback_choice(records: list[Any], target_name: str, to_model_uri: str | None) -> tuple[Any, Any]:
+    """The ledger's head and the record of the model to go back to (default: what served before)."""
     from azureml_retrain.exceptions import ConfigurationError
-    from azureml_retrain.ledger import PromotionLedger
 
-    target = next((t for t in config.targets if t.name == target_name), None)
-    if target is None:
-        raise ConfigurationError(f"target: {target_name!r} is not a target of {config.model}")
-    records = PromotionLedger(config.data.wasb_conn_id, config.ledger_container).records(target_name)
     if not records:
         raise ConfigurationError(f"target: {target_name} has no ledger yet, so there is nothing to roll back to")
     head = records[-1]
@@ -726,27 +725,87 @@ def plan_rollback(config: RetrainingConfig, target_name: str, to_model_uri: str 
         raise ConfigurationError(f"to_model_uri: {wanted} was never served by {target_name}; the ledger knows {known}")
     if wanted == head.model_uri:
         raise ConfigurationError(f"to_model_uri: {target_name} already serves {wanted}")
-    restored = next(r for r in reversed(records) if r.model_uri == wanted)
+    return head, next(r for r in reversed(records) if r.model_uri == wanted)
+
+
+def _rollback_kwargs(restored: Any, wasb_conn_id: str, ledger_container: str) -> dict[str, Any]:
+    return {
+        "model": restored.model_uri,
+        "metrics": restored.metrics,
+        "window": restored.window,
+        "wasb_conn_id": wasb_conn_id,
+        "ledger_container": ledger_container,
+    }
+
+
+def plan_rollback(config: RetrainingConfig, target_name: str, to_model_uri: str | None) -> dict[str, Any]:
+    """The promotion arguments that put ``target_name`` (a target of ``config``) back on an earlier
+    model from its ledger.
+
+    Default: the model that served before the current one. An explicit ``to_model_uri`` must be one
+    the ledger recorded for this target.
+    """
+    from azureml_retrain.exceptions import ConfigurationError
+    from azureml_retrain.ledger import PromotionLedger
+
+    target = next((t for t in config.targets if t.name == target_name), None)
+    if target is None:
+        raise ConfigurationError(f"target: {target_name!r} is not a target of {config.model}")
+    records = PromotionLedger(config.data.wasb_conn_id, config.ledger_container).records(target_name)
+    head, restored = _rollback_choice(records, target_name, to_model_uri)
     kind = ClassicEndpointTarget if isinstance(target, ClassicEndpointTarget) else ArmWebServiceTarget
     (arguments,) = target_kwargs(config, {"expected_models": {target_name: head.model_uri}}, kind, only=target_name)
     return {
         "task_id": ROLLBACK_CLASSIC_TASK if kind is ClassicEndpointTarget else ROLLBACK_ARM_TASK,
         "kwargs": {
             **arguments,
-            "model": wanted,
-            "metrics": restored.metrics,
-            "window": restored.window,
-            "wasb_conn_id": config.data.wasb_conn_id,
-            "ledger_container": config.ledger_container,
+            **_rollback_kwargs(restored, config.data.wasb_conn_id, config.ledger_container),
             "smoke_test_rows": config.smoke_test_rows or None,
         },
     }
 
 
+def plan_ledger_rollback(
+    target_name: str, to_model_uri: str | None, *, wasb_conn_id: str, ledger_container: str
+) -> dict[str, Any]:
+    """Like :func:`plan_rollback`, for any target with a ledger (a hand-written DAG's too): where the
+    target is served comes from the ledger, as the promoting operator recorded it."""
+    from azureml_retrain.exceptions import ConfigurationError
+    from azureml_retrain.ledger import PromotionLedger
+
+    ledger = PromotionLedger(wasb_conn_id, ledger_container)
+    records = ledger.records(target_name)
+    if not records:
+        raise ConfigurationError(
+            f"target: {target_name!r} has no ledger in container {ledger_container!r} of connection "
+            f"{wasb_conn_id!r}; give the ledger_container (and wasb_conn_id) its promotions used"
+        )
+    head, restored = _rollback_choice(records, target_name, to_model_uri)
+    served_by = next((r.served_by for r in reversed(records) if r.served_by), None)
+    task_id = ROLLBACK_TASKS.get(str((served_by or {}).get("operator")))
+    if served_by is None or task_id is None:
+        raise ConfigurationError(
+            f"target: the ledger of {target_name} does not say where it is served (its records predate that); "
+            "roll it back with the promotion operator of its DAG, given the model to go back to"
+        )
+    address = {k: v for k, v in served_by.items() if k != "operator"}
+    return {
+        "task_id": task_id,
+        "kwargs": {
+            **address,
+            "target_name": target_name,
+            "expected_model_uri": head.model_uri,
+            **_rollback_kwargs(restored, wasb_conn_id, ledger_container),
+        },
+    }
+
+
 def build_rollback_dag(configs: list[RetrainingConfig]) -> Any:
-    """A manual DAG that re-points a target at an earlier model from its ledger, verifies, records."""
+    """A manual DAG that re-points a target at an earlier model from its ledger, verifies, records:
+    a target of one of ``configs``, or any other target with a ledger (a hand-written DAG's)."""
     from airflow.sdk import DAG, task
 
+    from azureml_retrain.ledger import DEFAULT_LEDGER_CONTAINER
     from azureml_retrain.operators import PatchEndpointOperator, UpdateWebServiceDefinitionOperator
 
     by_target = {t.name: c for c in configs for t in c.targets}
@@ -756,15 +815,22 @@ def build_rollback_dag(configs: list[RetrainingConfig]) -> Any:
         doc_md=(
             "### Roll back a model\n\nTrigger with a target; by default it goes back to the model that served "
             "before the current one (or to `to_model_uri`, any model the target's ledger recorded). The change "
-            "is verified like a promotion and recorded in the ledger as a rollback."
+            "is verified like a promotion and recorded in the ledger as a rollback. A target of a retraining "
+            "config is found through its config; any other target (a hand-written DAG's) through its ledger "
+            f"(`ledger_container`, default `{DEFAULT_LEDGER_CONTAINER}`), which records where it is served."
         ),
         schedule=None,
-        start_date=min(c.start_date for c in configs),
+        start_date=min((c.start_date for c in configs), default=ROLLBACK_START_DATE),
         catchup=False,
         tags=["azureml", "retraining", "rollback"],
         params={
             "target": form_param(
-                sorted(by_target)[0], enum=sorted(by_target), title="Target", description="What to roll back."
+                sorted(by_target)[0] if by_target else None,
+                type="string",
+                minLength=1,
+                **({"examples": sorted(by_target)} if by_target else {}),
+                title="Target",
+                description="What to roll back: a config's target (listed) or any target with a ledger.",
             ),
             "to_model_uri": form_param(
                 None,
@@ -772,14 +838,39 @@ def build_rollback_dag(configs: list[RetrainingConfig]) -> Any:
                 title="Model to go back to",
                 description="A model URI from the target's ledger; empty: the one that served before the current one.",
             ),
+            "ledger_container": form_param(
+                None,
+                type=["null", "string"],
+                title="Ledger container (other targets)",
+                description=f"For a target of no config: the container of its ledger; empty: "
+                f"{DEFAULT_LEDGER_CONTAINER}.",
+            ),
+            "wasb_conn_id": form_param(
+                None,
+                type=["null", "string"],
+                title="Storage connection (other targets)",
+                description="For a target of no config: the connection of its ledger's storage; empty: wasb_default.",
+            ),
         },
-        default_args={"owner": configs[0].owner, "retries": 1, "retry_delay": timedelta(seconds=10)},
+        default_args={
+            "owner": configs[0].owner if configs else "airflow",
+            "retries": 1,
+            "retry_delay": timedelta(seconds=10),
+        },
     ) as dag:
 
         @task
         def plan(**context: Any) -> dict[str, Any]:
             params = context["params"]
-            return plan_rollback(by_target[params["target"]], params["target"], params.get("to_model_uri"))
+            target, to_model_uri = params["target"], params.get("to_model_uri")
+            if target in by_target:
+                return plan_rollback(by_target[target], target, to_model_uri)
+            return plan_ledger_rollback(
+                target,
+                to_model_uri,
+                wasb_conn_id=params.get("wasb_conn_id") or "wasb_default",
+                ledger_container=params.get("ledger_container") or DEFAULT_LEDGER_CONTAINER,
+            )
 
         @task.branch
         def route(rollback: Any) -> str:

@@ -64,6 +64,9 @@ class LedgerRecord:
     run_id: str | None = None
     reason: str | None = None
     recorded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    # Where the target is served, as the promoting operator addressed it (its class and the
+    # arguments that name the endpoint or web service, never a secret): a rollback needs nothing else.
+    served_by: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, value: Mapping[str, Any]) -> LedgerRecord:

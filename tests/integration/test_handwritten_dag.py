@@ -59,3 +59,22 @@ def test_the_handwritten_dag_trains_judges_and_promotes(emulator: Any, blob_serv
         "start": "2026-11-24T00:00:00+00:00",
         "end": "2026-11-25T00:00:00+00:00",
     }
+
+    # rollback_model rolls a hand-written DAG's target back too: its ledger records where it is served.
+    from azureml_retrain.factory import build_rollback_dag
+
+    assert record.served_by == {
+        "operator": "PatchEndpointOperator",
+        "trained_model_name": None,
+        "web_service_id": dag.get_task("promote").web_service_id,
+        "endpoint_name": "handwritten",
+        "management_conn_id": "azureml_classic_management_default",
+    }
+    assert record.previous_model_uri
+    rollback = build_rollback_dag([])  # no config names this target
+    register_dag(rollback)
+    back = rollback.test(logical_date=None, run_conf={"target": target})
+    assert back.state == DagRunState.SUCCESS, task_states(back)
+    assert endpoint_model(emulator, "handwritten") == record.previous_model_uri
+    head = ledger.records(target)[-1]
+    assert (head.kind, head.model_uri, head.previous_model_uri) == ("rollback", record.previous_model_uri, serving)

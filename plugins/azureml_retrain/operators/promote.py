@@ -215,6 +215,7 @@ class _PromoteBase(BaseOperator):
                         dag_id=self.dag_id,
                         run_id=str(context.get("run_id") or ""),
                         reason=None if result["changed"] else "found already serving; recorded late",
+                        served_by=self.served_by(),
                     ),
                     baseline_uri=previous,
                 )
@@ -225,6 +226,13 @@ class _PromoteBase(BaseOperator):
 
     @property
     def default_target_name(self) -> str:
+        raise NotImplementedError
+
+    def served_by(self) -> dict[str, Any]:
+        """This operator's class and the arguments that address its target (recorded in the ledger)."""
+        return {"operator": type(self).__name__, "trained_model_name": self.trained_model_name, **self.target_address()}
+
+    def target_address(self) -> dict[str, Any]:
         raise NotImplementedError
 
     def promote(self, context: Context) -> dict[str, Any]:
@@ -346,6 +354,13 @@ class PatchEndpointOperator(_PromoteBase):
     @property
     def default_target_name(self) -> str:
         return f"{self.web_service_id}/{self.endpoint_name}"
+
+    def target_address(self) -> dict[str, Any]:
+        return {
+            "web_service_id": self.web_service_id,
+            "endpoint_name": self.endpoint_name,
+            "management_conn_id": self.management_conn_id,
+        }
 
     def promote(self, context: Context) -> dict[str, Any]:
         self._check_endpoint_name()
@@ -584,6 +599,9 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
     @property
     def default_target_name(self) -> str:
         return self.web_service_name
+
+    def target_address(self) -> dict[str, Any]:
+        return {"web_service_name": self.web_service_name, "arm_conn_id": self.arm_conn_id}
 
     def promote(self, context: Context) -> dict[str, Any]:
         context["ti"].xcom_push(

@@ -4,6 +4,7 @@ rollback planning, the trigger form, and the shape of the built DAGs (no service
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from azureml_retrain.factory import (
     choose_branches,
     model_asset,
     params_for,
+    plan_ledger_rollback,
     plan_rollback,
     prepare_training,
     promotion_failure,
@@ -311,6 +313,48 @@ def test_plan_rollback_errors(ledger_records, records, target, to_model, message
         plan_rollback(CHURN, target, to_model)
 
 
+def test_plan_ledger_rollback_finds_where_a_target_is_served_in_its_ledger(ledger_records):
+    served_by = {
+        "operator": "PatchEndpointOperator",
+        "trained_model_name": None,
+        "web_service_id": "svc",
+        "endpoint_name": "handwritten",
+        "management_conn_id": "azureml_classic_management_default",
+    }
+    *older, head = history("churn-handwritten")
+    ledger_records["churn-handwritten"] = [*older, dataclasses.replace(head, served_by=served_by)]
+    planned = plan_ledger_rollback(
+        "churn-handwritten", None, wasb_conn_id="wasb_default", ledger_container="model-ledger"
+    )
+    assert planned["task_id"] == ROLLBACK_CLASSIC_TASK
+    assert planned["kwargs"] == {
+        "trained_model_name": None,
+        "web_service_id": "svc",
+        "endpoint_name": "handwritten",
+        "management_conn_id": "azureml_classic_management_default",
+        "target_name": "churn-handwritten",
+        "expected_model_uri": "m2",
+        "model": "m1",
+        "metrics": {"AUC": 0.8},
+        "window": W1,
+        "wasb_conn_id": "wasb_default",
+        "ledger_container": "model-ledger",
+    }
+
+
+@pytest.mark.parametrize(
+    ("records", "message"),
+    [
+        ([], r"target: 'churn-handwritten' has no ledger in container 'model-ledger' of connection 'wasb_default'"),
+        (history("churn-handwritten"), "does not say where it is served"),
+    ],
+)
+def test_plan_ledger_rollback_errors(ledger_records, records, message):
+    ledger_records["churn-handwritten"] = records
+    with pytest.raises(ConfigurationError, match=message):
+        plan_ledger_rollback("churn-handwritten", None, wasb_conn_id="wasb_default", ledger_container="model-ledger")
+
+
 # --- the trigger form and the DAGs -------------------------------------------------------------------
 
 
@@ -474,6 +518,8 @@ def test_prepare_training_stops_a_dry_run_before_touching_the_data():
 
 
 def test_the_dag_file_builds_every_valid_config_and_the_rollback_dag_each_on_its_own(tmp_path: Path, caplog):
+    from airflow.serialization.serialized_objects import DagSerialization
+
     for name in ("churn.yaml", "energy.yaml"):
         (tmp_path / name).write_bytes((CONFIG_DIR / name).read_bytes())
     (tmp_path / "broken.yaml").write_text("model: broken\ntraining: {}\n")
@@ -481,13 +527,17 @@ def test_the_dag_file_builds_every_valid_config_and_the_rollback_dag_each_on_its
     assert sorted(dags) == ["retrain_churn", "retrain_energy", ROLLBACK_DAG_ID]
     rollback = dags[ROLLBACK_DAG_ID]
     assert rollback.params["target"] == "churn-retrain01"
-    assert rollback.params.get_param("target").schema["enum"] == [
+    assert rollback.params.get_param("target").schema["examples"] == [
         "churn-retrain01",
         "churn-retrain02",
         "energy-predictive",
     ]
     assert type(rollback.timetable).__name__ == "NullTimetable"  # manual only
-    assert retraining_dags(tmp_path / "empty") == {}
+    # Without configs too: it rolls back hand-written DAGs' targets, found through their ledgers.
+    alone = retraining_dags(tmp_path / "empty")
+    assert sorted(alone) == [ROLLBACK_DAG_ID]
+    for dag in (*dags.values(), *alone.values()):  # as the DAG processor does: a failure stops every DAG
+        DagSerialization.to_dict(dag)
 
 
 def test_a_valid_config_the_factory_cannot_build_is_left_out_alone(tmp_path: Path, caplog, monkeypatch):
