@@ -9,8 +9,11 @@
    its marker.
 3. Runs each retraining DAG for each of those days with `airflow dags test` (the real task runner;
    deferred waits run their triggers in-process), oldest day first, as a catch-up would. Each run is
-   a manual run with its window in the run's conf and no logical date: it never takes the place of a
-   run the scheduler makes later for the same window.
+   a manual run with its window in the run's conf; `dags test` gives it the current time as its
+   logical date, not a schedule's tick (a scheduled or backfill run's logical date), so it never takes
+   the place of a run the scheduler or a backfill makes for the same window
+   (tests/e2e/test_demo_then_scheduler.py). Its data interval, inferred from that time, is the latest
+   complete one whichever window it trains on: the window is the conf's.
 4. Prints, per run: the window, the challenger's and champion's metric, the decision, and what each
    target serves now; then a prediction before/after through RRS. Exits non-zero if a run failed
    or nothing was promoted.
@@ -25,6 +28,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -141,17 +145,28 @@ def land_data(models: list[DemoModel], days: list[datetime], ports: services.Loc
     print(f"demo: landed {len(days)} days of drifting training data for {names} in Azurite")
 
 
-def run_dag(dag_id: str, window: tuple[datetime, datetime]) -> tuple[int, float]:
-    """``airflow dags test`` of one window: a manual run without a logical date, the window in its conf."""
+def run_dag(
+    dag_id: str,
+    window: tuple[datetime, datetime],
+    *,
+    conf: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    log_dir: Path | None = None,
+) -> tuple[int, float]:
+    """``airflow dags test`` of one window: a manual run (logical date: now, no schedule tick), the window in its conf.
+
+    ``conf`` adds to the run's conf (e.g. ``{"dry_run": True}``); ``env`` is the environment of the
+    Airflow installation to run in (default: the demo's), ``log_dir`` where the run's log goes.
+    """
     start, end = window
-    conf = {"window_start": start.isoformat(), "window_end": end.isoformat()}
-    log_path = services.LOG_DIR / f"demo-{dag_id}-{start:%Y%m%d}.log"
+    run_conf = {**(conf or {}), "window_start": start.isoformat(), "window_end": end.isoformat()}
+    log_path = (log_dir or services.LOG_DIR) / f"demo-{dag_id}-{start:%Y%m%d}.log"
     began = time.monotonic()
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "airflow"), "dags", "test", dag_id, "--conf", json.dumps(conf)],
+            [str(Path(sys.executable).parent / "airflow"), "dags", "test", dag_id, "--conf", json.dumps(run_conf)],
             cwd=services.ROOT,
-            env=_airflow_env(),
+            env=dict(env) if env is not None else _airflow_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -163,7 +178,8 @@ def run_dag(dag_id: str, window: tuple[datetime, datetime]) -> tuple[int, float]
             raise
     elapsed = time.monotonic() - began
     # `dags test` exits 0 even when the run fails: ask the metadata database how the run ended.
-    if returncode == 0 and run_state(dag_id, conf["window_start"]) != "success":
+    database = (env or {}).get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+    if returncode == 0 and run_state(dag_id, run_conf["window_start"], database) != "success":
         returncode = 1
     if returncode != 0:
         print(f"demo: {dag_id} for {start:%Y-%m-%d} FAILED; the end of {log_path}:", file=sys.stderr)
@@ -171,11 +187,24 @@ def run_dag(dag_id: str, window: tuple[datetime, datetime]) -> tuple[int, float]
     return returncode, elapsed
 
 
-def run_state(dag_id: str, window_start: str) -> str | None:
-    """The state of the latest run of ``dag_id`` for the window starting at ``window_start``."""
+def run_state(dag_id: str, window_start: str, database: str | None = None) -> str | None:
+    """The state of the latest run of ``dag_id`` for the window starting at ``window_start``, in the
+    metadata database at URL ``database`` (default: this process's)."""
     from airflow.models.dagrun import DagRun
 
-    runs = [r for r in DagRun.find(dag_id=dag_id) if (r.conf or {}).get("window_start") == window_start]
+    if database is None:
+        found = DagRun.find(dag_id=dag_id)
+    else:
+        import sqlalchemy
+        from sqlalchemy.orm import Session
+
+        engine = sqlalchemy.create_engine(database, poolclass=sqlalchemy.NullPool)
+        try:
+            with Session(engine) as session:
+                found = DagRun.find(dag_id=dag_id, session=session)
+        finally:
+            engine.dispose()
+    runs = [r for r in found if (r.conf or {}).get("window_start") == window_start]
     runs.sort(key=lambda r: r.id)
     return str(runs[-1].state) if runs else None
 
