@@ -27,7 +27,7 @@ from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from devtools import services
 
@@ -271,7 +271,8 @@ def land(
     check_files(config, criteria, files)
     conn_id = config.data.wasb_conn_id
     if client is None:
-        client = wasb_hook(conn_id).blob_service_client
+        # WasbHook types its client as sync-or-async; the sync hook always builds a sync one.
+        client = cast("BlobServiceClient", wasb_hook(conn_id).blob_service_client)
     container = client.get_container_client(criteria.container)
     # Only the query of a URL can hold a SAS.
     landing = Landing(account_url=str(client.url).split("?", 1)[0].rstrip("/"), container=criteria.container)
