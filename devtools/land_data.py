@@ -263,6 +263,8 @@ def land(
     :raise UsageError: the files break the config's rules (see :func:`check_files`)
     :raise ConfigurationError: the storage account refused the connection's credential
     """
+    from contextlib import suppress
+
     from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
     from azureml_retrain.storage import storage_call, wasb_hook
@@ -278,19 +280,22 @@ def land(
     landing = Landing(account_url=str(client.url).split("?", 1)[0].rstrip("/"), container=criteria.container)
     # No retries on a refused connection for the first request: an unreachable account (services not
     # started, a wrong host) fails in a moment instead of after the SDK's minute of back-off.
-    with storage_call(conn_id, f"creating container {criteria.container}"), contextlib.suppress(ResourceExistsError):
-        container.create_container(retry_connect=0)
+    with storage_call(conn_id, f"looking for container {criteria.container}"):
+        exists = container.exists(retry_connect=0)
+    if not exists:  # created only when missing: a credential may upload without the right to create
+        with storage_call(conn_id, f"creating container {criteria.container}"), suppress(ResourceExistsError):
+            container.create_container()
     with storage_call(conn_id, f"listing {criteria.container}/{criteria.prefix}"):
         existing = [blob.name for blob in container.list_blobs(name_starts_with=criteria.prefix)]
-    if criteria.marker_name is not None:
-        with storage_call(conn_id, f"deleting {criteria.marker_name}"), contextlib.suppress(ResourceNotFoundError):
+    if criteria.marker_name in existing:
+        with storage_call(conn_id, f"deleting {criteria.marker_name}"), suppress(ResourceNotFoundError):
             container.delete_blob(criteria.marker_name)
     landed = {criteria.prefix + file.name for file in files}
     for name in existing:
         if name == criteria.marker_name or name in landed:
             continue
         if replace:
-            with storage_call(conn_id, f"deleting {name}"), contextlib.suppress(ResourceNotFoundError):
+            with storage_call(conn_id, f"deleting {name}"), suppress(ResourceNotFoundError):
                 container.delete_blob(name)
             landing.removed.append(name)
         elif criteria.selects(name):
