@@ -21,7 +21,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import signal
@@ -37,11 +36,11 @@ from typing import Any
 import requests
 
 from devtools import services
+from devtools.land_data import arrival_criteria, generated_files, generated_names, land, window_of
 
 DAY_COUNT = 3
 ROWS_PER_DAY = 600
 DEMO_CONTAINERS = ("training-data", "models", "model-ledger")
-DATA_FILE = "part-0.csv"
 
 
 def _airflow_env() -> dict[str, str]:
@@ -101,46 +100,34 @@ def demo_models(folder: Path) -> tuple[list[DemoModel], list[str]]:
                 f"{config.model}.yaml: trains through connection '{config.training.azureml_conn_id}', not one of the "
                 f"local training services ({', '.join(sorted(datasets))})"
             )
-        elif not fnmatch.fnmatch(DATA_FILE, config.data.pattern or "*"):
+        elif unselected := unselected_generated_names(config):
             pattern = config.data.pattern
-            skipped.append(f"{config.model}.yaml: data.pattern {pattern!r} does not match the demo's {DATA_FILE}")
+            names = ", ".join(unselected)
+            skipped.append(f"{config.model}.yaml: data.pattern {pattern!r} does not match the demo's {names}")
         else:
             models.append(DemoModel(config, dataset))
     return models, skipped
 
 
-def window_of(config: Any, day: datetime) -> tuple[datetime, datetime]:
-    """The schedule's first interval that starts on ``day`` (the window a scheduled run would train on)."""
-    from zoneinfo import ZoneInfo
+def unselected_generated_names(config: Any) -> list[str]:
+    """The generated data blobs the config's sensor would not select (its pattern wants other names)."""
+    from azureml_retrain.windows import Window
 
-    from croniter import croniter
-
-    local = day.astimezone(ZoneInfo(config.timezone)).replace(hour=0, minute=0, second=0, microsecond=0)
-    start = croniter(config.schedule, local - timedelta(microseconds=1)).get_next(datetime)
-    end = croniter(config.schedule, start).get_next(datetime)
-    return start.astimezone(UTC), end.astimezone(UTC)
+    criteria = arrival_criteria(config, Window(*window_of(config, datetime.now(UTC)), "schedule"))
+    return [name for name in generated_names(config) if not criteria.selects(criteria.prefix + name)]
 
 
 def land_data(models: list[DemoModel], days: list[datetime], ports: services.LocalPorts | None = None) -> None:
-    """Each day's training data where each config looks for it, its marker (if any) written last."""
-    from azureml_retrain.sensors.blob_arrival import format_with_window
+    """Each day's training data where each config looks for it (through its connection; in Azurite at
+    ``ports`` when given), its marker (if any) written last."""
     from azureml_retrain.windows import Window
-    from emulator.datasets import generate_csv
 
-    client = _blob_service(ports)
+    client = _blob_service(ports) if ports is not None else None
     for model in models:
-        data = model.config.data
-        container = client.get_container_client(data.container)
-        if not container.exists():
-            container.create_container()
         for index, day in enumerate(days, start=1):
             window = Window(*window_of(model.config, day), "schedule")
-            folder = format_with_window(data.prefix, window, "data.prefix").rstrip("/")
-            csv = generate_csv(model.dataset, rows=ROWS_PER_DAY, window=index, seed=100 + index)
-            container.upload_blob(f"{folder}/{DATA_FILE}", csv.encode(), overwrite=True)
-            if data.marker:
-                marker = format_with_window(data.marker, window, "data.marker")
-                container.upload_blob(f"{folder}/{marker}", b"", overwrite=True)
+            files = generated_files(model.config, model.dataset, rows=ROWS_PER_DAY, drift=index, seed=100 + index)
+            land(model.config, window, files, client=client)
     names = ", ".join(m.config.model for m in models)
     print(f"demo: landed {len(days)} days of drifting training data for {names} in Azurite")
 
