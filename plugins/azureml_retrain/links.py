@@ -51,7 +51,11 @@ def resource_manager_link(base_url: str, resource_id: str) -> str:
 
 
 class AzureMLLink(BaseOperatorLink):
-    """Opens the web service, endpoint or job the task acted on."""
+    """Opens the web service, endpoint or job the task acted on.
+
+    The "Azure ML" extra link of the BES and promotion operators: it opens the URL the task
+    instance pushed to its ``azureml_link`` XCom (nothing before the task pushed one).
+    """
 
     name = "Azure ML"
 

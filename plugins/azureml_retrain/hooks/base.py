@@ -181,7 +181,16 @@ class AzureMLBaseHook(BaseHook):
     """Base of the Azure ML hooks: the connection, its extras, and the retry and timeout settings.
 
     Subclasses say how they reach the service: :class:`AzureMLHttpHook` over ``requests`` with this
-    module's retry loop, the Resource Manager hook over azure-core's pipeline.
+    module's retry loop, the Resource Manager hook over azure-core's pipeline. The connection is read
+    at first use; its secret is masked in logs and never put in an error message.
+
+    :param conn_id: the Airflow connection to use.
+    :param retry_policy: attempts and backoff of one call; None: from the connection's extras
+        ``max_attempts``, ``retry_base_delay`` and ``retry_max_delay`` (else 5 attempts, 1 s doubling
+        up to 30 s).
+    :param sleep: how the hook waits between attempts and polls (tests pass a fake clock's).
+    :param ca_bundle: a CA file to trust for TLS instead of the system's (e.g. the local emulator's
+        certificate); None: the connection's ``ca_bundle`` extra, else the system's.
     """
 
     conn_name_attr: ClassVar[str] = "conn_id"

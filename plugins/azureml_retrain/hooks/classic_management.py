@@ -29,7 +29,13 @@ def validate_endpoint_name(name: str, field: str = "endpoint_name") -> str:
 
 
 class AzureMLClassicManagementHook(AzureMLHttpHook):
-    """List, create, patch, refresh and delete endpoints of classic web services in one workspace."""
+    """List, create, patch, refresh and delete endpoints of classic web services in one workspace.
+
+    :param conn_id: ``azureml_classic_management`` connection: Host the management host (e.g.
+        ``https://management.azureml.net``), Schema the workspace id, Password the workspace
+        authorization token.
+    :param workspace_id: the workspace, instead of the connection's Schema (or ``workspace_id`` extra).
+    """
 
     conn_type = "azureml_classic_management"
     default_conn_name = "azureml_classic_management_default"

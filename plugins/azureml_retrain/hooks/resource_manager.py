@@ -128,7 +128,18 @@ def _transient_status(status: int | None) -> bool:
 
 
 class AzureMLResourceManagerHook(AzureMLBaseHook):
-    """Get, change and watch ``Microsoft.MachineLearning/webServices`` through azure-core's ARM pipeline."""
+    """Get, change and watch ``Microsoft.MachineLearning/webServices`` through azure-core's ARM pipeline.
+
+    :param conn_id: ``azureml_resource_manager`` connection: Host the ARM endpoint (default
+        ``https://management.azure.com``), Login and Password a service principal's client id and
+        secret (neither: the default Azure credential chain), extras ``tenant_id``,
+        ``subscription_id``, ``resource_group`` and the optional ones the module's docstring lists.
+    :param subscription_id: the subscription, instead of the connection's ``subscription_id`` extra.
+    :param resource_group: the resource group, instead of the connection's ``resource_group`` extra.
+    :param transport: azure-core transport of the sync pipeline (tests fake HTTP there); None:
+        ``RequestsTransport``.
+    :param async_transport: the same for the async pipeline (the trigger's); None: ``AioHttpTransport``.
+    """
 
     conn_type = "azureml_resource_manager"
     default_conn_name = "azureml_resource_manager_default"
@@ -148,7 +159,6 @@ class AzureMLResourceManagerHook(AzureMLBaseHook):
         super().__init__(conn_id, **kwargs)
         self._subscription_id = subscription_id
         self._resource_group = resource_group
-        # azure-core transports (tests fake HTTP there); by default RequestsTransport and AioHttpTransport.
         self._transport = transport
         self._async_transport = async_transport
         self._async_credential: Any = None

@@ -150,7 +150,14 @@ def normalize_api_location(url: str) -> str:
 
 
 class AzureMLWebServiceHook(AzureMLHttpHook):
-    """Submit, start, watch and cancel BES jobs; score through RRS. One endpoint per hook."""
+    """Submit, start, watch and cancel BES jobs; score through RRS. One endpoint per hook.
+
+    :param conn_id: ``azureml_web_service`` connection: Host the endpoint's API location, Password its
+        API key.
+    :param api_location: the endpoint's API location, instead of the connection's Host; with it the
+        connection's extras are not read (see :meth:`for_endpoint`, for an endpoint found at run time).
+    :param api_key: the endpoint's API key, instead of the connection's Password (masked in logs).
+    """
 
     conn_type = "azureml_web_service"
     default_conn_name = "azureml_web_service_default"

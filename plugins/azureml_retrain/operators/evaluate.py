@@ -48,10 +48,6 @@ class EvaluateModelOperator(BaseOperator, BranchMixIn):
     ``rules`` and compares with ``champion_metrics``. See :mod:`azureml_retrain.evaluation` for the rule
     format, aliases (``f1``, ``rmse``, ``r2``, ``auc`` ...) and champion semantics.
 
-    The decision, a JSON-safe dict (``promote``, ``reason``, ``metric``, ``challenger``, ``champion``,
-    ``checks``, ``task``, ``evaluation_blob`` ...), is always pushed to XCom under the key
-    ``"decision"`` (:data:`DECISION_XCOM_KEY`) so downstream tasks read it the same way in every mode.
-
     Modes (pick by arguments; they combine):
 
     * **Decision only** (default): returns the decision (also the ``return_value`` XCom); downstream
@@ -78,6 +74,18 @@ class EvaluateModelOperator(BaseOperator, BranchMixIn):
     :param promote_task_ids: task id(s) to follow when the challenger is promoted; enables branching.
     :param reject_task_ids: task id(s) to follow when it is rejected (branch mode only).
     :param fail_on_reject: fail the task when the challenger is rejected.
+    :returns: the decision (without ``promote_task_ids``); in branch mode the followed task ids,
+        which Airflow keeps only when no task had to be skipped: read the ``decision`` key instead.
+    :xcom decision: the decision (:data:`DECISION_XCOM_KEY`), in every mode: a JSON-safe dict
+        ``{"promote", "reason", "metric", "higher_is_better", "challenger", "champion", "checks",
+        "task", "evaluation_blob", "evaluation_row"}``; each check is ``{"rule", "metric", "challenger",
+        "threshold" | "champion", "passed", "detail", ...}``. Not pushed with ``do_xcom_push=False``.
+    :raises AirflowFailException: ``fail_on_reject=True`` and the challenger was rejected; no retries.
+    :raises ConfigurationError: ``rules``, ``champion_metrics`` or ``evaluation_results`` are invalid
+        (the task ids and ``evaluation_row`` are checked when the DAG is parsed); no retries.
+    :raises EvaluationError: the CSV is missing, too large or not an Evaluate Model CSV with the
+        rules' metrics (no data row, a missing column, NaN), or the champion lacks the rules' metric
+        (unless the rules skip that comparison); retried.
     """
 
     template_fields: Sequence[str] = (

@@ -79,6 +79,69 @@ def _challenger_metrics(value: Any) -> dict[str, Any]:
 
 
 class _PromoteBase(BaseOperator):
+    """The arguments, ledger and results the promotion operators share (use one of its subclasses).
+
+    A promotion reads what the target serves, changes it only if it differs, reads it back, and
+    optionally smoke-tests it (see the module's docstring). With ``ledger_container`` it also holds
+    the target's ledger lock, is refused before anything changes if the ledger no longer shows
+    ``expected_model_uri`` or ``window`` is older than the serving model's, and records the change
+    (kind ``record_kind``, with ``metrics``, ``window``, the run and the operator's arguments that
+    address the target) once it is verified.
+
+    :param model: the model to serve: the ``.ilearner`` blob in ``wasb_conn_id``'s account
+        (``"container/path.ilearner"`` or ``{"container", "blob_name"}``), SubmitBesJobOperator's
+        result (its ``output_name`` output), or any model URI (``https://...``, or ``aml://...`` for a
+        model the service holds itself, e.g. to roll back). (templated)
+    :param output_name: which output of a SubmitBesJobOperator result is the model. (templated)
+    :param trained_model_name: the trained-model resource to replace: its name on a classic endpoint
+        (case-sensitive) or the asset's name in a Resource Manager definition (any casing), e.g.
+        ``"<experiment> [trained model]"``; None: the one whose name ends with ``[trained model]``,
+        when there is exactly one. (templated)
+    :param wasb_conn_id: the wasb connection of the model's storage account, the ledger and
+        ``export_to``. (templated)
+    :param smoke_test_rows: input rows (column → value) to score through the target once it serves
+        the new model; every row must come back with a ``Scored ...`` column, else the previous model
+        is put back and the task fails. None or empty: no smoke test. (templated)
+    :param verify_timeout: how long a classic endpoint may take to show the new model (or the
+        previous one, after a put-back) when read back; UpdateWebServiceDefinitionOperator waits
+        with ``operation_timeout`` instead.
+    :param verify_poll_interval: seconds between those reads of a classic endpoint.
+    :param target_name: the target's name in the ledger (its record blob and lock) and in the
+        result's ``target``, with ``ledger_container`` only; None: ``<web_service_id>/<endpoint_name>``
+        for a classic endpoint, the web service's name for a Resource Manager one. (templated)
+    :param ledger_container: the container of the promotion ledger in ``wasb_conn_id``'s account (a
+        config's DAG uses ``model-ledger`` unless the config names another); None: no ledger (no
+        lock, no guard, no record). (templated)
+    :param expected_model_uri: with the ledger: the model the run evaluated against; the promotion is
+        refused if the ledger's latest record shows another one (``""``: an empty ledger is
+        expected). A record this DAG run wrote itself (on an earlier try) does not count. None: not
+        checked. (templated)
+    :param window: the new model's data window, ``{"start", "end"}`` in ISO 8601 (as in
+        BlobArrivalSensor's result), recorded in the ledger; a promotion whose ``end`` is earlier than
+        the serving model's is refused unless ``allow_older_window``. None: not checked. (templated)
+    :param metrics: the metrics to record in the ledger: EvaluateModelOperator's decision (its
+        ``challenger`` metrics are taken) or a metrics dict; None records none. (templated)
+    :param allow_older_window: promote a model of an older ``window`` than the serving one's (a
+        rollback always may).
+    :param record_kind: the ledger record's kind: ``"promotion"`` or ``"rollback"`` (which may put
+        back a model of an older window); anything else is a ConfigurationError when the DAG is parsed.
+    :param on_refusal: what a refusal by the ledger's guard does: ``"skip"`` skips the task (the
+        reason goes to the ``refusal`` XCom), ``"fail"`` fails it without retries; anything else is a
+        ConfigurationError when the DAG is parsed.
+    :xcom azureml_link: the URL the task's "Azure ML" extra link opens (:class:`AzureMLLink`), pushed
+        before anything changes.
+    :xcom refusal: ``{"target", "reason"}`` when the ledger's guard refused the promotion and
+        ``on_refusal="skip"``.
+    :raises AirflowSkipException: the ledger's guard refused the promotion (``on_refusal="skip"``):
+        the target keeps its model; the reason is in the ``refusal`` XCom.
+    :raises PromotionRefusedError: the same refusal with ``on_refusal="fail"``; no retries.
+    :raises PromotionConflictError: another run held the target's ledger lock too long or wrote the
+        ledger at the same time; retried.
+    :raises AzureMLServiceError: a service call failed after the hook's own retries; a request the
+        service rejected (``AzureMLRequestRejectedError``: a 4xx other than 408 and 429) fails
+        without Airflow's retries.
+    """
+
     template_fields: Sequence[str] = (
         "model",
         "output_name",
@@ -254,19 +317,27 @@ class PatchEndpointOperator(_PromoteBase):
     and optionally scores ``smoke_test_rows`` through the endpoint's RRS API. A smoke-test failure
     re-points the endpoint at the previous model (with a fresh SAS when it is in this storage
     account, else at the location the endpoint reported, e.g. a model the service holds itself) and
-    reads it back, then fails the task.
+    reads it back, then fails the task. An endpoint that already serves the model is left as it is
+    (``changed`` is False).
 
-    Returns ``{"target", "web_service_id", "endpoint_name", "resource_name", "changed",
-    "previous": {"base_location", "relative_location"}, "current": {...}, "smoke_test"}``.
-
-    :param web_service_id: the predictive web service.
-    :param endpoint_name: a non-default endpoint (``default`` cannot be patched).
-    :param model: the ``.ilearner`` blob, or SubmitBesJobOperator's result with ``output_name``.
-    :param trained_model_name: the resource name (``"<experiment> [trained model]"``); found on
-        the endpoint when it has exactly one.
-    :param create_endpoint: add the endpoint when it does not exist.
-    :param management_conn_id: ``azureml_classic_management`` connection of the workspace.
-    :param sas_lifetime: validity of the SAS handed to the service.
+    :param web_service_id: the predictive web service's id in the connection's workspace. (templated)
+    :param endpoint_name: a non-default endpoint (``default`` cannot be patched): 1-24 lowercase
+        letters and digits. (templated)
+    :param create_endpoint: add the endpoint when it does not exist (else that is a ConfigurationError).
+    :param endpoint_description: the description of an endpoint ``create_endpoint`` adds.
+    :param management_conn_id: ``azureml_classic_management`` connection of the workspace (its
+        Password, the workspace authorization token, is the secret). (templated)
+    :param sas_lifetime: validity of the read-only SAS handed to the service for the model blob.
+    :returns: ``{"target", "web_service_id", "endpoint_name", "resource_name", "changed",
+        "previous": {"base_location", "relative_location"}, "current": {...}, "previous_model_uri",
+        "model_uri", "smoke_test"}``: what served before (for a rollback) and now; ``smoke_test`` is
+        None or ``{"rows", "predictions"}``. Locations only, never a SAS token.
+    :raises ConfigurationError: ``endpoint_name`` is ``default`` or not a valid name, the endpoint
+        does not exist (without ``create_endpoint``), ``trained_model_name`` matches no resource (or
+        several, when not given), or ``model`` is not an ``.ilearner``; no retries.
+    :raises PromotionVerificationError: the endpoint did not show the new model within
+        ``verify_timeout``, or the smoke test failed (the message says whether the previous model
+        was put back).
     """
 
     template_fields: Sequence[str] = (
@@ -537,15 +608,40 @@ def _asset_uri(asset: Mapping[str, Any]) -> str | None:
 class UpdateWebServiceDefinitionOperator(_PromoteBase):
     """Point a Resource Manager (new) web service's ``[trained model]`` asset at a new model.
 
-    GETs the definition, replaces the asset's ``locationInfo.uri`` with the blob's URL (no SAS:
-    the service reads it with its own storage account key), PATCHes the definition back, waits
-    for the async operation (in the triggerer when deferrable), GETs again to verify, and
-    optionally smoke-tests scoring through the service's data plane. Optionally writes the
-    definition before and after to ``export_to`` (``"container/prefix"``), as the PowerShell
-    export/import flow does with files.
+    GETs the definition (waiting, up to ``operation_timeout``, while an earlier update still
+    provisions), replaces the asset's ``locationInfo.uri`` with the blob's URL (no SAS: the service
+    reads it with its own storage account key), PATCHes the definition back, waits for the async
+    operation (in the triggerer when deferrable), GETs again to verify, and optionally smoke-tests
+    scoring through the service's data plane (a failure puts the previous uri back). Optionally
+    writes the definition before and after to ``export_to``, as the PowerShell export/import flow
+    does with files. A service that already serves the model is left as it is (``changed`` is False).
 
-    Returns ``{"target", "web_service_name", "asset_id", "changed", "previous_uri", "current_uri",
-    "operation": {...}, "smoke_test"}``.
+    :param web_service_name: the ``Microsoft.MachineLearning/webServices`` resource, in the
+        connection's subscription and resource group. (templated)
+    :param arm_conn_id: ``azureml_resource_manager`` connection (a service principal, or the default
+        Azure credential chain; subscription and resource group in its extras). (templated)
+    :param export_to: ``"container/prefix"`` in ``wasb_conn_id``'s account to write the definition
+        to as JSON, before and after the change (``<prefix>/<web_service_name>/<run_id>/before.json``
+        and ``after.json``); None: no export. (templated)
+    :param deferrable: wait for the update's operation in the triggerer (ArmOperationTrigger) instead
+        of a worker; with ``ledger_container`` the wait stays in the worker, so that the ledger's
+        lock covers the whole change.
+    :param poll_interval: seconds before the first poll of the operation, doubling up to 30 s; also
+        the wait between reads while an earlier update still provisions.
+    :param operation_timeout: how long the update's operation may take, and how long an earlier
+        update may keep the service provisioning before this one gives up.
+    :returns: ``{"target", "web_service_name", "asset_id", "changed", "previous_uri",
+        "current_uri", "previous_model_uri", "model_uri", "exported": {"before", "after"},
+        "operation": {"status", "id"}, "smoke_test"}``: what served before (for a rollback) and
+        now; ``operation`` is None when nothing changed, ``exported`` names the blobs written to
+        ``export_to`` (each None without it), ``smoke_test`` is None or ``{"rows", "predictions"}``.
+    :raises ConfigurationError: the definition has no asset matching ``trained_model_name`` (or
+        several, when not given), or ``model`` is not an ``.ilearner``; no retries.
+    :raises PromotionVerificationError: the operation ended other than Succeeded, or was still
+        running at ``operation_timeout`` in the triggerer (in a worker that is an AzureMLServiceError
+        with code ``Timeout``); an earlier update still provisioned after ``operation_timeout``; the
+        definition did not show the new model, or not Succeeded, afterwards; or the smoke test failed
+        (the message says whether the previous uri was put back).
     """
 
     template_fields: Sequence[str] = (

@@ -53,19 +53,15 @@ class SubmitBesJobOperator(BaseOperator):
     are retried with a new job. While it waits, the task logs the job's state, time since submission,
     next check and link at every state change and at least every 5 minutes (at most once per poll).
 
-    Returns (XCom) output locations only, never a SAS token or key::
-
-        {"job_id", "status", "submitted_at", "finished_at", "duration_seconds",
-         "outputs": {"output1": {"base_location", "relative_location", "container", "blob_name"}}}
-
-    :param inputs: web service input name → blob location (datasets: .csv, .tsv, .arff).
+    :param inputs: web service input name → blob location (datasets: .csv, .tsv, .arff). (templated)
     :param outputs: web service output name → blob location (.ilearner for models). Names are
-        case-sensitive and must match the experiment's Web Service Outputs.
-    :param global_parameters: the experiment's web service parameters (names case-sensitive).
-    :param azureml_conn_id: ``azureml_web_service`` connection of the training endpoint.
-    :param wasb_conn_id: storage connection holding the inputs and outputs.
+        case-sensitive and must match the experiment's Web Service Outputs. (templated)
+    :param global_parameters: the experiment's web service parameters (names case-sensitive). (templated)
+    :param azureml_conn_id: ``azureml_web_service`` connection of the training endpoint (Host: its API
+        location; Password: its API key). (templated)
+    :param wasb_conn_id: storage connection holding the inputs and outputs. (templated)
     :param reference_mode: ``"sas"`` (default: blob-scoped, short-lived tokens) or
-        ``"connection_string"`` (the account key travels to the service).
+        ``"connection_string"`` (the account key travels to the service). (templated)
     :param create_output_containers: create the outputs' containers when missing, before submitting
         (BES writes into existing containers only: a missing one fails the job with a "blob not
         found"). Turn off for a credential that may not create containers.
@@ -75,6 +71,7 @@ class SubmitBesJobOperator(BaseOperator):
         the triggerer (about 2 s). 0 defers at once.
     :param poll_interval: first wait between status polls (s); doubles up to ``max_poll_interval``.
         A deferred job that finishes ends the task in the triggerer (no second worker run).
+    :param max_poll_interval: the longest wait between status polls (s), however long the job runs.
     :param job_timeout: the job is cancelled and the task fails if it has not ended by then,
         measured from submission (a reattaching retry keeps the original deadline).
     :param cancel_on_kill: cancel the remote job when the task is killed or marked failed.
@@ -83,6 +80,22 @@ class SubmitBesJobOperator(BaseOperator):
         be values or Jinja templates, not another task's output; the job's record goes into a claim
         blob ``<first output>.bes-job.json`` instead of the state store (triggers cannot reach it).
         Not for mapped tasks (Airflow starts those on a worker).
+    :returns: the finished job's output locations only, never a SAS token or key: ``{"job_id",
+        "status", "submitted_at", "finished_at", "duration_seconds", "outputs": {"output1":
+        {"base_location", "relative_location", "container", "blob_name"}, ...}}``.
+    :xcom bes_job_id: the BES job's id, as soon as the task follows the job (before it ends).
+    :xcom azureml_link: the URL the task's "Azure ML" extra link opens (:class:`AzureMLLink`): the
+        Studio web services portal, or the local emulator's view of the job.
+    :raises BesJobInputError: the job failed because of its input (a Studio module error); no retries.
+    :raises AzureMLRequestRejectedError: the service rejected a request (a 4xx other than 408 and
+        429); no retries.
+    :raises BesJobRejectedError: the trigger met an error a retry cannot help with; no retries.
+    :raises BesJobFailedError: the job ended Failed or Cancelled for another reason, did not end
+        within ``job_timeout`` (it is cancelled), finished without one of ``outputs``, or is gone;
+        retried, with a new job.
+    :raises ConfigurationError: an argument or connection field is invalid (the poll intervals,
+        ``defer_after`` and ``start_from_trigger``'s inputs are checked when the DAG is parsed); no
+        retries.
     """
 
     template_fields: Sequence[str] = (

@@ -94,8 +94,7 @@ class BlobArrivalSensor(BaseSensorOperator):
     Accepts when (see :func:`azureml_retrain.triggers.blob_arrival.assess_arrival`): at least
     ``min_files`` blobs under the prefix match ``pattern``, none empty, totalling ``min_total_bytes``;
     the ``marker`` exists (if set) and is not older than the data; and nothing changed for
-    ``stable_for`` seconds. Returns (XCom) ``{"container", "prefix", "window": {"start", "end"},
-    "blobs": [{"name", "etag", "size", "last_modified"}], "total_bytes", "marker"}``.
+    ``stable_for`` seconds.
 
     Modes: deferrable (default) pokes once, then defers to
     :class:`~azureml_retrain.triggers.blob_arrival.BlobArrivalTrigger` with an absolute deadline and what
@@ -121,6 +120,14 @@ class BlobArrivalSensor(BaseSensorOperator):
         none, instead of the DAG's schedule
     :param wasb_conn_id: the wasb connection (templated)
     :param deferrable: free the worker slot while waiting (default True); needs ``mode="poke"``
+    :returns: the accepted data: ``{"container", "prefix", "window": {"start", "end"}, "blobs":
+        [{"name", "etag", "size", "last_modified"}], "total_bytes", "marker"}`` (the rendered prefix,
+        the window in ISO 8601, the marker blob like the others or None)
+    :raises AirflowSensorTimeout: the data was not accepted within the sensor's ``timeout`` (with
+        ``soft_fail=True`` the task is skipped instead)
+    :raises ConfigurationError: an invalid argument (most are checked when the DAG is parsed), or the
+        storage account refused the connection's credential; no retries
+    :raises AzureMLRetrainError: a listing failed in a way another check cannot fix; retried
     """
 
     template_fields: Sequence[str] = (

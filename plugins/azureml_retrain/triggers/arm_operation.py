@@ -19,7 +19,13 @@ class ArmOperationTrigger(BaseTrigger):
         PUT that started it; JSON without credentials).
     :param end_time: absolute deadline (epoch seconds), kept across triggerer restarts.
     :param poll_interval: first wait between polls (s), doubling up to ``max_poll_interval``.
+    :param max_poll_interval: the longest wait between polls (s).
     :param status_url: where the operation is watched, for the log (no query string).
+    :event terminal: ``{"status": "terminal", "operation": {...}}``: the operation ended; its last
+        status body, with ``status`` the terminal state (``Succeeded``, ``Failed``, ``Canceled``).
+    :event timeout: ``{"status": "timeout", "message"}``: still running at ``end_time``.
+    :event error: ``{"status": "error", "message"}``: a status read failed in a way another poll
+        cannot fix.
     """
 
     def __init__(

@@ -56,12 +56,26 @@ class BesJobTrigger(BaseTrigger):
     :param end_time: absolute deadline (epoch seconds); a triggerer restart does not reset it. On
         reaching it the job is cancelled and a ``timeout`` event is fired.
     :param poll_interval: first wait between polls, in seconds; grows to ``max_poll_interval``.
+    :param max_poll_interval: the longest wait between polls, in seconds.
     :param cancel_on_kill: cancel the job when a user kills the deferred task.
     :param last_status: the status the operator saw before deferring, so only changes are logged.
     :param finish_task: when the job is Finished with every output in ``expected_outputs``, end the
         task here with the operator's result as its XCom (``submitted_at`` gives its duration), so it
         does not go back to a worker. Any other end resumes the task on a worker, which fails,
         retries or starts over as the operator decides.
+    :param expected_outputs: the output names a Finished job must report for ``finish_task`` to end
+        the task here (SubmitBesJobOperator's ``outputs``).
+    :param submitted_at: when the job was submitted (ISO 8601), for the progress log and the
+        result's ``duration_seconds``; None: unknown.
+    :event task success: with ``finish_task``, a job Finished with every expected output ends the
+        task with SubmitBesJobOperator's result as its ``return_value`` XCom (Airflow's TaskSuccessEvent).
+    :event terminal: ``{"status": "terminal", "job_id", "job_status", "details", "polls"}``: the job
+        ended (Finished, Failed or Cancelled) otherwise.
+    :event timeout: ``{"status": "timeout", "job_id", "job_status", "polls"}``: ``end_time`` passed;
+        the job was cancelled first.
+    :event error: ``{"status": "error", "job_id", "message", "retryable"}``: a status read failed in
+        a way another poll cannot fix; ``retryable`` is True for a job that is gone (a retry submits
+        a new one), False for a rejected read.
     """
 
     def __init__(

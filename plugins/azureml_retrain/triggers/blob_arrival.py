@@ -671,11 +671,8 @@ async def list_blobs_async(client: AsyncBlobServiceClient, container: str, prefi
 class BlobArrivalTrigger(BaseTrigger):
     """Poll a blob prefix until the window's data has arrived completely and stably, or a deadline passes.
 
-    Yields exactly one event: ``{"status": "success", **result}`` (see :data:`RESULT_KEYS`),
-    ``{"status": "timeout", "message": ...}`` once ``end_time`` has passed, or
-    ``{"status": "error", "message": ...}`` on a non-retryable error; ``"fatal": True`` in it means
-    the task must fail without retrying (the storage account refused the connection's credential).
-    Transient listing errors (network, throttling, 5xx) are retried at the next poll.
+    Yields exactly one event (listed below). Transient listing errors (network,
+    throttling, 5xx) are retried at the next poll.
 
     Its log has a line for the first check, for each check that sees something new (another number
     of blobs, the marker, a restarted stability clock, another error) and a "still waiting" line
@@ -700,6 +697,14 @@ class BlobArrivalTrigger(BaseTrigger):
         the success event, so the task does not go back to a worker; timeouts and errors still resume it
     :param waiting_since: when the sensor began waiting, seconds since the epoch (for the log's "42 min
         of 12 h"); None: when this trigger started
+    :event success: ``{"status": "success", **result}``: the data was accepted; ``result`` is the
+        sensor's return value (see :data:`RESULT_KEYS`). With ``finish_task`` the task ends instead,
+        with ``result`` as its ``return_value`` XCom (Airflow's TaskSuccessEvent).
+    :event timeout: ``{"status": "timeout", "message"}``: ``end_time`` passed before the data was
+        accepted; the message says what the last check saw.
+    :event error: ``{"status": "error", "message"}``: a listing failed in a way another poll cannot
+        fix; with ``"fatal": True`` the storage account refused the connection's credential, and the
+        task must fail without retrying.
     """
 
     #: Where the trigger reads time and sleeps (not serialized; tests substitute a simulated one).
