@@ -143,8 +143,10 @@ def land_data(models: list[DemoModel], days: list[datetime], ports: services.Loc
 
 def run_dag(dag_id: str, window: tuple[datetime, datetime]) -> tuple[int, float]:
     """``airflow dags test`` of one window: a manual run without a logical date, the window in its conf."""
+    from azureml_retrain.windows import WINDOW_PARAM, window_interval
+
     start, end = window
-    conf = {"window_start": start.isoformat(), "window_end": end.isoformat()}
+    conf = {WINDOW_PARAM: window_interval(start, end)}
     log_path = services.LOG_DIR / f"demo-{dag_id}-{start:%Y%m%d}.log"
     began = time.monotonic()
     with log_path.open("w") as log:
@@ -163,7 +165,7 @@ def run_dag(dag_id: str, window: tuple[datetime, datetime]) -> tuple[int, float]
             raise
     elapsed = time.monotonic() - began
     # `dags test` exits 0 even when the run fails: ask the metadata database how the run ended.
-    if returncode == 0 and run_state(dag_id, conf["window_start"]) != "success":
+    if returncode == 0 and run_state(dag_id, conf[WINDOW_PARAM]) != "success":
         returncode = 1
     if returncode != 0:
         print(f"demo: {dag_id} for {start:%Y-%m-%d} FAILED; the end of {log_path}:", file=sys.stderr)
@@ -171,11 +173,13 @@ def run_dag(dag_id: str, window: tuple[datetime, datetime]) -> tuple[int, float]
     return returncode, elapsed
 
 
-def run_state(dag_id: str, window_start: str) -> str | None:
-    """The state of the latest run of ``dag_id`` for the window starting at ``window_start``."""
+def run_state(dag_id: str, window: str) -> str | None:
+    """The state of the latest run of ``dag_id`` triggered with ``window`` (``<start>/<end>``) in its conf."""
     from airflow.models.dagrun import DagRun
 
-    runs = [r for r in DagRun.find(dag_id=dag_id) if (r.conf or {}).get("window_start") == window_start]
+    from azureml_retrain.windows import WINDOW_PARAM
+
+    runs = [r for r in DagRun.find(dag_id=dag_id) if (r.conf or {}).get(WINDOW_PARAM) == window]
     runs.sort(key=lambda r: r.id)
     return str(runs[-1].state) if runs else None
 
