@@ -7,8 +7,8 @@ need. Created paused: unpause it to let it run on its schedule.
 
 - **Windows are real data intervals** because the schedule is a `CronDataIntervalTimetable`
   (Airflow 3's default cron timetable gives zero-length intervals). A manual run has no logical
-  date: give it `window_start` and `window_end` in its conf, or it takes the schedule's latest
-  complete interval.
+  date: give it a `window` (`<start>/<end>`, e.g. `2026-11-20/2026-11-21`) in its conf, or it takes
+  the schedule's latest complete interval.
 - **The sensor's result feeds `inputs`**: it returns the exact blobs it accepted and the window, and
   `training_input` turns them into the BES input (one file per window here; the config DAGs join
   several into one staged input) and the window the ledger records.
@@ -23,8 +23,9 @@ from __future__ import annotations
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
+from airflow.sdk import DAG, CronDataIntervalTimetable, task
 
+from azureml_retrain.factory import window_param
 from azureml_retrain.operators import EvaluateModelOperator, PatchEndpointOperator, SubmitBesJobOperator
 from azureml_retrain.sensors import BlobArrivalSensor
 
@@ -43,10 +44,8 @@ with DAG(
     max_active_runs=1,
     tags=["azureml", "retraining", "example"],
     default_args={"owner": "ml-platform", "retries": 2, "retry_delay": pendulum.duration(seconds=30)},
-    params={
-        "window_start": Param(None, type=["null", "string"], description="ISO date/time; empty: the schedule's"),
-        "window_end": Param(None, type=["null", "string"], description="ISO date/time, exclusive"),
-    },
+    # The config DAGs' window param, which the sensor reads: an incomplete window is refused at trigger time.
+    params={"window": window_param()},
 ) as dag:
     arrival = BlobArrivalSensor(
         task_id="wait_for_data",

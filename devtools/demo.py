@@ -145,8 +145,10 @@ def run_dag(
     ``conf`` adds to the run's conf (e.g. ``{"dry_run": True}``); ``env`` is the environment of the
     Airflow installation to run in (default: the demo's), ``log_dir`` where the run's log goes.
     """
+    from azureml_retrain.windows import WINDOW_PARAM, window_interval
+
     start, end = window
-    run_conf = {**(conf or {}), "window_start": start.isoformat(), "window_end": end.isoformat()}
+    run_conf = {**(conf or {}), WINDOW_PARAM: window_interval(start, end)}
     log_path = (log_dir or services.LOG_DIR) / f"demo-{dag_id}-{start:%Y%m%d}.log"
     began = time.monotonic()
     with log_path.open("w") as log:
@@ -166,7 +168,7 @@ def run_dag(
     elapsed = time.monotonic() - began
     # `dags test` exits 0 even when the run fails: ask the metadata database how the run ended.
     database = (env or {}).get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
-    if returncode == 0 and run_state(dag_id, run_conf["window_start"], database) != "success":
+    if returncode == 0 and run_state(dag_id, run_conf[WINDOW_PARAM], database) != "success":
         returncode = 1
     if returncode != 0:
         print(f"demo: {dag_id} for {start:%Y-%m-%d} FAILED; the end of {log_path}:", file=sys.stderr)
@@ -174,10 +176,12 @@ def run_dag(
     return returncode, elapsed
 
 
-def run_state(dag_id: str, window_start: str, database: str | None = None) -> str | None:
-    """The state of the latest run of ``dag_id`` for the window starting at ``window_start``, in the
-    metadata database at URL ``database`` (default: this process's)."""
+def run_state(dag_id: str, window: str, database: str | None = None) -> str | None:
+    """The state of the latest run of ``dag_id`` triggered with ``window`` (``<start>/<end>``) in its
+    conf, in the metadata database at URL ``database`` (default: this process's)."""
     from airflow.models.dagrun import DagRun
+
+    from azureml_retrain.windows import WINDOW_PARAM
 
     if database is None:
         found = DagRun.find(dag_id=dag_id)
@@ -191,7 +195,7 @@ def run_state(dag_id: str, window_start: str, database: str | None = None) -> st
                 found = DagRun.find(dag_id=dag_id, session=session)
         finally:
             engine.dispose()
-    runs = [r for r in found if (r.conf or {}).get("window_start") == window_start]
+    runs = [r for r in found if (r.conf or {}).get(WINDOW_PARAM) == window]
     runs.sort(key=lambda r: r.id)
     return str(runs[-1].state) if runs else None
 

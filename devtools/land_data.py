@@ -348,7 +348,9 @@ def resolve_config_path(text: str) -> Path:
 
 def next_steps(config: RetrainingConfig, window: Window) -> list[str]:
     """The commands that run the retraining DAG on ``window``."""
-    conf = json.dumps({"window_start": window.start.isoformat(), "window_end": window.end.isoformat()})
+    from azureml_retrain.windows import WINDOW_PARAM, window_interval
+
+    conf = json.dumps({WINDOW_PARAM: window_interval(window.start, window.end)})
     return [
         f"airflow dags unpause {config.dag_id}   # DAGs start paused; a triggered run waits until unpaused",
         f"airflow dags trigger {config.dag_id} --conf {shlex.quote(conf)}",

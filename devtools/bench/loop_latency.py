@@ -61,10 +61,11 @@ def span(ti: dict[str, Any]) -> tuple[float, float]:
 
 
 def one_sample(bench: Bench, day: datetime, window: int) -> dict[str, Any]:
+    from azureml_retrain.windows import WINDOW_PARAM, window_interval
     from emulator.datasets import generate_csv
 
     cluster = bench.cluster
-    conf = {"window_start": day.isoformat(), "window_end": (day + timedelta(days=1)).isoformat(), "promote": "force"}
+    conf = {WINDOW_PARAM: window_interval(day, day + timedelta(days=1)), "promote": "force"}
     known_jobs = bench.job_ids()
     run_id = cluster.trigger(DAG_ID, conf=conf)
     cluster.wait_for_task_state(DAG_ID, run_id, "wait_for_data", {"deferred"}, timeout=180)

@@ -158,9 +158,11 @@ def run_backfill(bench: Bench, windows: int) -> dict[str, Any]:
 
 
 def run_fanout(bench: Bench, k: int) -> dict[str, Any]:
+    from azureml_retrain.windows import WINDOW_PARAM, window_interval
+
     day = datetime(2026, 10, 1, tzinfo=UTC)
     land(bench, f"fanout{k}/{day:%Y-%m-%d}/", rows=400, window=1)
-    conf = {"window_start": day.isoformat(), "window_end": (day + timedelta(days=1)).isoformat(), "promote": "force"}
+    conf = {WINDOW_PARAM: window_interval(day, day + timedelta(days=1)), "promote": "force"}
     run = bench.run_dag(fanout_dag(k), conf=conf, timeout=1200)
     tis = bench.cluster.api(
         "GET", f"dags/{fanout_dag(k)}/dagRuns/{run['dag_run_id']}/taskInstances", params={"limit": 1000}

@@ -90,18 +90,7 @@ def form_param(default: Any, *, title: str, description: str, **schema: Any) -> 
 def params_for(config: RetrainingConfig) -> dict[str, Any]:
     """The manual-trigger form."""
     return {
-        "window_start": form_param(
-            None,
-            type=["null", "string"],
-            title="Window start",
-            description="ISO date/time; empty: the latest complete interval of the schedule.",
-        ),
-        "window_end": form_param(
-            None,
-            type=["null", "string"],
-            title="Window end",
-            description="ISO date/time, exclusive; give it together with the start.",
-        ),
+        "window": window_param(),
         "data_prefix": form_param(
             None,
             type=["null", "string"],
@@ -131,6 +120,23 @@ def params_for(config: RetrainingConfig) -> dict[str, Any]:
             description="Resolve the window, check the data and plan the run, then stop before training.",
         ),
     }
+
+
+def window_param() -> Any:
+    """The trigger form's window, ``<start>/<end>``. One param rather than a start and an end: Airflow
+    checks each param's schema on its own, so only one param can refuse an incomplete window when the
+    run is triggered. Real dates and their order are checked when the run plans (``parse_window``)."""
+    from azureml_retrain.windows import WINDOW_EXAMPLE, WINDOW_PATTERN
+
+    return form_param(
+        None,
+        type=["null", "string"],
+        pattern=WINDOW_PATTERN,
+        title="Window",
+        description=f"<start>/<end>, ISO dates or date-times, end exclusive, e.g. {WINDOW_EXAMPLE}. Wins over "
+        'the run\'s data interval (Data Interval "Specify Manually", scheduled and backfill runs), which wins '
+        "over the schedule's latest complete interval.",
+    )
 
 
 def rules_param() -> Any:

@@ -7,11 +7,14 @@ cron schedules default to ``CronTriggerTimetable``, whose scheduled runs have a 
 into a half-open window ``[start, end)`` with these rules, first match wins:
 
 1. **Explicit window.** ``start``/``end`` arguments (usually templated operator arguments), else the
-   run's ``params["window_start"]``/``params["window_end"]`` (names configurable). Values are ISO 8601
-   strings (``2026-11-26``, ``2026-11-26T03:00:00+00:00``, ``...Z``) or datetimes; a value without a
-   time zone is taken as UTC. Empty strings, ``None`` and the text ``"None"`` (what an unset templated
-   param renders to) count as "not given". Giving only one of the pair, an unparsable value or
-   ``end <= start`` is a :class:`~azureml_retrain.exceptions.ConfigurationError` naming the param.
+   run's ``params["window"]`` (name configurable): an ISO 8601 time interval ``<start>/<end>``, end
+   exclusive, e.g. ``2026-11-20/2026-11-21`` or ``2026-11-20T02:00:00Z/2026-11-21T02:00:00+00:00``
+   (its trigger-form schema, :data:`WINDOW_PATTERN`, refuses an incomplete one when the run is
+   triggered). Ends are ISO 8601 dates or date-times (the arguments may be datetimes too); one
+   without a time zone is taken as UTC. ``None`` and empty strings count as "not given", and so does
+   the text ``"None"`` in an argument (what an unset templated param renders to). Only one argument
+   of the pair, an incomplete interval, an end that is not a real date or time, or ``end <= start``
+   is a :class:`~azureml_retrain.exceptions.ConfigurationError` naming the argument or param.
 2. **The run's data interval**, when both ends are set and ``end > start`` (``CronDataIntervalTimetable``,
    ``DeltaDataIntervalTimetable``, a trigger timetable with an ``interval``, or a manual run given an
    explicit interval).
@@ -29,7 +32,7 @@ into a half-open window ``[start, end)`` with these rules, first match wins:
      ``[anchor - delta, anchor)``.
 
    Any other timetable (``None``/manual-only, ``@once``, asset-triggered, multiple crons, events) has
-   no interval to derive, and the function raises a ConfigurationError naming the params to pass.
+   no interval to derive, and the function raises a ConfigurationError naming the param to pass.
 
 All returned datetimes are timezone-aware UTC.
 """
@@ -38,13 +41,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, Literal
 
 from azureml_retrain.exceptions import ConfigurationError
 
-WINDOW_START_PARAM = "window_start"
-WINDOW_END_PARAM = "window_end"
+WINDOW_PARAM = "window"
+WINDOW_EXAMPLE = "2026-11-20/2026-11-21"
+# One ISO 8601 date or date-time, as both JSON Schema engines read it (the browser's and Python's):
+# [0-9] rather than \d, which Python extends to every Unicode digit. The time zone needs a time.
+_ISO_DATE_OR_DATE_TIME = (
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?(?:Z|[+-][0-9]{2}:[0-9]{2})?)?"
+)
+#: The ``window`` param's JSON Schema pattern: empty, or a complete interval ``<start>/<end>``. It
+#: checks the form only; :func:`parse_window` checks that both ends are real and in order.
+WINDOW_PATTERN = f"^(?:{_ISO_DATE_OR_DATE_TIME}/{_ISO_DATE_OR_DATE_TIME})?$"
 
 WindowSource = Literal["arguments", "params", "data_interval", "schedule"]
 
@@ -79,10 +91,10 @@ def parse_datetime(value: object, name: str) -> datetime | None:
             return None
         try:
             parsed = datetime.fromisoformat(text)
-        except ValueError:
+        except ValueError as error:
             raise ConfigurationError(
                 f"{name}: expected an ISO 8601 date or datetime such as '2026-11-26' or "
-                f"'2026-11-26T03:00:00+00:00', got {value!r}"
+                f"'2026-11-26T03:00:00+00:00', got {value!r} ({error})"
             ) from None
     else:
         raise ConfigurationError(f"{name}: expected an ISO 8601 string or a datetime, got {type(value).__name__}")
@@ -91,14 +103,49 @@ def parse_datetime(value: object, name: str) -> datetime | None:
     return _utc(parsed)
 
 
+def window_interval(start: date, end: date) -> str:
+    """The ``window`` param's value for ``[start, end)``: ``<start>/<end>`` in ISO 8601."""
+    return f"{start.isoformat()}/{end.isoformat()}"
+
+
+def parse_window(value: object, name: str) -> tuple[datetime, datetime] | None:
+    """Parse a ``window`` param, ``<start>/<end>`` (rule 1), into aware UTC datetimes; ``None`` when
+    not given (``None`` or empty).
+
+    :param value: the param's value
+    :param name: the param's name, used in error messages
+    :raise ConfigurationError: if the value is not a complete interval of real dates or date-times
+        with its end after its start
+    """
+    if value is None:
+        return None
+    fix = f"give '<start>/<end>' (ISO 8601 dates or date-times, end exclusive), e.g. '{WINDOW_EXAMPLE}'"
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name}: expected a string, got {type(value).__name__}; {fix}")
+    if not value.strip():
+        return None
+    incomplete = ConfigurationError(f"{name}: {value!r} is not a complete interval; {fix}")
+    ends = value.split("/")
+    if len(ends) != 2:
+        raise incomplete
+    start = parse_datetime(ends[0], f"{name} (start)")
+    end = parse_datetime(ends[1], f"{name} (end)")
+    if start is None or end is None:
+        raise incomplete
+    if end <= start:
+        raise ConfigurationError(
+            f"{name}: the end ({end.isoformat()}) must be after the start ({start.isoformat()}); {fix}"
+        )
+    return start, end
+
+
 def resolve_window(
     context: Mapping[str, Any],
     *,
     start: object = None,
     end: object = None,
     fallback_schedule: str | timedelta | None = None,
-    start_param: str = WINDOW_START_PARAM,
-    end_param: str = WINDOW_END_PARAM,
+    window_param: str = WINDOW_PARAM,
 ) -> Window:
     """Resolve the run's data window from the task context (rules in the module docstring).
 
@@ -106,8 +153,7 @@ def resolve_window(
     :param start: explicit window start (ISO string or datetime); wins over everything else
     :param end: explicit window end; must be given together with ``start``
     :param fallback_schedule: cron expression or timedelta used for rule 3 instead of the DAG's timetable
-    :param start_param: name of the run param holding an explicit window start
-    :param end_param: name of the run param holding an explicit window end
+    :param window_param: name of the run param holding an explicit window ``<start>/<end>``
     :return: the window, with ``source`` naming the rule that produced it
     :raise ConfigurationError: on a half-given or invalid explicit window, or when no rule applies
     """
@@ -115,11 +161,9 @@ def resolve_window(
     if explicit is not None:
         return explicit
     params = context.get("params") or {}
-    explicit = _explicit_pair(
-        params.get(start_param), params.get(end_param), f"params[{start_param!r}]", f"params[{end_param!r}]", "params"
-    )
-    if explicit is not None:
-        return explicit
+    given = parse_window(params.get(window_param), f"params[{window_param!r}]")
+    if given is not None:
+        return Window(*given, "params")
 
     interval_start = context.get("data_interval_start")
     interval_end = context.get("data_interval_end")
@@ -131,9 +175,9 @@ def resolve_window(
     anchor = logical_date if isinstance(logical_date, datetime) else getattr(dag_run, "run_after", None)
     if not isinstance(anchor, datetime):
         raise ConfigurationError(
-            f"Cannot resolve the data window: params {start_param!r}/{end_param!r} are not set and the run has "
-            "neither a data interval, a logical date nor a run_after time. Trigger the run with params "
-            f'{{"{start_param}": "<ISO start>", "{end_param}": "<ISO end>"}}.'
+            f"Cannot resolve the data window: param {window_param!r} is not set and the run has neither a "
+            "data interval, a logical date nor a run_after time. Trigger the run with params "
+            f'{{"{window_param}": "<start>/<end>"}}, e.g. {{"{window_param}": "{WINDOW_EXAMPLE}"}}.'
         )
     anchor = _utc(anchor if anchor.tzinfo else anchor.replace(tzinfo=UTC))
     schedule = _schedule_of(fallback_schedule, context.get("dag"))
@@ -141,10 +185,10 @@ def resolve_window(
         dag = context.get("dag")
         timetable = type(getattr(dag, "timetable", None)).__name__ if dag is not None else "no DAG"
         raise ConfigurationError(
-            f"Cannot resolve the data window: params {start_param!r}/{end_param!r} are not set, the run has no "
-            f"non-empty data interval, and its schedule ({timetable}) has no cron expression or timedelta to "
-            f'derive one from. Trigger the run with params {{"{start_param}": "<ISO start>", "{end_param}": '
-            '"<ISO end>"}, or pass fallback_schedule (a cron expression or timedelta).'
+            f"Cannot resolve the data window: param {window_param!r} is not set, the run has no non-empty "
+            f"data interval, and its schedule ({timetable}) has no cron expression or timedelta to derive one "
+            f'from. Trigger the run with params {{"{window_param}": "<start>/<end>"}}, e.g. '
+            f'{{"{window_param}": "{WINDOW_EXAMPLE}"}}, or pass fallback_schedule (a cron expression or timedelta).'
         )
     kind, value, tz = schedule
     if kind == "cron":

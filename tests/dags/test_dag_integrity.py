@@ -117,3 +117,16 @@ def test_every_dag_meets_policy(dagbag):
             if task.retries < 1:
                 problems.append(f"{dag_id}.{task.task_id}: retries < 1")
     assert problems == []
+
+
+def test_every_dag_waiting_for_a_window_refuses_an_incomplete_one_at_trigger_time(dagbag):
+    """A DAG whose sensor resolves the run's window has the trigger form's ``window`` param: Airflow
+    then refuses a window without its end when the run is triggered, not when the run plans."""
+    from azureml_retrain.factory import window_param
+    from azureml_retrain.sensors import BlobArrivalSensor
+    from azureml_retrain.windows import WINDOW_PARAM
+
+    waiting = [d for d in dagbag.dags.values() if any(isinstance(t, BlobArrivalSensor) for t in d.tasks)]
+    assert "example_handwritten_retraining" in {d.dag_id for d in waiting}
+    schemas = {d.dag_id: d.params.get_param(WINDOW_PARAM).schema if WINDOW_PARAM in d.params else None for d in waiting}
+    assert schemas == {d.dag_id: window_param().schema for d in waiting}

@@ -101,9 +101,7 @@ def test_a_broken_config_stops_only_its_own_model_and_fixing_it_brings_it_back(
     data.upload_blob(f"{folder}/part-0.csv", generate_csv("churn", rows=300, window=1, seed=3).encode())
     data.upload_blob(f"{folder}/_SUCCESS", b"")
     end = WINDOW + timedelta(days=1)
-    run_id = cluster.trigger(
-        f"retrain_{a}", conf={"window_start": f"{WINDOW:%Y-%m-%d}", "window_end": f"{end:%Y-%m-%d}", "promote": "never"}
-    )
+    run_id = cluster.trigger(f"retrain_{a}", conf={"window": f"{WINDOW:%Y-%m-%d}/{end:%Y-%m-%d}", "promote": "never"})
     cluster.wait_for_task_state(f"retrain_{a}", run_id, "train", ["deferred", "running"], timeout=240)
     (job,) = wait_until(lambda: [j for j in jobs(emulator) if j["id"] not in known], "A's BES job")
 

@@ -33,9 +33,11 @@ from azureml_retrain.operators.promote import (
 from azureml_retrain.operators.submit_bes_job import SubmitBesJobOperator
 from azureml_retrain.sensors.blob_arrival import BlobArrivalSensor
 from devtools.services import ROOT
+from support.airflow_api import api_client
 from support.airflow_context import make_context
 from support.emulator import RunningEmulator
 from support.retrain import jobs, requests_log, state
+from support.retraining import build_retraining
 
 pytestmark = pytest.mark.integration
 
@@ -505,6 +507,30 @@ def test_promote_param_out_of_range_is_refused() -> None:
     with pytest.raises(ParamValidationError, match=message):
         ParamsDict({"promote": Param("sometimes", **schema)}).validate()
     dag.params.validate()  # the defaults stay valid
+
+
+@pytest.mark.parametrize("window", ["2026-11-20", "2026-11-20/", "/2026-11-21", "yesterday"])
+def test_an_incomplete_window_is_refused_when_the_run_is_triggered(
+    window: str, airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through Airflow's REST API, as a manual run without a logical date: Airflow itself checks the
+    window param's schema, answers 400 naming the param, and creates no run."""
+    churn = build_retraining("churn")
+    api = api_client(tmp_path, monkeypatch)
+    runs = f"/api/v2/dags/{churn.dag_id}/dagRuns"
+
+    refused = api.post(runs, json={"logical_date": None, "conf": {"window": window}})
+
+    assert refused.status_code == 400, refused.text
+    assert f"Invalid input for param window: '{window}' does not match" in refused.json()["detail"]
+    assert api.get(runs).json()["total_entries"] == 0
+
+    accepted = api.post(runs, json={"logical_date": None, "conf": {"window": "2026-11-20/2026-11-21"}})
+
+    assert accepted.status_code == 200, accepted.text
+    run = accepted.json()
+    assert (run["logical_date"], run["conf"]["window"]) == (None, "2026-11-20/2026-11-21")
+    assert [r["dag_run_id"] for r in api.get(runs).json()["dag_runs"]] == [run["dag_run_id"]]
 
 
 # --- training data -------------------------------------------------------------------------------------------

@@ -42,9 +42,9 @@ def test_the_handwritten_dag_trains_judges_and_promotes(emulator: Any, blob_serv
     folder = f"handwritten/{DAY:%Y-%m-%d}"
     data.upload_blob(f"{folder}/part-0.csv", generate_csv("churn", rows=300, window=1, seed=7).encode(), overwrite=True)
     data.upload_blob(f"{folder}/_SUCCESS", b"", overwrite=True)
-    window = {"window_start": f"{DAY:%Y-%m-%d}", "window_end": f"{DAY + timedelta(days=1):%Y-%m-%d}"}
+    window = f"{DAY:%Y-%m-%d}/{DAY + timedelta(days=1):%Y-%m-%d}"
 
-    run = dag.test(logical_date=None, run_conf={**window, "tag": uuid.uuid4().hex})
+    run = dag.test(logical_date=None, run_conf={"window": window, "tag": uuid.uuid4().hex})
 
     assert run.state == DagRunState.SUCCESS, task_states(run)
     assert [j["status"] for j in jobs(emulator)] == ["Finished"]

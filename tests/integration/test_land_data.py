@@ -58,7 +58,7 @@ def dag_sensor(config: Any, start: str, end: str) -> tuple[Any, dict[str, Any]]:
     dag = build_dag(config)
     task = dag.get_task("wait_for_data")
     context = {
-        "params": {"data_prefix": None, "window_start": start, "window_end": end},
+        "params": {"data_prefix": None, "window": f"{start}/{end}"},
         "dag_run": None,
         "logical_date": None,
         "dag": dag,
@@ -88,7 +88,7 @@ def test_generated_data_lands_for_the_churn_config_and_its_dag_accepts_the_windo
     assert last[0].strip().startswith("airflow dags unpause retrain_churn")
     assert last[1].strip() == (
         "airflow dags trigger retrain_churn --conf "
-        """'{"window_start": "2031-01-05T02:00:00+00:00", "window_end": "2031-01-06T02:00:00+00:00"}'"""
+        """'{"window": "2031-01-05T02:00:00+00:00/2031-01-06T02:00:00+00:00"}'"""
     )
     for secret in (AZURITE_KEY, "AccountKey", "sig="):
         assert secret not in out

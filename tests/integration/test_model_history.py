@@ -15,6 +15,7 @@ from azureml_retrain.config import RetrainingConfig, parse_config
 from azureml_retrain.history import render
 from azureml_retrain.history.data import load_catalog, read_history
 from azureml_retrain.ledger import NO_MODEL, LedgerRecord, PromotionLedger
+from support.airflow_api import api_client
 from support.retraining import shipped_config_data
 
 pytestmark = pytest.mark.integration
@@ -208,23 +209,11 @@ def test_a_broken_config_does_not_hide_the_others(tmp_path, config):
 def api(airflow_db, ledger, config, tmp_path, monkeypatch) -> Any:
     """Airflow's own API server app (plugins from plugins/), reading configs from a DAGs folder whose
     retraining config points at this test's ledger; logged in as an admin with a bearer token."""
-    from fastapi.testclient import TestClient
-
     dags = tmp_path / "dags"
     (dags / "retraining").mkdir(parents=True)
     (dags / "retraining" / "churn.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    passwords = tmp_path / "passwords.json"
-    passwords.write_text(json.dumps({"admin": "history-test"}))
     monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(dags))
-    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin")
-    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
-    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "a-test-secret-long-enough-for-hs512-" * 2)
-    from airflow.api_fastapi.app import create_app
-
-    client = TestClient(create_app(apps="core"))
-    token = client.post("/auth/token", json={"username": "admin", "password": "history-test"}).json()["access_token"]
-    client.headers["Authorization"] = f"Bearer {token}"
-    return client
+    return api_client(tmp_path, monkeypatch)
 
 
 def test_the_plugin_registers_the_view_in_the_api_server_and_the_ui_navigation(api):

@@ -195,7 +195,7 @@ def churn_config(container: str) -> Any:
 
 def test_plan_step_names_the_connection(container: str, shape: str):
     plan_context = {
-        "params": dict(WINDOW),
+        "params": {"window": f"{WINDOW['window_start']}/{WINDOW['window_end']}"},
         "dag_run": SimpleNamespace(run_id=f"manual__{uuid.uuid4().hex[:8]}", run_type="manual", run_after=None),
         "logical_date": None,
         "data_interval_start": None,

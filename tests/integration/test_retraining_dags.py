@@ -247,8 +247,7 @@ def test_rules_override_rejects_in_a_manual_run_without_logical_date(emulator, b
     land_window(blob_service, churn, DAY2, dataset="churn", window=1)
     seed_model = endpoint_model(emulator, "retrain01")
     conf = {
-        "window_start": "2026-11-19T02:00:00Z",
-        "window_end": "2026-11-20T02:00:00Z",
+        "window": "2026-11-19T02:00:00Z/2026-11-20T02:00:00Z",
         "rules": {"metric": "AUC", "threshold": 0.999},
     }
 
@@ -280,7 +279,7 @@ def test_a_bad_rules_override_fails_the_plan_before_any_job(emulator, blob_servi
 
     churn = build_retraining("churn", retries=2)
     land_window(blob_service, churn, DAY2, dataset="churn", window=1)
-    conf = {"window_start": "2026-11-19", "window_end": "2026-11-20", "rules": {"metric": "AUC", "threshold": 1.5}}
+    conf = {"window": "2026-11-19/2026-11-20", "rules": {"metric": "AUC", "threshold": 1.5}}
 
     run = run_dag(churn.dag, logical_date=None, run_conf=conf)
 

@@ -1,5 +1,6 @@
-"""The Airflow UI, end to end in a browser: trigger a retraining from the DAG's form, watch it
-succeed, read its result, follow its extra link, and find the promotion in the model history view.
+"""The Airflow UI, end to end in a browser: trigger a retraining from the DAG's form (which refuses
+a window without its end first), watch it succeed, read its result, follow its extra link, and find
+the promotion in the model history view.
 
 Airflow runs as separate components (api-server, scheduler, dag-processor, triggerer; LocalExecutor)
 against Azurite and the emulator. Its only DAGs are the project's DAG file with a test copy of the
@@ -35,8 +36,9 @@ DAY2 = DAY1 + timedelta(days=1)  # trained through the UI
 TARGET = "churn-retrain01"
 
 
-def window_conf(day: datetime) -> dict[str, str]:
-    return {"window_start": f"{day:%Y-%m-%d}", "window_end": f"{day + timedelta(days=1):%Y-%m-%d}"}
+def window_of(day: datetime) -> str:
+    """The trigger form's window of ``day``, ``<start>/<end>``."""
+    return f"{day:%Y-%m-%d}/{day + timedelta(days=1):%Y-%m-%d}"
 
 
 @dataclass
@@ -66,7 +68,7 @@ def ui_airflow(
         from airflow.utils.state import DagRunState
 
         # The target's past, written while Airflow starts: day 1 promoted, then rolled back by hand.
-        promoted = churn.dag.test(logical_date=None, run_conf=window_conf(DAY1))
+        promoted = churn.dag.test(logical_date=None, run_conf={"window": window_of(DAY1)})
         assert promoted.state == DagRunState.SUCCESS
         rollback = build_rollback_dag([churn.config])
         register_dag(rollback)
@@ -94,11 +96,10 @@ def log_in(browser: Browser, user: str, password: str) -> None:
 DIALOG = "//*[@role='dialog' and @data-state='open']"
 
 
-def fill_trigger_form(browser: Browser, run_id: str, conf: dict[str, str]) -> None:
+def fill_trigger_form(browser: Browser, run_id: str, window: str) -> None:
     # The dialog re-renders while its params load: every element is looked up when it is used.
     browser.find("[role=dialog][data-state=open]")
-    browser.type("#element_window_start", conf["window_start"])
-    browser.type("#element_window_end", conf["window_end"])
+    browser.type("#element_window", window)
     # "Promote" is a select: open it (the control its label names) and pick the option.
     control = browser.act(By.XPATH, f"{DIALOG}//label[normalize-space(.)='Promote']", lambda e: e.get_attribute("for"))
     browser.act(By.ID, control, lambda element: element.click())
@@ -155,14 +156,34 @@ def test_retrain_from_the_trigger_form_then_find_the_promotion_in_the_model_hist
     browser.wait(lambda _: "wait_for_data" in browser.text(), message="the DAG's tasks are not shown")
     browser.shot("dag")
     browser.click("[data-testid=trigger-dag-button]")
-    fill_trigger_form(browser, run_id, window_conf(DAY2))
+    # The window's start alone: Airflow refuses the run (the window param's schema), and the form says why.
+    fill_trigger_form(browser, run_id, f"{DAY2:%Y-%m-%d}")
+    browser.click("[data-testid=trigger-dag-submit]")
+    alert = "[role=dialog][data-state=open] [data-testid=error-alert]"
+    browser.wait(
+        lambda _: "Invalid input for param window" in browser.act(By.CSS_SELECTOR, alert, lambda e: e.text),
+        message="the form did not refuse the incomplete window",
+    )
+    browser.act(By.CSS_SELECTOR, alert, browser.scroll_to)
+    browser.shot("trigger-refused")
+    assert run_id not in [r["dag_run_id"] for r in cluster.api("GET", f"dags/{dag_id}/dagRuns")["dag_runs"]]
+    # Completed, the window is accepted.
+    browser.click(xpath=f"{DIALOG}//button[contains(@id, ':trigger:Run Parameters')]")
+    browser.type("#element_window", f"/{DAY2 + timedelta(days=1):%Y-%m-%d}")
+    browser.wait(
+        lambda driver: driver.find_element(By.ID, "element_window").get_attribute("value") == window_of(DAY2),
+        message="the window field does not hold the whole window",
+    )
+    # The refusal's toast lies over the submit button until it goes.
+    toast = "[data-scope=toast][data-part=root]"
+    browser.wait(lambda driver: not driver.find_elements(By.CSS_SELECTOR, toast), message="the toast stays")
     browser.click("[data-testid=trigger-dag-submit]")
     browser.wait(
         lambda driver: not driver.find_elements(By.CSS_SELECTOR, "[data-testid=trigger-dag-submit]"),
         message="the trigger dialog did not close",
     )
     run = cluster.api("GET", f"dags/{dag_id}/dagRuns/{run_id}")
-    assert run["conf"]["promote"] == "force" and run["conf"]["window_start"] == f"{DAY2:%Y-%m-%d}"
+    assert run["conf"]["promote"] == "force" and run["conf"]["window"] == window_of(DAY2)
 
     state = wait_for_run_in_ui(browser, cluster, dag_id, run_id)
     browser.shot("run-finished")

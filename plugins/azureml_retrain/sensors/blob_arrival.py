@@ -85,11 +85,12 @@ def format_with_window(template: str, window: Window, argument: str) -> str:
 class BlobArrivalSensor(BaseSensorOperator):
     """Wait until the run's window of data has arrived, completely and stably, under a blob prefix.
 
-    The run's window comes from :func:`azureml_retrain.windows.resolve_window`: explicit
-    ``window_start``/``window_end`` (arguments, else run params), else a non-empty data interval, else
-    the latest complete interval of the DAG's schedule before the run (so manual runs without a logical
-    date work). ``prefix``, ``pattern`` and ``marker`` may use ``{window_start}``/``{window_end}``
-    placeholders with a strftime format (``incoming/{window_start:%Y-%m-%d}/``) on top of Jinja.
+    The run's window comes from :func:`azureml_retrain.windows.resolve_window`: the explicit
+    ``window_start``/``window_end`` arguments, else the run's ``window`` param (``<start>/<end>``),
+    else a non-empty data interval, else the latest complete interval of the DAG's schedule before the
+    run (so manual runs without a logical date work). ``prefix``, ``pattern`` and ``marker`` may use
+    ``{window_start}``/``{window_end}`` placeholders with a strftime format
+    (``incoming/{window_start:%Y-%m-%d}/``) on top of Jinja.
 
     Accepts when (see :func:`azureml_retrain.triggers.blob_arrival.assess_arrival`): at least
     ``min_files`` blobs under the prefix match ``pattern``, none empty, totalling ``min_total_bytes``;

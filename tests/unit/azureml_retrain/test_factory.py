@@ -37,6 +37,7 @@ from azureml_retrain.factory import (
     target_kwargs,
     target_outcomes,
     training_input,
+    window_param,
 )
 from azureml_retrain.ledger import NO_MODEL, LedgerRecord, PromotionLedger
 from devtools.services import ROOT
@@ -361,8 +362,7 @@ def test_plan_ledger_rollback_errors(ledger_records, records, message):
 def test_params_form():
     params = params_for(CHURN)
     assert list(params) == [
-        "window_start",
-        "window_end",
+        "window",
         "data_prefix",
         "rules",
         "promote",
@@ -370,8 +370,7 @@ def test_params_form():
         "dry_run",
     ]
     assert {k: p.value for k, p in params.items()} == {
-        "window_start": None,
-        "window_end": None,
+        "window": None,
         "data_prefix": None,
         "rules": None,
         "promote": "auto",
@@ -382,13 +381,75 @@ def test_params_form():
     assert "'training-data'" in params["data_prefix"].description
 
 
+WINDOWS_THE_FORM_ACCEPTS = [
+    None,
+    "",
+    "2026-11-20/2026-11-21",
+    "2026-11-20T02:00:00Z/2026-11-21T02:00:00+00:00",
+    "2026-11-20T02:00/2026-11-21T02:00",
+    "2026-11-20 02:00:00.123456-05:30/2026-11-21",
+    # Well-formed but not a real date, or not in order: refused when the run plans (test_windows.py).
+    "2026-02-30/2026-03-01",
+    "2026-11-21/2026-11-20",
+]
+WINDOWS_THE_FORM_REFUSES = [
+    "2026-11-20",
+    "2026-11-20/",
+    "/2026-11-21",
+    "/",
+    "garbage",
+    "yesterday/today",
+    "2026-11-20/2026-11-21/2026-11-22",
+    " 2026-11-20/2026-11-21",
+    "2026-11-20 / 2026-11-21",
+    "2026-11-20Z/2026-11-21Z",  # a time zone without a time
+    "2026-11-20T02/2026-11-21T02",  # an hour without minutes
+    "2026-11-20T02:00+0100/2026-11-21",  # an offset without its colon
+    "20261120/20261121",  # ISO 8601's basic format: not in the description
+    "\u0662\u0660\u0662\u0666-11-20/2026-11-21",  # Arabic-Indic digits, which Python's \\d would take
+    20261120,
+    ["2026-11-20", "2026-11-21"],
+]
+
+
+def validate_as_airflow_does(value: Any, schema: dict[str, Any]) -> None:
+    """What ``Param.resolve`` does with a value: jsonschema, the validator of the schema's dialect."""
+    from jsonschema import FormatChecker, validate
+
+    validate(value, schema, format_checker=FormatChecker())
+
+
+@pytest.mark.parametrize("value", WINDOWS_THE_FORM_ACCEPTS)
+def test_the_window_param_accepts_empty_or_a_complete_interval(value: Any):
+    validate_as_airflow_does(value, window_param().schema)
+
+
+@pytest.mark.parametrize("value", WINDOWS_THE_FORM_REFUSES)
+def test_the_window_param_refuses_an_incomplete_interval_or_garbage(value: Any):
+    from jsonschema import ValidationError
+
+    with pytest.raises(ValidationError):
+        validate_as_airflow_does(value, window_param().schema)
+
+
+def test_the_window_param_is_a_draft_07_form_field_that_says_what_wins():
+    from jsonschema import Draft7Validator
+    from jsonschema.validators import validator_for
+
+    param = window_param()
+    assert validator_for(param.schema) is Draft7Validator
+    assert (param.schema["title"], param.schema["type"]) == ("Window", ["null", "string"])
+    assert "<start>/<end>" in param.description and "2026-11-20/2026-11-21" in param.description
+    assert "Wins over the run's data interval" in param.description
+
+
 def test_dag_params_validate_a_trigger():
     from airflow.sdk.definitions.param import ParamsDict
     from airflow.sdk.exceptions import ParamValidationError
 
     dag = build_dag(CHURN)
     good = ParamsDict(copy.deepcopy(dag.params))
-    good.update({"promote": "force", "rules": {"metric": "AUC", "threshold": 0.9}, "window_start": "2026-11-18"})
+    good.update({"promote": "force", "rules": {"metric": "AUC", "threshold": 0.9}, "window": "2026-11-18/2026-11-19"})
     assert good.validate()["promote"] == "force"
     for (key, value), message in (
         (("promote", "sometimes"), "'sometimes' is not one of"),
@@ -397,6 +458,7 @@ def test_dag_params_validate_a_trigger():
         (("rules", {"metric": "AUC", "treshold": 0.9}), "'treshold' is not one of"),
         (("rules", {"threshold": 0.9}), "'metric' is a required property"),
         (("dry_run", "yes"), "is not of type 'boolean'"),
+        (("window", "2026-11-18"), "'2026-11-18' does not match"),
     ):
         params = ParamsDict(copy.deepcopy(dag.params))
         with pytest.raises(ParamValidationError, match=f"Invalid input for param {key}: .*{message}"):

@@ -1,7 +1,8 @@
-"""Resolution of a run's data window: explicit params, data interval, schedule fallback."""
+"""Resolution of a run's data window: explicit arguments or window param, data interval, schedule fallback."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -11,7 +12,13 @@ import pytest
 from airflow.sdk import DAG, CronDataIntervalTimetable
 
 from azureml_retrain.exceptions import ConfigurationError
-from azureml_retrain.windows import latest_cron_interval, parse_datetime, resolve_window
+from azureml_retrain.windows import (
+    latest_cron_interval,
+    parse_datetime,
+    parse_window,
+    resolve_window,
+    window_interval,
+)
 
 
 def utc(*args: int) -> datetime:
@@ -88,44 +95,105 @@ def test_cron_fallback_honours_the_timetable_time_zone_across_dst():
     assert (window.start, window.end) == (utc(2026, 3, 28, 2), utc(2026, 3, 29, 1))  # a 23-hour day
 
 
-def test_explicit_params_win_over_everything():
+def test_the_window_param_wins_over_everything():
     tick = utc(2026, 11, 27, 3)
     context = make_context(
-        interval=(tick - timedelta(days=1), tick),
-        params={"window_start": "2026-11-01", "window_end": "2026-11-08T00:00:00Z"},
+        interval=(tick - timedelta(days=1), tick), params={"window": "2026-11-01/2026-11-08T00:00:00Z"}
     )
     window = resolve_window(context)
     assert (window.start, window.end, window.source) == (utc(2026, 11, 1), utc(2026, 11, 8), "params")
 
 
-def test_explicit_arguments_win_over_params_and_unset_template_renders_count_as_missing():
-    context = make_context(params={"window_start": "2026-11-01", "window_end": "2026-11-08"})
+def test_the_window_param_reads_times_and_offsets_and_takes_a_naive_time_as_utc():
+    context = make_context(params={"window": "2026-11-20T02:00:00+01:00/2026-11-21 02:00"})
+    window = resolve_window(context)
+    assert (window.start, window.end) == (utc(2026, 11, 20, 1), utc(2026, 11, 21, 2))
+
+
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_an_empty_window_param_is_not_given(value: str | None):
+    tick = utc(2026, 11, 27, 3)
+    context = make_context(interval=(tick - timedelta(days=1), tick), params={"window": value})
+    assert resolve_window(context).source == "data_interval"
+
+
+def test_explicit_arguments_win_over_the_param_and_unset_template_renders_count_as_missing():
+    context = make_context(params={"window": "2026-11-01/2026-11-08"})
     window = resolve_window(context, start="2026-10-01T00:00:00+02:00", end=utc(2026, 10, 2))
     assert (window.start, window.end, window.source) == (utc(2026, 9, 30, 22), utc(2026, 10, 2), "arguments")
-    # "{{ params.window_start }}" renders to "None" when the param is unset: not an explicit window.
+    # A templated argument renders to "None" when what it reads is unset: not an explicit window.
     assert resolve_window(context, start="None", end="").source == "params"
 
 
+def test_the_window_param_can_have_another_name():
+    context = make_context(params={"training_window": "2026-11-01/2026-11-02", "window": "2026-10-01/2026-10-02"})
+    assert resolve_window(context, window_param="training_window").start == utc(2026, 11, 1)
+
+
 @pytest.mark.parametrize(
-    ("params", "message"),
+    ("value", "message"),
     [
-        ({"window_start": "2026-11-01"}, "params['window_end'] is missing"),
-        ({"window_end": "2026-11-01"}, "params['window_start'] is missing"),
-        ({"window_start": "yesterday", "window_end": "2026-11-01"}, "params['window_start']: expected an ISO 8601"),
-        ({"window_start": "2026-11-02", "window_end": "2026-11-01"}, "params['window_end'] (2026-11-01"),
-        ({"window_start": 20261101, "window_end": "2026-11-02"}, "params['window_start']: expected an ISO 8601"),
+        # What the form's pattern refuses at trigger time, refused again for params without it.
+        ("2026-11-01", "params['window']: '2026-11-01' is not a complete interval; give '<start>/<end>'"),
+        ("2026-11-01/", "params['window']: '2026-11-01/' is not a complete interval"),
+        ("/2026-11-02", "params['window']: '/2026-11-02' is not a complete interval"),
+        ("None/2026-11-02", "params['window']: 'None/2026-11-02' is not a complete interval"),
+        ("2026-11-01/2026-11-02/2026-11-03", "is not a complete interval"),
+        ("yesterday/2026-11-01", "params['window'] (start): expected an ISO 8601 date or datetime"),
+        (20261101, "params['window']: expected a string, got int; give '<start>/<end>'"),
+        # What the pattern lets through: not a real date, or not in order.
+        ("2026-02-30/2026-03-01", "params['window'] (start): expected an ISO 8601 date or datetime such as "),
+        ("2026-11-01/2026-11-01T24:00", "params['window'] (end): "),
+        (
+            "2026-11-02/2026-11-01",
+            "params['window']: the end (2026-11-01T00:00:00+00:00) must be after the start "
+            "(2026-11-02T00:00:00+00:00); give '<start>/<end>' (ISO 8601 dates or date-times, end exclusive), "
+            "e.g. '2026-11-20/2026-11-21'",
+        ),
+        ("2026-11-01T03:00Z/2026-11-01T04:00+01:00", "the end (2026-11-01T03:00:00+00:00) must be after the start"),
     ],
 )
-def test_bad_params_name_the_param(params: dict[str, Any], message: str):
-    with pytest.raises(ConfigurationError, match=message.replace("[", r"\[").replace("(", r"\(")):
-        resolve_window(make_context(params=params))
+def test_a_bad_window_param_names_the_param_and_the_fix(value: object, message: str):
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        resolve_window(make_context(params={"window": value}))
 
 
-def test_manual_run_of_an_unscheduled_dag_says_which_params_to_pass():
+def test_a_real_date_is_checked_with_the_reason():
+    with pytest.raises(ConfigurationError, match=r"got '2026-02-30' \(day is out of range for month\)"):
+        parse_window("2026-02-30/2026-03-01", "params['window']")
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "message"),
+    [
+        ("2026-11-01", None, "end is missing: it must be given together with start"),
+        (None, utc(2026, 11, 1), "start is missing: it must be given together with end"),
+        ("2026-11-02", "2026-11-01", "end (2026-11-01T00:00:00+00:00) must be after start"),
+    ],
+)
+def test_bad_arguments_name_the_argument(start: object, end: object, message: str):
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        resolve_window(make_context(), start=start, end=end)
+
+
+def test_manual_run_of_an_unscheduled_dag_says_which_param_to_pass():
     with pytest.raises(ConfigurationError) as error:
         resolve_window(make_context(None))
-    assert "'window_start'/'window_end'" in str(error.value)
+    assert (
+        """Trigger the run with params {"window": "<start>/<end>"}, e.g. {"window": "2026-11-20/2026-11-21"}"""
+        in str(error.value)
+    )
     assert "NullTimetable" in str(error.value)
+
+
+def test_window_interval_is_the_params_form():
+    assert window_interval(utc(2026, 11, 20, 2), utc(2026, 11, 21, 2)) == (
+        "2026-11-20T02:00:00+00:00/2026-11-21T02:00:00+00:00"
+    )
+    assert parse_window(window_interval(utc(2026, 11, 20), utc(2026, 11, 21)), "w") == (
+        utc(2026, 11, 20),
+        utc(2026, 11, 21),
+    )
 
 
 def test_fallback_schedule_rescues_an_unscheduled_dag():

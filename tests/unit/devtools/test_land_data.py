@@ -223,10 +223,7 @@ def test_it_ends_with_the_commands_that_run_the_dag_on_the_window(churn: Any):
     assert unpause.startswith("airflow dags unpause retrain_churn ")
     words = shlex.split(trigger)
     assert words[:4] == ["airflow", "dags", "trigger", "retrain_churn"] and words[4] == "--conf"
-    assert json.loads(words[5]) == {
-        "window_start": "2026-11-20T02:00:00+00:00",
-        "window_end": "2026-11-21T02:00:00+00:00",
-    }
+    assert json.loads(words[5]) == {"window": "2026-11-20T02:00:00+00:00/2026-11-21T02:00:00+00:00"}
 
 
 def test_connections_come_from_the_shells_airflow_environment_else_the_local_services():

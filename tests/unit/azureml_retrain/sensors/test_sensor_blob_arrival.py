@@ -152,8 +152,8 @@ def test_placeholders_are_filled_from_the_resolved_window_of_a_manual_run():
     )
 
 
-def test_explicit_params_window_drives_the_prefix():
-    context = make_context(params={"window_start": "2026-10-01", "window_end": "2026-10-02"})
+def test_the_window_param_drives_the_prefix():
+    context = make_context(params={"window": "2026-10-01/2026-10-02"})
     assert sensor().criteria(context).prefix == "incoming/2026-10-01/"
 
 
@@ -213,8 +213,8 @@ def test_a_transient_error_on_the_first_poke_still_defers(listings: Callable[...
 
 def test_a_config_error_fails_before_any_listing(listings: Callable[..., list[str]]):
     calls = listings([])
-    with pytest.raises(ConfigurationError, match="params\\['window_end'\\] is missing"):
-        sensor().execute(make_context(params={"window_start": "2026-11-01"}))
+    with pytest.raises(ConfigurationError, match="params\\['window'\\]: '2026-11-01' is not a complete interval"):
+        sensor().execute(make_context(params={"window": "2026-11-01"}))
     assert calls == []
 
 
