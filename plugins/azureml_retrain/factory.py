@@ -441,6 +441,8 @@ def build_dag(config: RetrainingConfig) -> Any:
             "ledger_container": config.ledger_container,
             "window": run_plan["window"],
             "metrics": verdict,
+            # What ``train`` was given, for the ledger (the model history view links it).
+            "training_inputs": "{{ training_input(ti) }}",
             "allow_older_window": False,
             "verify_poll_interval": 1.0,
         }

@@ -67,6 +67,9 @@ class LedgerRecord:
     # Where the target is served, as the promoting operator addressed it (its class and the
     # arguments that name the endpoint or web service, never a secret): a rollback needs nothing else.
     served_by: dict[str, Any] | None = None
+    # What the model was trained on: ``container/blob`` locations in the storage of the promoting
+    # operator's ``wasb_conn_id`` (never a SAS). None: not known (records from before this field).
+    inputs: list[str] | None = None
 
     @classmethod
     def from_dict(cls, value: Mapping[str, Any]) -> LedgerRecord:

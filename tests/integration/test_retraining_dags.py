@@ -143,6 +143,7 @@ def test_shipped_churn_dag_promotes_to_both_endpoints(emulator, blob_service, ai
         assert promotion.metrics == metrics and metrics["AUC"] > 0.7
         assert promotion.window == window
         assert (promotion.dag_id, promotion.run_id) == ("retrain_churn", run.run_id)
+        assert promotion.inputs == [trained_on(emulator, run)]  # what the model history view links
     report = xcom(run, "report")
     assert report == {"promoted": list(CHURN_TARGETS), "already_serving": [], "refused": {}, "failed": []}
     (event,) = asset_events("azureml_model_churn", run=run)

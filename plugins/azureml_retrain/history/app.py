@@ -3,7 +3,8 @@
 Routes (under the plugin's prefix, ``/model-history``):
 
 * ``/`` every model and target the user may read, with what each serves now;
-* ``/targets/{target}?metric=...`` one target: the plot of a metric over time and its ledger;
+* ``/targets/{target}?metric=...&axis=window|recorded`` one target: the plot of a metric against the
+  models' data windows (default) or the time they were recorded, and its ledger;
 * ``/dags/{dag_id}`` every target of one retraining DAG (the view's tab on a DAG's page);
 * ``/api/targets/{target}`` the same as JSON.
 
@@ -55,13 +56,13 @@ def _links(request: Request) -> render.Links:
     return render.Links(app=str(request.scope.get("root_path", "")).rstrip("/"), airflow=API_ROOT_PATH)
 
 
-def _history(catalog: Catalog, user: Any, target: str, metric: str | None) -> TargetHistory:
+def _history(catalog: Catalog, user: Any, target: str, metric: str | None, axis: str | None = None) -> TargetHistory:
     config = catalog.config_of_target(target)
     if config is None:
         raise HTTPException(404, f"No retraining config has a target named {target!r}.")
     if not _readable(user, {config.dag_id}):
         raise HTTPException(403, f"You may not read {config.dag_id}, the DAG that promotes to {target}.")
-    return read_history(config, target, metric)
+    return read_history(config, target, metric, axis)
 
 
 def _section(catalog: Catalog, user: Any, target: str, links: render.Links) -> str:
@@ -110,8 +111,10 @@ def create_app() -> FastAPI:
         return render.index_page(rows, _links(request), catalog.errors)
 
     @app.get("/targets/{target:path}", response_class=HTMLResponse)
-    def target_page(request: Request, user: User, target: str, metric: str | None = None) -> str:
-        return render.target_page(_history(load_catalog(), user, target, metric), _links(request))
+    def target_page(
+        request: Request, user: User, target: str, metric: str | None = None, axis: str | None = None
+    ) -> str:
+        return render.target_page(_history(load_catalog(), user, target, metric, axis), _links(request))
 
     @app.get("/dags/{dag_id}", response_class=HTMLResponse)
     def dag_page(request: Request, user: User, dag_id: str) -> str:
@@ -136,7 +139,7 @@ def create_app() -> FastAPI:
         raise HTTPException(404, f"{dag_id} is not a retraining DAG, so it has no model history.")
 
     @app.get("/api/targets/{target:path}")
-    def target_json(user: User, target: str, metric: str | None = None) -> dict[str, Any]:
-        return _history(load_catalog(), user, target, metric).to_json()
+    def target_json(user: User, target: str, metric: str | None = None, axis: str | None = None) -> dict[str, Any]:
+        return _history(load_catalog(), user, target, metric, axis).to_json()
 
     return app

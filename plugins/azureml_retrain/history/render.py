@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from urllib.parse import quote, urlencode
 
 from azureml_retrain.config import RetrainingConfig
-from azureml_retrain.history.data import TargetHistory
+from azureml_retrain.history.data import AXES, DEFAULT_AXIS, Approval, Change, TargetHistory, window_moments
 from azureml_retrain.ledger import target_blob_stem
 
 COLORS = {
@@ -24,7 +24,13 @@ COLORS = {
     "baseline": "#6e7781",
     "evaluation": "#8c959f",
     "threshold": "#cf222e",
+    "approved": "#8250df",
+    "rejected": "#cf222e",
+    "timed_out": "#9a6700",
 }
+APPROVAL_LABELS = {"approved": "approved", "rejected": "rejected", "timed_out": "approval timed out"}
+AXIS_LABELS = {"window": "data window", "recorded": "recorded at"}
+TRAIN_TASK = "train"  # the retraining DAG's SubmitBesJob task: its page shows what the model was trained on
 NONE = "\u2013"  # en dash: no value
 SEP = " &rsaquo; "  # breadcrumb separator (markup)
 KIND_LABELS = {
@@ -48,8 +54,9 @@ class Links:
     def index(self) -> str:
         return f"{self.app}/"
 
-    def target(self, target: str, metric: str | None = None) -> str:
-        query = f"?{urlencode({'metric': metric})}" if metric else ""
+    def target(self, target: str, metric: str | None = None, axis: str | None = None) -> str:
+        params = {k: v for k, v in (("metric", metric), ("axis", axis)) if v}
+        query = f"?{urlencode(params)}" if params else ""
         return f"{self.app}/targets/{quote(target, safe='')}{query}"
 
     def target_json(self, target: str) -> str:
@@ -60,6 +67,9 @@ class Links:
 
     def run(self, dag_id: str, run_id: str) -> str:
         return f"{self.dag(dag_id)}/runs/{quote(run_id, safe='')}"
+
+    def task(self, dag_id: str, run_id: str, task_id: str) -> str:
+        return f"{self.run(dag_id, run_id)}/tasks/{quote(task_id, safe='')}"
 
 
 # --- formatting --------------------------------------------------------------------------------
@@ -91,6 +101,9 @@ def direction_text(higher_is_better: bool | None) -> str:
 WIDTH, HEIGHT = 880, 330
 LEFT, RIGHT, TOP, BOTTOM = 70, 24, 44, 70
 STRIP = 22  # band below the plot area for changes that recorded no value of the metric
+LEGEND_ROW = 18  # height of a row of the legend (it wraps)
+LANE = 26  # band above the plot area for approval marks
+WINDOWLESS_X = LEFT + 8  # on the window axis, where items without a data window sit
 
 
 def _nice_step(span: float, ticks: int = 5) -> float:
@@ -139,6 +152,17 @@ def _marker(kind: str, x: float, y: float, tooltip: str) -> str:
     color = COLORS[kind]
     title = f"<title>{esc(tooltip)}</title>"
     common = f'class="marker {kind}" data-kind="{kind}"'
+    if kind in ("approved", "timed_out"):
+        points = f"{x:.1f},{y - 7:.1f} {x + 7:.1f},{y:.1f} {x:.1f},{y + 7:.1f} {x - 7:.1f},{y:.1f}"
+        fill = color if kind == "approved" else "#fff"
+        return f'<polygon {common} points="{points}" fill="{fill}" stroke="{color}" stroke-width="2">{title}</polygon>'
+    if kind == "rejected":
+        cross = f"M{x - 5:.1f},{y - 5:.1f} L{x + 5:.1f},{y + 5:.1f} M{x + 5:.1f},{y - 5:.1f} L{x - 5:.1f},{y + 5:.1f}"
+        # A transparent disc under the cross: its whole area shows the tooltip, not just the strokes.
+        return (
+            f'<g {common}>{title}<circle cx="{x:.1f}" cy="{y:.1f}" r="7" fill="#fff" fill-opacity="0"/>'
+            f'<path d="{cross}" stroke="{color}" stroke-width="3" stroke-linecap="round"/></g>'
+        )
     if kind == "promotion":
         return f'<circle {common} cx="{x:.1f}" cy="{y:.1f}" r="6" fill="{color}" stroke="#fff">{title}</circle>'
     if kind == "rollback":
@@ -155,9 +179,10 @@ def _marker(kind: str, x: float, y: float, tooltip: str) -> str:
     )
 
 
-def _legend(has_threshold: bool) -> str:
+def _legend(axis: str, has_threshold: bool, outcomes: Sequence[str]) -> tuple[str, int]:
+    """The legend (wrapped onto as many rows as it needs) and its number of rows."""
     items = [
-        ("serving", "serving model"),
+        ("serving", "serving model") if axis == "recorded" else ("span", "data window"),
         ("promotion", "promotion"),
         ("rollback", "rollback"),
         ("baseline", "baseline"),
@@ -165,11 +190,20 @@ def _legend(has_threshold: bool) -> str:
     ]
     if has_threshold:
         items.append(("threshold", "threshold"))
-    parts, x = [], LEFT
+    items.extend((outcome, APPROVAL_LABELS[outcome]) for outcome in APPROVAL_LABELS if outcome in outcomes)
+    parts, x, row = [], LEFT, 0
     for kind, label in items:
-        y = 18
+        width = 24 + 7 * len(label) + 22
+        if x + width > WIDTH and x > LEFT:
+            x, row = LEFT, row + 1
+        y = 18 + row * LEGEND_ROW
         if kind == "serving":
             swatch = f'<line x1="{x}" y1="{y}" x2="{x + 18}" y2="{y}" stroke="{COLORS[kind]}" stroke-width="2.5"/>'
+        elif kind == "span":
+            swatch = (
+                f'<line x1="{x}" y1="{y}" x2="{x + 18}" y2="{y}" stroke="{COLORS["promotion"]}" '
+                'stroke-width="4" stroke-opacity="0.35" stroke-linecap="round"/>'
+            )
         elif kind == "threshold":
             swatch = (
                 f'<line x1="{x}" y1="{y}" x2="{x + 18}" y2="{y}" stroke="{COLORS[kind]}" stroke-width="1.5" '
@@ -178,8 +212,8 @@ def _legend(has_threshold: bool) -> str:
         else:
             swatch = _marker(kind, x + 9, y, label).replace('class="marker', 'class="legend')
         parts.append(f'{swatch}<text x="{x + 24}" y="{y + 4}">{esc(label)}</text>')
-        x += 24 + 7 * len(label) + 22
-    return f'<g class="legend">{"".join(parts)}</g>'
+        x += width
+    return f'<g class="legend">{"".join(parts)}</g>', row + 1
 
 
 @dataclass(frozen=True)
@@ -190,14 +224,30 @@ class _Scale:
     end: datetime
     low: float
     high: float
+    top: float = TOP  # below the legend (and the approval lane)
+
+    @property
+    def height(self) -> float:
+        return self.top + HEIGHT - TOP
+
+    @property
+    def axis_y(self) -> float:
+        return self.height - BOTTOM
 
     @property
     def bottom(self) -> float:
-        return HEIGHT - BOTTOM - STRIP
+        return self.axis_y - STRIP
 
     @property
     def strip_y(self) -> float:
-        return HEIGHT - BOTTOM - STRIP / 2
+        return self.axis_y - STRIP / 2
+
+    @property
+    def lane_y(self) -> float:
+        return self.top - LANE / 2
+
+    def x_or_edge(self, moment: datetime | None) -> float:
+        return WINDOWLESS_X if moment is None else self.x(moment)
 
     def x(self, moment: datetime) -> float:
         return LEFT + (moment - self.start) / (self.end - self.start) * (WIDTH - LEFT - RIGHT)
@@ -205,10 +255,10 @@ class _Scale:
     def y(self, value: float | None) -> float:
         if value is None:
             return self.strip_y
-        return TOP + (self.high - value) / (self.high - self.low) * (self.bottom - TOP)
+        return self.top + (self.high - value) / (self.high - self.low) * (self.bottom - self.top)
 
 
-def _axes(scale: _Scale, y_title: str) -> list[str]:
+def _axes(scale: _Scale, y_title: str, x_title: str) -> list[str]:
     parts = []
     step = _nice_step(scale.high - scale.low)
     tick = math.ceil(scale.low / step) * step
@@ -219,9 +269,9 @@ def _axes(scale: _Scale, y_title: str) -> list[str]:
             f'<text class="tick" x="{LEFT - 8}" y="{y + 4:.1f}" text-anchor="end">{tick:.3g}</text>'
         )
         tick += step
-    axis_y = HEIGHT - BOTTOM
+    axis_y = scale.axis_y
     parts.append(
-        f'<line class="axis" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{axis_y}"/>'
+        f'<line class="axis" x1="{LEFT}" y1="{scale.top}" x2="{LEFT}" y2="{axis_y}"/>'
         f'<line class="axis" x1="{LEFT}" y1="{axis_y}" x2="{WIDTH - RIGHT}" y2="{axis_y}"/>'
         f'<text class="strip-label" x="{LEFT - 8}" y="{scale.strip_y + 4:.1f}" text-anchor="end">no value</text>'
         f'<line class="grid strip" x1="{LEFT}" y1="{scale.bottom:.1f}" x2="{WIDTH - RIGHT}" y2="{scale.bottom:.1f}"/>'
@@ -235,10 +285,10 @@ def _axes(scale: _Scale, y_title: str) -> list[str]:
             f"{esc(moment.strftime(label_format))}</text>"
         )
     parts.append(
-        f'<text class="axis-title" transform="translate(16 {(TOP + scale.bottom) / 2:.1f}) rotate(-90)" '
+        f'<text class="axis-title" transform="translate(16 {(scale.top + scale.bottom) / 2:.1f}) rotate(-90)" '
         f'text-anchor="middle">{esc(y_title)}</text>'
-        f'<text class="axis-title" x="{(LEFT + WIDTH - RIGHT) / 2:.1f}" y="{HEIGHT - 14}" '
-        'text-anchor="middle">recorded at (UTC)</text>'
+        f'<text class="axis-title" x="{(LEFT + WIDTH - RIGHT) / 2:.1f}" y="{scale.height - 14:.1f}" '
+        f'text-anchor="middle">{esc(x_title)}</text>'
     )
     return parts
 
@@ -270,39 +320,114 @@ def _serving_line(scale: _Scale, history: TargetHistory) -> str:
     return f'<path class="serving" d="{" ".join(path)}" fill="none" stroke="{COLORS["serving"]}" stroke-width="2.5"/>'
 
 
+def _window_span(scale: _Scale, kind: str, window: tuple[str, str] | None, y: float) -> str:
+    """The data window a marker stands for, as a band from its start to its end (the window axis)."""
+    moments = window_moments(window)
+    if moments is None:
+        return ""
+    x1, x2 = scale.x(moments[0]), scale.x(moments[1])
+    return (
+        f'<line class="span {kind}" x1="{x1:.1f}" y1="{y:.1f}" x2="{x2:.1f}" y2="{y:.1f}" stroke="{COLORS[kind]}" '
+        'stroke-width="4" stroke-opacity="0.35" stroke-linecap="round">'
+        f"<title>{esc(window_text(window))}</title></line>"
+    )
+
+
+def _approval_mark(scale: _Scale, approval: Approval, x: float) -> str:
+    by = f" by {approval.by}" if approval.by else ""
+    parts = [f"{APPROVAL_LABELS[approval.outcome]}{by} {when(approval.at)}"]
+    if approval.run_id:
+        parts.append(f"run {approval.run_id}")
+    if approval.window:
+        parts.append(f"data window {window_text(approval.window)}")
+    if approval.comment:
+        parts.append(f"comment: {approval.comment}")
+    if approval.why_needed:
+        parts.append(f"approval needed because {approval.why_needed}")
+    # A guide down through the plot relates the mark to the model of the same run.
+    guide = (
+        f'<line class="approval-guide" x1="{x:.1f}" y1="{scale.lane_y:.1f}" x2="{x:.1f}" y2="{scale.axis_y:.1f}" '
+        f'stroke="{COLORS[approval.outcome]}" stroke-opacity="0.35" stroke-dasharray="2 3"/>'
+    )
+    return guide + _marker(approval.outcome, x, scale.lane_y, "; ".join(parts))
+
+
+def _placed_domain(history: TargetHistory, items: Sequence[tuple[datetime, tuple[str, str] | None]]) -> list[datetime]:
+    """The moments the x axis must show: each item's position, and on the window axis its window."""
+    moments = []
+    for at, window in items:
+        position = history.position(at, window)
+        if position is not None:
+            moments.append(position)
+        span = window_moments(window) if history.axis == "window" else None
+        if span is not None:
+            moments.append(span[0])
+    # Nothing has a data window: show when they were recorded rather than no axis at all.
+    return moments or [at for at, _ in items]
+
+
 def plot(history: TargetHistory) -> str:
-    """The plotted metric over time: the serving model's value as a step line, every ledger change
-    marked by kind, and the challengers that were evaluated but not promoted."""
-    metric = history.metric
+    """The plotted metric against the data window (default) or the time of recording: every ledger
+    change marked by kind, the challengers that were evaluated but not promoted, the approval steps
+    that approved, rejected or timed out, and (against recording time) the serving model as a step line."""
+    metric, axis = history.metric, history.axis
     changes, evaluations = history.changes, [e for e in history.evaluations if metric in e.metrics]
-    if not changes and not evaluations:
+    approvals = history.approvals
+    if not changes and not evaluations and not approvals:
         return f'<p class="empty">Nothing recorded yet for {esc(history.target)}.</p>'
     values = [c.metrics[metric] for c in changes if metric in c.metrics] + [e.metrics[metric] for e in evaluations]
     threshold = history.threshold
     if threshold is not None:
         values.append(threshold)
+    outcomes = sorted({a.outcome for a in approvals})
+    legend, rows = _legend(axis, threshold is not None, outcomes)
+    items = [(c.at, c.window) for c in changes] + [(e.at, e.window) for e in evaluations]
     scale = _Scale(
-        *_time_domain([c.at for c in changes] + [e.at for e in evaluations]),
+        *_time_domain(_placed_domain(history, items + [(a.at, a.window) for a in approvals])),
         *(_value_domain(values) if values else (0.0, 1.0)),
+        top=TOP + (rows - 1) * LEGEND_ROW + (LANE if approvals else 0),
     )
     direction = direction_text(history.higher_is_better)
-    parts = [_legend(threshold is not None), *_axes(scale, f"{metric} ({direction})" if direction else metric)]
+    x_title = "end of the data window (UTC)" if axis == "window" else "recorded at (UTC)"
+    parts = [legend, *_axes(scale, f"{metric} ({direction})" if direction else metric, x_title)]
+    if approvals:
+        parts.append(
+            f'<text class="strip-label" x="{LEFT - 8}" y="{scale.lane_y + 4:.1f}" text-anchor="end">approval</text>'
+        )
     if threshold is not None:
         parts.append(_threshold(scale, threshold))
-    parts.append(_serving_line(scale, history))
+    if axis == "recorded":
+        parts.append(_serving_line(scale, history))
+    for approval in approvals:
+        parts.append(_approval_mark(scale, approval, scale.x_or_edge(history.position(approval.at, approval.window))))
     for evaluation in evaluations:
         evaluated = evaluation.metrics[metric]
-        tooltip = f"evaluated {when(evaluation.at)}: {metric} {number(evaluated)}; {evaluation.reason or ''}"
-        parts.append(_marker("evaluation", scale.x(evaluation.at), scale.y(evaluated), tooltip))
+        tooltip = (
+            f"evaluated {when(evaluation.at)}: {metric} {number(evaluated)}; "
+            f"data window {window_text(evaluation.window)}; {evaluation.reason or ''}"
+        )
+        y = scale.y(evaluated)
+        if axis == "window":
+            parts.append(_window_span(scale, "evaluation", evaluation.window, y))
+        x = scale.x_or_edge(history.position(evaluation.at, evaluation.window))
+        parts.append(_marker("evaluation", x, y, tooltip))
     for change in changes:
         value = change.metrics.get(metric)
-        tooltip = f"{change.kind} {when(change.at)}: {metric} {number(value)}; {change.model_uri}"
+        trained_on = f"; trained on {', '.join(change.inputs)}" if change.inputs else ""
+        tooltip = (
+            f"{change.kind} {when(change.at)}: {metric} {number(value)}; {change.model_uri}; "
+            f"data window {window_text(change.window)}{trained_on}"
+        )
         kind = change.kind if change.kind in KIND_LABELS else "baseline"
-        parts.append(_marker(kind, scale.x(change.at), scale.y(value), tooltip))
-    label = f"{metric} of {history.target} over time"
+        y = scale.y(value)
+        if axis == "window":
+            parts.append(_window_span(scale, kind, change.window, y))
+        parts.append(_marker(kind, scale.x_or_edge(history.position(change.at, change.window)), y, tooltip))
+    label = f"{metric} of {history.target} over time, by {AXIS_LABELS[axis]}"
+    height = scale.height
     return (
-        f'<svg class="plot" role="img" aria-label="{esc(label)}" viewBox="0 0 {WIDTH} {HEIGHT}" '
-        f'width="{WIDTH}" height="{HEIGHT}" xmlns="http://www.w3.org/2000/svg">'
+        f'<svg class="plot" role="img" aria-label="{esc(label)}" data-axis="{esc(axis)}" '
+        f'viewBox="0 0 {WIDTH} {height:.0f}" width="{WIDTH}" height="{height:.0f}" xmlns="http://www.w3.org/2000/svg">'
         f"<title>{esc(label)}</title>{''.join(parts)}</svg>"
     )
 
@@ -321,6 +446,21 @@ def _run_cell(links: Links, dag_id: str | None, run_id: str | None) -> str:
     )
 
 
+def _trained_on_cell(links: Links, change: Change) -> str:
+    """What the model was trained on, linked to the task that trained it (whose page shows its
+    inputs and their job); for records from before the ledger kept inputs, that task alone."""
+    if change.trained_by is None:
+        return "".join(f"<div><code>{esc(location)}</code></div>" for location in change.inputs) or NONE
+    task = esc(links.task(*change.trained_by, TRAIN_TASK))
+    if not change.inputs:
+        return f'<a class="inputs" href="{task}" data-airflow>{TRAIN_TASK} task</a>'
+    return "".join(
+        f'<div><a class="inputs" href="{task}" data-airflow title="trained by {esc(change.trained_by[1])}">'
+        f"<code>{esc(location)}</code></a></div>"
+        for location in change.inputs
+    )
+
+
 def ledger_table(history: TargetHistory, links: Links) -> str:
     metric = history.metric
     rows = []
@@ -335,13 +475,15 @@ def ledger_table(history: TargetHistory, links: Links) -> str:
             f'<td class="uri"><code>{esc(change.model_uri)}</code></td>'
             f'<td class="num">{esc(number(change.metrics.get(metric)))}</td>'
             f"<td>{esc(window_text(change.window))}</td>"
+            f'<td class="uri">{_trained_on_cell(links, change)}</td>'
             f"<td>{_run_cell(links, change.dag_id, change.run_id)}</td>"
             f'<td class="note">{esc(note)}</td></tr>'
         )
     if not rows:
         return '<p class="empty">The ledger of this target is empty: nothing was promoted to it yet.</p>'
     head = "".join(
-        f"<th>{esc(h)}</th>" for h in ("When", "Change", "Model", metric, "Data window", "Run", "Reason / replaced")
+        f"<th>{esc(h)}</th>"
+        for h in ("When", "Change", "Model", metric, "Data window", "Trained on", "Run", "Reason / replaced")
     )
     return f'<table class="ledger"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
@@ -384,9 +526,24 @@ def metric_form(history: TargetHistory, links: Links) -> str:
     )
     return (
         f'<form class="metric" method="get" action="{esc(links.target(history.target))}">'
+        f'<input type="hidden" name="axis" value="{esc(history.axis)}">'
         f'<label>Metric <select name="metric" onchange="this.form.submit()">{options}</select></label>'
         '<noscript><button type="submit">Show</button></noscript></form>'
     )
+
+
+def axis_choice(history: TargetHistory, links: Links) -> str:
+    """The plot's x axis, as links to the same page with the other choice (no script needed)."""
+    metric = history.metric if history.metric != history.config.evaluation.metric else None
+    choices = []
+    for axis in AXES:
+        label = esc(AXIS_LABELS[axis])
+        if axis == history.axis:
+            choices.append(f'<strong aria-current="true" data-axis="{axis}">{label}</strong>')
+        else:
+            href = esc(links.target(history.target, metric, None if axis == DEFAULT_AXIS else axis))
+            choices.append(f'<a href="{href}" data-axis="{axis}">{label}</a>')
+    return f'<p class="axis-choice">Plot models by {" · ".join(choices)}</p>'
 
 
 def target_section(history: TargetHistory, links: Links, *, heading: bool = True) -> str:
@@ -398,7 +555,7 @@ def target_section(history: TargetHistory, links: Links, *, heading: bool = True
     )
     return (
         f'<section class="target" data-target="{esc(history.target)}">{title}{summary(history)}'
-        f"{metric_form(history, links)}{plot(history)}{ledger_table(history, links)}"
+        f"{metric_form(history, links)}{axis_choice(history, links)}{plot(history)}{ledger_table(history, links)}"
         f"{evaluations_table(history, links)}</section>"
     )
 
@@ -517,7 +674,8 @@ td.note { color: #656d76; font-size: 12px; max-width: 320px; overflow-wrap: anyw
          background: #6e7781; }
 .badge.promotion { background: #1a7f37; } .badge.rollback { background: #bc4c00; }
 .error { color: #cf222e; } .empty { color: #656d76; font-style: italic; }
-form.metric { margin: 6px 0; } select { font: inherit; padding: 2px 4px; }
+form.metric, .axis-choice { margin: 6px 0; } .axis-choice strong { font-weight: 600; }
+select { font: inherit; padding: 2px 4px; }
 svg.plot { max-width: 100%; height: auto; font-size: 12px; background: #fff; }
 svg .grid { stroke: #eaeef2; } svg .axis, svg .tick-mark { stroke: #8c959f; }
 svg .tick, svg .strip-label { fill: #656d76; } svg .axis-title { fill: #1f2328; font-size: 12px; }

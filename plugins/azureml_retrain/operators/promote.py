@@ -39,6 +39,7 @@ from azureml_retrain.hooks.resource_manager import (
 from azureml_retrain.hooks.web_service import AzureMLWebServiceHook
 from azureml_retrain.lazy import cached_property
 from azureml_retrain.links import LINK_XCOM_KEY, AzureMLLink, classic_endpoint_link, resource_manager_link
+from azureml_retrain.redaction import strip_query
 from azureml_retrain.storage import StorageAccount
 from azureml_retrain.triggers.arm_operation import ArmOperationTrigger
 
@@ -76,6 +77,17 @@ def _challenger_metrics(value: Any) -> dict[str, Any]:
         return {}
     metrics = value.get("challenger") if "challenger" in value else value
     return dict(metrics) if isinstance(metrics, Mapping) else {}
+
+
+def input_locations(value: Any) -> list[str] | None:
+    """``container/blob`` of each training input in ``value`` (see ``training_inputs``), SAS dropped."""
+    value = parse_structured(value, "training_inputs")
+    if value is None:
+        return None
+    if isinstance(value, Mapping) and not {"container", "blob_name"} <= set(value):
+        value = list(value.values())
+    items = value if isinstance(value, list | tuple) else [value]
+    return [strip_query(BlobLocation.parse(item, "training_inputs").relative_location) for item in items]
 
 
 class _PromoteBase(BaseOperator):
@@ -121,6 +133,10 @@ class _PromoteBase(BaseOperator):
         the serving model's is refused unless ``allow_older_window``. None: not checked. (templated)
     :param metrics: the metrics to record in the ledger: EvaluateModelOperator's decision (its
         ``challenger`` metrics are taken) or a metrics dict; None records none. (templated)
+    :param training_inputs: what the model was trained on, recorded in the ledger (the model history
+        view shows it): a blob location (``"container/path"`` or ``{"container", "blob_name"}``), a
+        list of them, or SubmitBesJobOperator's ``inputs`` mapping (web service input name → blob
+        location); a query string (SAS) is dropped. None records none. (templated)
     :param allow_older_window: promote a model of an older ``window`` than the serving one's (a
         rollback always may).
     :param record_kind: the ledger record's kind: ``"promotion"`` or ``"rollback"`` (which may put
@@ -153,6 +169,7 @@ class _PromoteBase(BaseOperator):
         "expected_model_uri",
         "window",
         "metrics",
+        "training_inputs",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "model": "json",
@@ -178,6 +195,7 @@ class _PromoteBase(BaseOperator):
         expected_model_uri: str | None = None,
         window: Mapping[str, str] | None = None,
         metrics: Any = None,
+        training_inputs: Any = None,
         allow_older_window: bool = False,
         record_kind: str = "promotion",
         on_refusal: str = "skip",
@@ -196,6 +214,7 @@ class _PromoteBase(BaseOperator):
         self.expected_model_uri = expected_model_uri
         self.window = window
         self.metrics = metrics
+        self.training_inputs = training_inputs
         self.allow_older_window = allow_older_window
         self.record_kind = record_kind
         if record_kind not in ("promotion", "rollback"):
@@ -247,6 +266,7 @@ class _PromoteBase(BaseOperator):
 
         run_id = str(context.get("run_id") or "")
         map_index = getattr(context.get("ti"), "map_index", -1)
+        inputs = input_locations(self.training_inputs)  # a bad value fails before the target changes
         with ledger.guard(
             target,
             expected_model_uri=self.expected_model_uri,
@@ -279,6 +299,7 @@ class _PromoteBase(BaseOperator):
                         run_id=str(context.get("run_id") or ""),
                         reason=None if result["changed"] else "found already serving; recorded late",
                         served_by=self.served_by(),
+                        inputs=inputs,
                     ),
                     baseline_uri=previous,
                 )

@@ -508,6 +508,9 @@ def test_built_dag_shape():
     assert isinstance(hook, functools.partial) and hook.func is prepare_training and hook.args == (CHURN,)
     assert dag.task_dict["train"].inputs == {"input1": "{{ training_input(ti) }}"}
     assert "training_input" in dag.user_defined_macros
+    # The ledger records what each promoted model was trained on: the same input as ``train``'s.
+    for task_id in (CLASSIC_TASK, ARM_TASK):
+        assert dag.task_dict[task_id].partial_kwargs["training_inputs"] == "{{ training_input(ti) }}"
     assert dag.task_dict["report"].outlets == [model_asset(CHURN)]
     assert model_asset(CHURN).name == "azureml_model_churn"
     # The run's state follows its leaves: all_targets_promoted is the one that fails a run whose promotions failed.

@@ -10,6 +10,7 @@ from azureml_retrain.operators.promote import (
     PatchEndpointOperator,
     UpdateWebServiceDefinitionOperator,
     find_trained_model_asset,
+    input_locations,
 )
 from azureml_retrain.storage import StorageAccount
 from azureml_retrain.triggers.arm_operation import ArmOperationTrigger
@@ -205,3 +206,23 @@ def test_failed_operation_fails_the_task_with_its_error():
     }
     with pytest.raises(PromotionVerificationError, match="ended Failed: InvalidModel not a model"):
         op.execute_complete(make_context(), event, result={"current_uri": "x", "changed": True})
+
+
+@pytest.mark.parametrize(
+    ("training_inputs", "recorded"),
+    [
+        (None, None),
+        ("training-data/churn/day.csv", ["training-data/churn/day.csv"]),
+        ({"container": "training-data", "blob_name": "a.csv"}, ["training-data/a.csv"]),
+        (["c/a.csv", "c/b.csv?sv=2024&sig=secret"], ["c/a.csv", "c/b.csv"]),
+        ({"input1": "c/a.csv", "input2": {"container": "c", "blob_name": "b.csv"}}, ["c/a.csv", "c/b.csv"]),
+        ('["c/a.csv"]', ["c/a.csv"]),  # a rendered template's JSON text
+    ],
+)
+def test_training_inputs_are_recorded_as_locations_without_a_sas(training_inputs, recorded):
+    assert input_locations(training_inputs) == recorded
+
+
+def test_a_training_input_that_is_no_location_fails_before_anything_changes():
+    with pytest.raises(ConfigurationError, match="training_inputs"):
+        input_locations("no-slash")
