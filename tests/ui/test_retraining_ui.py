@@ -74,6 +74,7 @@ def ui_airflow(
         register_dag(rollback)
         rolled_back = rollback.test(logical_date=None, run_conf={"target": TARGET})
         assert rolled_back.state == DagRunState.SUCCESS
+        write_approvals(churn, promoted.run_id)
         started()
         cluster.wait_for_dag(churn.dag_id)
         yield UiAirflow(cluster, churn)
@@ -82,6 +83,32 @@ def ui_airflow(
             started()
         cluster.stop()
         keep_logs(cluster)
+
+
+def write_approvals(churn: Any, promoted_run_id: str) -> None:
+    """Approval steps in the DAG's decision log, as the approval step writes them (the view draws
+    them): day 1's promotion approved, a first run of day 2 rejected (the forced run comes later)."""
+
+    def entry(run_id: str, day: Any, outcome: str, by: str, comment: str) -> dict[str, Any]:
+        end = day + timedelta(days=1)
+        at = end + timedelta(hours=1)
+        return {
+            "run_id": run_id,
+            "window": {"start": day.isoformat(), "end": end.isoformat()},
+            "promote": outcome == "approved",
+            "approval": {
+                "outcome": outcome,
+                "by": by,
+                "comment": comment,
+                "at": at.isoformat(),
+                "why_needed": "the first promotion of the target",
+            },
+        }
+
+    churn.ledger.note_decision(churn.config.dag_id, entry(promoted_run_id, DAY1, "approved", "admin", "checked"))
+    churn.ledger.note_decision(
+        churn.config.dag_id, entry("manual__day2_first", DAY2, "rejected", "admin", "day 2 looked incomplete")
+    )
 
 
 def log_in(browser: Browser, user: str, password: str) -> None:
@@ -227,16 +254,20 @@ def test_retrain_from_the_trigger_form_then_find_the_promotion_in_the_model_hist
     kinds = browser.wait(
         lambda d: sorted(m.get_attribute("data-kind") for m in d.find_elements(By.CSS_SELECTOR, "svg .marker"))
     )
-    assert kinds == ["baseline", "promotion", "promotion", "rollback"]
+    assert kinds == ["approved", "baseline", "promotion", "promotion", "rejected", "rollback"]
+    assert browser.find("svg.plot").get_attribute("data-axis") == "window"
     newest = "table.ledger tbody tr"
     kind, text = browser.act(By.CSS_SELECTOR, newest, lambda row: (row.get_attribute("data-kind"), row.text))
     assert kind == "promotion" and run_id in text
+    # What the model was trained on, linked to the run's train task.
+    inputs = browser.act(By.CSS_SELECTOR, f"{newest} a.inputs", lambda link: link.get_attribute("href"))
+    assert inputs.endswith(f"{run_url(dag_id, run_id)}/tasks/train")
     browser.driver.switch_to.default_content()
     browser.shot("model-history")
 
     # Its run link leads to the run's page in the UI itself (not inside the view's frame).
     browser.driver.switch_to.frame(browser.find("iframe"))
-    browser.click("table.ledger tbody tr a[data-airflow]")
+    browser.click("table.ledger tbody tr a[data-airflow]:not(.inputs)")
     browser.driver.switch_to.default_content()
     browser.wait(
         lambda driver: (
