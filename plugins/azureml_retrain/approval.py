@@ -18,6 +18,7 @@ is to promote. A backfill run never waits unless its conf sets ``approval_in_bac
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -124,7 +125,7 @@ def approval_outcome(event: dict[str, Any], why_needed: str) -> dict[str, Any]:
     rejected by a person, or timed out."""
     chosen = list(event.get("chosen_options") or [])
     user = event.get("responded_by_user") or {}
-    responded_at = event.get("responded_at")
+    responded_at: Any = event.get("responded_at")
     timed_out = bool(event.get("timedout"))
     outcome = "timed_out" if timed_out else "approved" if chosen == [APPROVE_OPTION] else "rejected"
     comment = (event.get("params_input") or {}).get(COMMENT_PARAM)
@@ -132,7 +133,7 @@ def approval_outcome(event: dict[str, Any], why_needed: str) -> dict[str, Any]:
         "outcome": outcome,
         "by": None if timed_out else (user.get("name") or user.get("id")),
         "comment": None if timed_out else (comment or None),
-        "at": responded_at.isoformat() if hasattr(responded_at, "isoformat") else responded_at,
+        "at": responded_at.isoformat() if isinstance(responded_at, datetime) else responded_at,
         "why_needed": why_needed,
     }
 

@@ -471,7 +471,9 @@ def build_dag(config: RetrainingConfig) -> Any:
 
         # With an approval task between evaluate and the branches, a branch also runs when that task
         # was skipped (evaluate went straight to it); evaluate's choice still skips the others.
-        branch_rule = {"trigger_rule": TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS} if config.approval else {}
+        branch_rule: dict[str, Any] = (
+            {"trigger_rule": TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS} if config.approval else {}
+        )
         promotion_args = {
             "model": train.output,
             "output_name": training.model_output,
