@@ -29,7 +29,9 @@ TARGETS = ["churn-retrain01", "churn-retrain02"]
 PLAN = {"promote": "auto", "run_type": "manual", "window": {"start": "s", "end": "e"}, "evaluation": "models/x.csv"}
 
 
-def verdict(auc: float = 0.88, champion: float | None = 0.86, accuracy: float = 0.81, promote: bool = True) -> dict:
+def verdict(
+    auc: float = 0.88, champion: float | None = 0.86, accuracy: float = 0.81, promote: bool = True
+) -> dict[str, Any]:
     checks: list[dict[str, Any]] = [
         {"rule": "guard_min", "metric": "Accuracy", "challenger": accuracy, "threshold": 0.6, "passed": True}
     ]
@@ -60,7 +62,9 @@ def rules(**when: Any) -> ApprovalRules:
         ({"targets": ["churn-retrain02"]}, verdict(promote=False), False, "the evaluation rejected the model"),
     ],
 )
-def test_the_need_for_approval_follows_the_rules(when: dict, decision: dict, needed: bool, why: str) -> None:
+def test_the_need_for_approval_follows_the_rules(
+    when: dict[str, Any], decision: dict[str, Any], needed: bool, why: str
+) -> None:
     got_needed, got_why = approval_need(rules(**when), PLAN, decision, TARGETS)
     assert got_needed is needed and why in got_why
 
@@ -79,7 +83,7 @@ def test_lower_is_better_metrics_improve_downwards() -> None:
         (PLAN | {"run_type": "backfill"}, "backfill runs do not wait"),
     ],
 )
-def test_forced_and_backfill_runs_do_not_wait(plan: dict, why: str) -> None:
+def test_forced_and_backfill_runs_do_not_wait(plan: dict[str, Any], why: str) -> None:
     needed, got_why = approval_need(rules(targets=TARGETS), plan, verdict(), TARGETS)
     assert not needed and why in got_why
 
