@@ -45,6 +45,7 @@ class PromotionApprovalOperator(HITLBranchOperator):
     def __init__(self, *, config: RetrainingConfig, **kwargs: Any) -> None:
         from airflow.sdk import Param
 
+        kwargs.pop("params", None)
         rules = config.approval
         if rules is None:
             raise ValueError(f"{config.model}: the config has no approval rules")
@@ -53,9 +54,9 @@ class PromotionApprovalOperator(HITLBranchOperator):
             options=[APPROVE_OPTION, REJECT_OPTION],
             defaults=[APPROVE_OPTION if rules.on_timeout == "promote" else REJECT_OPTION],
             response_timeout=timedelta(minutes=rules.timeout_minutes),
-            # Airflow passes the DAG's params in too; the base class keeps only the task's for the form.
+            # Airflow passes the DAG's params in too: they are not the form's (and a response must
+            # name exactly the form's params), so only the comment is.
             params={
-                **(kwargs.pop("params", None) or {}),
                 COMMENT_PARAM: Param(
                     None,
                     type=["null", "string"],
