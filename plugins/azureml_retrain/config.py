@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from azureml_retrain.approval import ApprovalRules
 from azureml_retrain.evaluation import EvaluationRules
 from azureml_retrain.exceptions import ConfigurationError
 from azureml_retrain.ledger import DEFAULT_LEDGER_CONTAINER
@@ -142,6 +143,7 @@ class RetrainingConfig(_Strict):
     targets: list[Target] = Field(min_length=1)
     smoke_test_rows: list[dict[str, Any]] = Field(default_factory=list)
     ledger_container: str = DEFAULT_LEDGER_CONTAINER
+    approval: ApprovalRules | None = Field(default=None, description="When a result needs a person's approval.")
 
     @field_validator("schedule")
     @classmethod
@@ -185,6 +187,22 @@ class RetrainingConfig(_Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"targets: names must be unique; repeated: {duplicates}")
+        return self
+
+    @model_validator(mode="after")
+    def _approval_matches(self) -> RetrainingConfig:
+        if self.approval is None:
+            return self
+        names = [t.name for t in self.targets]
+        unknown = [n for n in self.approval.when.targets if n not in names]
+        if unknown:
+            raise ValueError(
+                f"approval.when.targets: {unknown} are not targets of this config; its targets are {names}"
+            )
+        if self.approval.when.guard_margin is not None and not self.evaluation.guards:
+            raise ValueError(
+                "approval.when.guard_margin: the evaluation has no guards; add evaluation.guards or drop it"
+            )
         return self
 
     @property

@@ -38,6 +38,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from azureml_retrain.approval import (
+    APPROVAL_TASK,
+    APPROVAL_XCOM_KEY,
+    BACKFILL_PARAM,
+    approval_need,
+    approval_promotes,
+    approval_skip_reason,
+    not_needed,
+)
 from azureml_retrain.blobs import BlobLocation, parse_structured
 from azureml_retrain.config import (
     ArmWebServiceTarget,
@@ -189,6 +198,22 @@ def build_plan(config: RetrainingConfig, context: Any) -> dict[str, Any]:
         "rules": rules,
         "champion_metrics": dict(primary.metrics) if primary and primary.metrics else None,
         "expected_models": {name: (head.model_uri if head else NO_MODEL) for name, head in heads.items()},
+        # Only configs with approval rules have the param (the others keep their plan as it was).
+        **({BACKFILL_PARAM: bool(params.get(BACKFILL_PARAM))} if config.approval else {}),
+    }
+
+
+def approval_params(config: RetrainingConfig) -> dict[str, Any]:
+    """The trigger form's params of a config with approval rules (none for the others)."""
+    if config.approval is None:
+        return {}
+    return {
+        BACKFILL_PARAM: form_param(
+            False,
+            type="boolean",
+            title="Let a backfill run wait for approval",
+            description="A backfill run that promotes does so without asking a person unless this is set.",
+        )
     }
 
 
@@ -291,8 +316,12 @@ def _stage(client: Any, arrival: dict[str, Any], staged: BlobLocation) -> None:
     target.upload_blob(text.encode(), overwrite=True, metadata={STAGED_FROM_METADATA: fingerprint})
 
 
-def choose_branches(config: RetrainingConfig, plan: dict[str, Any], decision: dict[str, Any]) -> list[str]:
-    """Which promotion tasks run: the evaluation's verdict under the run's promote mode."""
+def choose_branches(
+    config: RetrainingConfig, plan: dict[str, Any], decision: dict[str, Any], approval: dict[str, Any] | None = None
+) -> list[str]:
+    """Which promotion tasks run: the evaluation's verdict under the run's promote mode, then (when
+    the config's approval rules say the result needs a person) the person's answer, ``approval``
+    (None: not asked yet, so the approval task runs)."""
     has_classic = any(isinstance(t, ClassicEndpointTarget) for t in config.targets)
     has_arm = any(isinstance(t, ArmWebServiceTarget) for t in config.targets)
     promote = [task for task, present in ((CLASSIC_TASK, has_classic), (ARM_TASK, has_arm)) if present]
@@ -301,11 +330,18 @@ def choose_branches(config: RetrainingConfig, plan: dict[str, Any], decision: di
     if plan["run_type"] == "backfill" and not plan["promote_backfill"]:
         return [SKIP_TASK]
     if plan["promote"] == "force" or decision.get("promote"):
-        return promote
+        needed, _ = approval_need(config.approval, plan, decision, [t.name for t in config.targets])
+        if not needed or config.approval is None:
+            return promote
+        if approval is None:
+            return [APPROVAL_TASK]
+        return promote if approval_promotes(approval, config.approval) else [SKIP_TASK]
     return [SKIP_TASK]
 
 
-def skip_reason(plan: dict[str, Any], decision: dict[str, Any]) -> str:
+def skip_reason(plan: dict[str, Any], decision: dict[str, Any], approval: dict[str, Any] | None = None) -> str:
+    if approval is not None and approval["outcome"] != "not_needed":
+        return approval_skip_reason(approval)
     if plan["promote"] == "never":
         return "not promoted: the run's promote param is 'never'"
     if plan["run_type"] == "backfill" and not plan["promote_backfill"]:
@@ -369,7 +405,7 @@ def build_dag(config: RetrainingConfig) -> Any:
         catchup=config.catchup,
         max_active_runs=config.max_active_runs,
         tags=["azureml", "retraining", config.model, *config.tags],
-        params=params_for(config),
+        params={**params_for(config), **approval_params(config)},
         render_template_as_native_obj=True,
         user_defined_macros={"training_input": run_training_input},
         default_args={
@@ -433,6 +469,11 @@ def build_dag(config: RetrainingConfig) -> Any:
         def arm_targets(run: Any) -> list[dict[str, Any]]:
             return target_kwargs(config, run, ArmWebServiceTarget)
 
+        # With an approval task between evaluate and the branches, a branch also runs when that task
+        # was skipped (evaluate went straight to it); evaluate's choice still skips the others.
+        branch_rule: dict[str, Any] = (
+            {"trigger_rule": TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS} if config.approval else {}
+        )
         promotion_args = {
             "model": train.output,
             "output_name": training.model_output,
@@ -445,6 +486,7 @@ def build_dag(config: RetrainingConfig) -> Any:
             "training_inputs": "{{ training_input(ti) }}",
             "allow_older_window": False,
             "verify_poll_interval": 1.0,
+            **branch_rule,
         }
         promote_classic = PatchEndpointOperator.partial(task_id=CLASSIC_TASK, **promotion_args).expand_kwargs(
             classic_targets(run_plan)
@@ -453,13 +495,20 @@ def build_dag(config: RetrainingConfig) -> Any:
             task_id=ARM_TASK, deferrable=False, **promotion_args
         ).expand_kwargs(arm_targets(run_plan))
 
-        @task
+        @task(**branch_rule)
         def skip_promotion(run: Any, verdict: Any, **context: Any) -> dict[str, Any]:
             """The no-promotion branch: says why (also in the DAG's decision log)."""
-            reason = skip_reason(run, verdict)
+            approval = run_approval(config, context["ti"], run, verdict)
+            reason = skip_reason(run, verdict, approval)
             outcomes = {t.name: {"outcome": "skipped", "detail": reason} for t in config.targets}
             record_decision(
-                config, run_id=context["run_id"], plan=run, verdict=verdict, outcomes=outcomes, failure=None
+                config,
+                run_id=context["run_id"],
+                plan=run,
+                verdict=verdict,
+                outcomes=outcomes,
+                failure=None,
+                approval=approval,
             )
             return {"promoted": [], "reason": reason}
 
@@ -469,7 +518,7 @@ def build_dag(config: RetrainingConfig) -> Any:
             from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
             ti = context["ti"]
-            attempted = attempted_targets(config, *plan_and_verdict(ti))
+            attempted = attempted_targets(config, *plan_and_verdict(ti), approval_answer(config, ti))
             if not attempted:
                 # The run took the no-promotion branch (or failed before deciding): nothing to report.
                 raise AirflowSkipException("no promotion was attempted in this run")
@@ -494,6 +543,18 @@ def build_dag(config: RetrainingConfig) -> Any:
 
         skipped = skip_promotion(run_plan, verdict)
         [wait_for_data, run_plan] >> train >> evaluate >> [promote_classic, promote_arm, skipped]
+        if config.approval is not None:
+            from azureml_retrain.approval_operator import PromotionApprovalOperator
+
+            (
+                evaluate
+                >> PromotionApprovalOperator(task_id=APPROVAL_TASK, config=config)
+                >> [
+                    promote_classic,
+                    promote_arm,
+                    skipped,
+                ]
+            )
         [promote_classic, promote_arm] >> report() >> all_targets_promoted()
     return dag
 
@@ -508,13 +569,33 @@ class RetrainingEvaluateOperator(EvaluateModelOperator):
 
     def choose_branch(self, context: Any, decision: dict[str, Any]) -> list[str]:
         # The decision log is written once the run knows what happened to each target: by
-        # skip_promotion, or by all_targets_promoted after the promotions.
+        # skip_promotion, or by all_targets_promoted after the promotions. A result that needs a
+        # person goes to the approval task, which then branches the same way.
         return choose_branches(self.config, context["ti"].xcom_pull(task_ids=PLAN_TASK), decision)
 
 
 def plan_and_verdict(ti: Any) -> tuple[Any, Any]:
     """The run's plan and its evaluation's verdict (None for either that is missing)."""
     return ti.xcom_pull(task_ids=PLAN_TASK), ti.xcom_pull(task_ids=EVALUATE_TASK, key=DECISION_XCOM_KEY)
+
+
+def approval_answer(config: RetrainingConfig, ti: Any) -> dict[str, Any] | None:
+    """The person's answer of the run's approval task (None: not asked, or no approval rules)."""
+    if config.approval is None:
+        return None
+    answer = ti.xcom_pull(task_ids=APPROVAL_TASK, key=APPROVAL_XCOM_KEY, default=None)
+    return answer if isinstance(answer, dict) else None
+
+
+def run_approval(config: RetrainingConfig, ti: Any, plan: Any, verdict: Any) -> dict[str, Any]:
+    """The decision log's ``approval`` field of the run: the person's answer, else why none was needed."""
+    answer = approval_answer(config, ti)
+    if answer is not None:
+        return answer
+    if not isinstance(plan, dict) or not isinstance(verdict, dict):
+        return not_needed("the run ended before its evaluation")
+    _, why = approval_need(config.approval, plan, verdict, [t.name for t in config.targets])
+    return not_needed(why)
 
 
 def stop_a_dry_run(context: Any) -> None:
@@ -579,7 +660,7 @@ def end_of_promotions(config: RetrainingConfig, context: Any) -> None:
 
     ti = context["ti"]
     plan, verdict = plan_and_verdict(ti)
-    attempted = attempted_targets(config, plan, verdict)
+    attempted = attempted_targets(config, plan, verdict, approval_answer(config, ti))
     if not attempted:
         raise AirflowSkipException("no promotion was attempted in this run")
     summary = summarise_promotions(config, promotion_results(ti), attempted, promotion_refusals(ti))
@@ -591,6 +672,7 @@ def end_of_promotions(config: RetrainingConfig, context: Any) -> None:
         verdict=verdict,
         outcomes=target_outcomes(config, summary),
         failure=failure,
+        approval=run_approval(config, ti, plan, verdict),
     )
     if failure:
         raise AirflowFailException(failure)
@@ -604,10 +686,12 @@ def record_decision(
     verdict: Any,
     outcomes: dict[str, dict[str, str]],
     failure: str | None,
+    approval: dict[str, Any] | None = None,
 ) -> None:
-    """Append the run's entry to the DAG's decision log, after its promotions: the verdict, and what
-    happened to each target. ``promote`` says whether any target now serves the run's model. A retry
-    of the writing task does not write it twice."""
+    """Append the run's entry to the DAG's decision log, after its promotions: the verdict, what
+    happened to each target, and whether a person approved (``approval``: ``{"outcome": "approved" |
+    "rejected" | "timed_out" | "not_needed", "by", "comment", "at", "why_needed"}``). ``promote`` says
+    whether any target now serves the run's model. A retry of the writing task does not write it twice."""
     from azureml_retrain.ledger import PromotionLedger
 
     ledger = PromotionLedger(config.data.wasb_conn_id, config.ledger_container)
@@ -632,16 +716,18 @@ def record_decision(
             "reason": reason,
             "decision": verdict,
             "targets": outcomes,
+            "approval": approval or not_needed("the config asks for no approval"),
         },
     )
 
 
-def attempted_targets(config: RetrainingConfig, plan: Any, decision: Any) -> list[str]:
-    """Names of the targets the run's ``decide`` branch sent to promotion (none when it skipped
-    promotion, or when the run failed before deciding: no plan or no evaluation)."""
+def attempted_targets(config: RetrainingConfig, plan: Any, decision: Any, approval: Any = None) -> list[str]:
+    """Names of the targets the run's ``decide`` branch (and its person's ``approval``, if asked)
+    sent to promotion (none when it skipped promotion, or when the run failed before deciding: no
+    plan or no evaluation)."""
     if not isinstance(plan, dict) or not isinstance(decision, dict):
         return []
-    branches = choose_branches(config, plan, decision)
+    branches = choose_branches(config, plan, decision, approval if isinstance(approval, dict) else None)
     kinds = {CLASSIC_TASK: ClassicEndpointTarget, ARM_TASK: ArmWebServiceTarget}
     return [t.name for t in config.targets if any(isinstance(t, kinds[b]) for b in branches if b in kinds)]
 

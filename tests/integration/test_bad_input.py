@@ -235,6 +235,21 @@ CONFIG_CASES = [
         id="misspelt-nested-field",
     ),
     pytest.param(
+        mutated("approval", {"when": {"targets": ["churn-retrain9"]}}),
+        r"churn\.yaml: .*approval\.when\.targets: \['churn-retrain9'\] are not targets of this config; its targets",
+        id="approval-unknown-target",
+    ),
+    pytest.param(
+        mutated("approval", {"when": {"improvement_below": 0.01}, "on_timeout": "wait"}),
+        r"churn\.yaml: approval\.on_timeout: .*'keep' or 'promote'",
+        id="approval-bad-on-timeout",
+    ),
+    pytest.param(
+        mutated("approval", {"when": {}}),
+        r"churn\.yaml: approval\.when: .*give at least one of improvement_below, guard_margin or targets",
+        id="approval-without-rules",
+    ),
+    pytest.param(
         mutated("max_active_runs", 0), r"churn\.yaml: max_active_runs: Input should be greater", id="no-active-runs"
     ),
     pytest.param(
