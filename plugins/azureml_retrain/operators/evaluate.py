@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from azureml_retrain.blobs import BlobLocation
+    from azureml_retrain.lineage import Lineage
 
 DECISION_XCOM_KEY = "decision"
 
@@ -129,6 +130,8 @@ class EvaluateModelOperator(BaseOperator, BranchMixIn):
         self.promote_task_ids = _task_ids(promote_task_ids, "promote_task_ids")
         self.reject_task_ids = _task_ids(reject_task_ids, "reject_task_ids")
         self.fail_on_reject = fail_on_reject
+        #: This execution's decision, for the OpenLineage events.
+        self._decision: dict[str, Any] | None = None
         if self.reject_task_ids and not self.promote_task_ids:
             raise ConfigurationError("reject_task_ids: only used in branch mode; also set promote_task_ids")
         if self.reject_task_ids and fail_on_reject:
@@ -184,6 +187,7 @@ class EvaluateModelOperator(BaseOperator, BranchMixIn):
 
     def execute(self, context: Context) -> Any:
         decision = self.evaluate()
+        self._decision = decision
         self.log.info("Decision: %s", decision["reason"])
         if self.do_xcom_push:
             context["ti"].xcom_push(key=DECISION_XCOM_KEY, value=decision)
@@ -192,6 +196,21 @@ class EvaluateModelOperator(BaseOperator, BranchMixIn):
         if not self.branch_mode:
             return decision
         return self.do_branch(context, self.choose_branch(context, decision) or None)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage:
+        """The evaluation CSV as input; the challenger's and champion's metrics and the verdict in the
+        ``azuremlModelEvaluation`` run facet (also when ``fail_on_reject`` fails the task)."""
+        from azureml_retrain.lineage import EVALUATION_FACET, blob_dataset, evaluation_facet, operator_lineage
+        from azureml_retrain.storage import StorageAccount
+
+        location = resolve_evaluation_location(self.evaluation_results, self.output_name)
+        facets = {EVALUATION_FACET: evaluation_facet(self._decision)} if self._decision else {}
+        return operator_lineage(
+            inputs=[blob_dataset(StorageAccount(self.wasb_conn_id).account_name, location)], run_facets=facets
+        )
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Lineage:
+        return self.get_openlineage_facets_on_complete(task_instance)
 
     def choose_branch(self, context: Context, decision: dict[str, Any]) -> list[str]:
         """The task ids to follow in branch mode: ``promote_task_ids`` on promote, else ``reject_task_ids``.

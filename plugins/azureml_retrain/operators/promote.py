@@ -17,7 +17,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
 
@@ -42,6 +42,11 @@ from azureml_retrain.links import LINK_XCOM_KEY, AzureMLLink, classic_endpoint_l
 from azureml_retrain.redaction import strip_query
 from azureml_retrain.storage import StorageAccount
 from azureml_retrain.triggers.arm_operation import ArmOperationTrigger
+
+if TYPE_CHECKING:
+    from openlineage.client.event_v2 import Dataset
+
+    from azureml_retrain.lineage import Lineage
 
 TRAINED_MODEL_SUFFIX = "[trained model]"
 
@@ -319,6 +324,22 @@ class _PromoteBase(BaseOperator):
     def target_address(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage:
+        """The model as input, the target that serves it as output (see docs/lineage.md)."""
+        from azureml_retrain.lineage import model_dataset, operator_lineage
+
+        storage = StorageAccount(self.wasb_conn_id)
+        return operator_lineage(
+            inputs=[model_dataset(storage.account_name, self.target_model(storage))], outputs=[self.target_dataset()]
+        )
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Lineage:
+        return self.get_openlineage_facets_on_complete(task_instance)
+
+    def target_dataset(self) -> Dataset:
+        """The served endpoint or web service as an OpenLineage dataset."""
+        raise NotImplementedError
+
     def promote(self, context: Context) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -453,6 +474,13 @@ class PatchEndpointOperator(_PromoteBase):
             "endpoint_name": self.endpoint_name,
             "management_conn_id": self.management_conn_id,
         }
+
+    def target_dataset(self) -> Dataset:
+        from azureml_retrain.lineage import classic_endpoint_dataset
+
+        return classic_endpoint_dataset(
+            self.hook.base_url, self.hook.workspace_id, self.web_service_id, self.endpoint_name
+        )
 
     def promote(self, context: Context) -> dict[str, Any]:
         self._check_endpoint_name()
@@ -719,6 +747,12 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
 
     def target_address(self) -> dict[str, Any]:
         return {"web_service_name": self.web_service_name, "arm_conn_id": self.arm_conn_id}
+
+    def target_dataset(self) -> Dataset:
+        from azureml_retrain.lineage import arm_web_service_dataset
+
+        hook = self.hook
+        return arm_web_service_dataset(hook.base_url, hook.subscription_id, hook.resource_group, self.web_service_name)
 
     def promote(self, context: Context) -> dict[str, Any]:
         context["ti"].xcom_push(

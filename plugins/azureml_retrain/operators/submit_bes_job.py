@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
 
@@ -23,9 +23,13 @@ from azureml_retrain.bes import (
 from azureml_retrain.exceptions import AzureMLServiceError, BesJobFailedError, BesJobRejectedError, ConfigurationError
 from azureml_retrain.hooks.web_service import AzureMLWebServiceHook, BesJob, BesJobStatus
 from azureml_retrain.lazy import cached_property
+from azureml_retrain.lineage import BES_JOB_FACET
 from azureml_retrain.links import LINK_XCOM_KEY, AzureMLLink, bes_job_link
 from azureml_retrain.storage import StorageAccount
 from azureml_retrain.triggers.bes_job import BesJobTrigger, BesSubmitTrigger, is_transient, next_poll_interval
+
+if TYPE_CHECKING:
+    from azureml_retrain.lineage import Lineage
 
 # Key in the task-instance state store (it survives retries, unlike XCom).
 JOB_STATE_KEY = "bes_job"
@@ -154,6 +158,8 @@ class SubmitBesJobOperator(BaseOperator):
         if job_timeout <= timedelta(0):
             raise ConfigurationError("job_timeout must be a positive timedelta")
         self._active_job_id: str | None = None
+        # The job this execution followed and how it ended, for the OpenLineage events.
+        self._lineage_job: tuple[str, str | None] | None = None
         if start_from_trigger:
             self._start_in_triggerer()
 
@@ -220,6 +226,7 @@ class SubmitBesJobOperator(BaseOperator):
         """Wait for the job of ``record`` to end: here, or deferred to the triggerer."""
         job_id = str(record["job_id"])
         self._active_job_id = job_id
+        self._lineage_job = (job_id, None)
         context["ti"].xcom_push(key="bes_job_id", value=job_id)
         context["ti"].xcom_push(key=LINK_XCOM_KEY, value=bes_job_link(self.hook.api_location, job_id))
         deadline = float(record["deadline"])
@@ -311,6 +318,29 @@ class SubmitBesJobOperator(BaseOperator):
         if self._active_job_id and self.cancel_on_kill:
             self.log.warning("Task killed: cancelling BES job %s", self._active_job_id)
             self.hook.cancel_job(self._active_job_id)
+
+    # --- lineage -------------------------------------------------------------------------------
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage:
+        """Inputs: the blobs the job trained on; outputs: its blobs (the ``.ilearner``, the evaluation
+        CSV); the BES job's id, status and training web service in the ``azuremlBesJob`` run facet."""
+        from azureml_retrain.blobs import BlobLocation
+        from azureml_retrain.lineage import bes_job_facet, blob_dataset, operator_lineage
+
+        account = StorageAccount(self.wasb_conn_id).account_name
+        facets = {}
+        if self._lineage_job is not None:
+            job_id, status = self._lineage_job
+            facets[BES_JOB_FACET] = bes_job_facet(job_id, self.hook.api_location, status)
+        return operator_lineage(
+            inputs=[blob_dataset(account, BlobLocation.parse(v, "inputs")) for v in (self.inputs or {}).values()],
+            outputs=[blob_dataset(account, BlobLocation.parse(v, "outputs")) for v in (self.outputs or {}).values()],
+            run_facets=facets,
+        )
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Lineage:
+        """As on completion: a failed job's inputs, intended outputs and the job that failed."""
+        return self.get_openlineage_facets_on_complete(task_instance)
 
     # --- steps ---------------------------------------------------------------------------------
 
@@ -412,6 +442,7 @@ class SubmitBesJobOperator(BaseOperator):
 
     def _complete(self, job: BesJob, record: Mapping[str, Any]) -> dict[str, Any]:
         self._active_job_id = None
+        self._lineage_job = (job.job_id, job.status)
         if job.status in BesJobStatus.FAILURE:
             raise job_failure(job)
         missing = job.missing_outputs((self.outputs or {}).keys())

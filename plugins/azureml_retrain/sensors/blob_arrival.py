@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
     from azure.storage.blob import ContainerClient
 
+    from azureml_retrain.lineage import Lineage
+
 #: Key under which reschedule-mode pokes remember their last observation in the task state store.
 STATE_KEY = "blob_arrival_observation"
 
@@ -180,6 +182,8 @@ class BlobArrivalSensor(BaseSensorOperator):
         self._observation: Observation | None = None
         self._wait_log: WaitLog | None = None
         self._checks = 0
+        #: What this execution accepted (its return value), for the OpenLineage events.
+        self._accepted: dict[str, Any] | None = None
         self._validate_arguments()
 
     def _validate_arguments(self) -> None:
@@ -240,13 +244,16 @@ class BlobArrivalSensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         self._criteria, self._observation, self._wait_log, self._checks = None, None, None, 0
+        self._accepted = None
         criteria = self.criteria(context)
         if not self.deferrable:
-            return super().execute(context)
+            self._accepted = super().execute(context)
+            return self._accepted
         waiting_since = time.time()
         end_time = waiting_since + self.timeout
         assessment = self.check(criteria, previous=None)
         if assessment is not None and assessment.ready:
+            self._accepted = assessment.result
             return assessment.result
         self.defer(
             trigger=BlobArrivalTrigger.from_criteria(
@@ -285,6 +292,7 @@ class BlobArrivalSensor(BaseSensorOperator):
             assessment = self.check(self.criteria(context), previous=None)
             if assessment is None or not assessment.ready or assessment.result is None:
                 raise AzureMLRetrainError(f"Task {self.task_id}: the data the trigger accepted is no longer complete")
+            self._accepted = assessment.result
             return assessment.result
         if not isinstance(event, dict) or "status" not in event:
             raise AzureMLRetrainError(f"Task {self.task_id}: did not receive a valid event from the triggerer")
@@ -297,6 +305,7 @@ class BlobArrivalSensor(BaseSensorOperator):
                 result["container"],
                 result["prefix"],
             )
+            self._accepted = result
             return result
         message = str(event.get("message", "no message"))
         if event["status"] == "timeout":
@@ -338,6 +347,21 @@ class BlobArrivalSensor(BaseSensorOperator):
         else:
             self._wait_log.report(self.log, self._checks, assessment.reason, line=line, summary=assessment.summary)
         return assessment
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage:
+        """The accepted blobs (names as the OpenLineage spec names Azure Blob Storage) as inputs."""
+        from azureml_retrain.blobs import BlobLocation
+        from azureml_retrain.lineage import blob_dataset, operator_lineage
+        from azureml_retrain.storage import StorageAccount
+
+        accepted = self._accepted or {}
+        account = StorageAccount(self.wasb_conn_id).account_name
+        return operator_lineage(
+            inputs=[
+                blob_dataset(account, BlobLocation(str(accepted["container"]), str(blob["name"])))
+                for blob in accepted.get("blobs") or ()
+            ]
+        )
 
     @cached_property
     def hook(self) -> WasbHook:
