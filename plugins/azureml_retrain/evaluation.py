@@ -495,7 +495,7 @@ def _form_schema(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]
     variants = schema.get("anyOf")
     if variants:  # pydantic's ``X | None``: one schema whose type also takes null
         kept = [_form_schema(v, defs) for v in variants if v.get("type") != "null"]
-        merged = dict(kept[0]) if len(kept) == 1 else {"anyOf": kept}
+        merged: dict[str, Any] = dict(kept[0]) if len(kept) == 1 else {"anyOf": kept}
         if len(kept) < len(variants) and "type" in merged:
             merged["type"] = [merged["type"], "null"]
         if "description" in schema:

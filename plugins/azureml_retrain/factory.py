@@ -80,15 +80,12 @@ def run_slug(run_id: str) -> str:
 PARAM_SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
 
 
-def form_param(default: Any, *, title: str, description: str, markdown: bool = False, **schema: Any) -> Any:
+def form_param(default: Any, *, title: str, description: str | None, **schema: Any) -> Any:
     """A trigger-form param: ``schema`` holds its JSON Schema keywords (type, enum, ...) and the form's
-    own (``section``, ``values_display``). A ``markdown`` description is rendered as Markdown by the form."""
+    own (``section``, ``values_display``, ``description_md``: the form renders it when ``description``
+    is ``None``)."""
     from airflow.sdk import Param
 
-    if markdown:
-        return Param(
-            default, schema={"$schema": PARAM_SCHEMA_DIALECT, "title": title, "description_md": description, **schema}
-        )
     return Param(default, description=description, schema={"$schema": PARAM_SCHEMA_DIALECT, "title": title, **schema})
 
 
@@ -190,8 +187,8 @@ def rules_param() -> Any:
     return form_param(
         None,
         title="Evaluation rules override",
-        description="\n".join(lines),
-        markdown=True,
+        description=None,
+        description_md="\n".join(lines),
         **{**schema, "type": ["null", "object"]},
     )
 
