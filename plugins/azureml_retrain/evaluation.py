@@ -402,7 +402,9 @@ class EvaluationRules(_Rules):
     min_relative_improvement: NonNegativeNumber | None = Field(
         default=None, description="Over the champion, as a fraction of |champion|."
     )
-    on_missing_champion_metric: Literal["error", "skip"] = "error"
+    on_missing_champion_metric: Literal["error", "skip"] = Field(
+        default="error", description="When the champion has no value of the metric: fail, or skip the comparison."
+    )
     guards: list[Guard] = Field(default_factory=list, description="Bounds on metrics of the challenger.")
 
     @field_validator("higher_is_better")
@@ -477,9 +479,35 @@ def parse_rules(value: Any) -> EvaluationRules:
 
 
 def rules_json_schema() -> dict[str, Any]:
-    """The JSON schema of the rules (the trigger form's ``rules`` field checks the shape with it;
-    ranges that depend on the metric are checked when the run plans)."""
-    return EvaluationRules.model_json_schema()
+    """The JSON schema of the rules, reduced to what the trigger form's ``rules`` field checks when a
+    run is triggered: the fields (a misspelt one is refused), their types, fixed choices and bounds.
+    No ``$defs``/``$ref``, titles or defaults: Airflow checks the schema again for every task of every
+    parse. Ranges that depend on the metric are checked by the model when the run plans."""
+    full = EvaluationRules.model_json_schema()
+    reduced = _form_schema(full, full.get("$defs", {}))
+    reduced.pop("description")  # the class's docstring, for readers of the code
+    return reduced
+
+
+def _form_schema(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in schema:
+        schema = defs[schema["$ref"].rsplit("/", 1)[-1]]
+    variants = schema.get("anyOf")
+    if variants:  # pydantic's ``X | None``: one schema whose type also takes null
+        kept = [_form_schema(v, defs) for v in variants if v.get("type") != "null"]
+        merged: dict[str, Any] = dict(kept[0]) if len(kept) == 1 else {"anyOf": kept}
+        if len(kept) < len(variants) and "type" in merged:
+            merged["type"] = [merged["type"], "null"]
+        if "description" in schema:
+            merged["description"] = schema["description"]
+        return merged
+    keep = ("type", "enum", "minimum", "maximum", "required", "additionalProperties", "description")
+    reduced = {key: schema[key] for key in keep if key in schema}
+    if "properties" in schema:
+        reduced["properties"] = {name: _form_schema(field, defs) for name, field in schema["properties"].items()}
+    if "items" in schema:
+        reduced["items"] = _form_schema(schema["items"], defs)
+    return reduced
 
 
 def parse_champion_metrics(value: Any) -> dict[str, float] | None:

@@ -89,17 +89,27 @@ def run_slug(run_id: str) -> str:
 PARAM_SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
 
 
-def form_param(default: Any, *, title: str, description: str, **schema: Any) -> Any:
-    """A trigger-form param: ``schema`` holds its JSON Schema keywords (type, enum, ...)."""
+def form_param(default: Any, *, title: str, description: str | None, **schema: Any) -> Any:
+    """A trigger-form param: ``schema`` holds its JSON Schema keywords (type, enum, ...) and the form's
+    own (``section``, ``values_display``, ``description_md``: the form renders it when ``description``
+    is ``None``)."""
     from airflow.sdk import Param
 
     return Param(default, description=description, schema={"$schema": PARAM_SCHEMA_DIALECT, "title": title, **schema})
 
 
+#: The form's section of the ``window`` param: the usual window is the run's data interval.
+WINDOW_SECTION = "Runs without a logical date"
+PROMOTE_TITLES = {
+    "auto": "auto: if the evaluation says so",
+    "never": "never: train and evaluate only",
+    "force": "force: even if the evaluation rejects the model",
+}
+
+
 def params_for(config: RetrainingConfig) -> dict[str, Any]:
     """The manual-trigger form."""
     return {
-        "window": window_param(),
         "data_prefix": form_param(
             None,
             type=["null", "string"],
@@ -111,9 +121,10 @@ def params_for(config: RetrainingConfig) -> dict[str, Any]:
         "promote": form_param(
             "auto",
             enum=list(PROMOTE_MODES),
+            values_display=PROMOTE_TITLES,
             title="Promote",
-            description="auto: if the evaluation says so; never: train and evaluate only; "
-            "force: promote even if the evaluation rejects the model (the ledger guard still applies).",
+            description="The ledger guard applies in every mode: a target is only promoted if it still serves "
+            "the model the run evaluated against, and never to a model of an older window.",
         ),
         "promote_backfill": form_param(
             False,
@@ -128,40 +139,66 @@ def params_for(config: RetrainingConfig) -> dict[str, Any]:
             title="Dry run",
             description="Resolve the window, check the data and plan the run, then stop before training.",
         ),
+        # Last: in its own section, below the usual fields.
+        "window": window_param(),
     }
 
 
 def window_param() -> Any:
-    """The trigger form's window, ``<start>/<end>``. One param rather than a start and an end: Airflow
-    checks each param's schema on its own, so only one param can refuse an incomplete window when the
-    run is triggered. Real dates and their order are checked when the run plans (``parse_window``)."""
+    """The trigger form's window, ``<start>/<end>``, for a run without a logical date (the usual
+    window is the run's data interval, which the form sets with date pickers). One text param rather
+    than a start and an end with pickers: Airflow checks each param's schema on its own, so only one
+    param can refuse an incomplete window when the run is triggered. Real dates and their order are
+    checked when the run plans (``parse_window``)."""
     from azureml_retrain.windows import WINDOW_EXAMPLE, WINDOW_PATTERN
 
     return form_param(
         None,
         type=["null", "string"],
         pattern=WINDOW_PATTERN,
+        section=WINDOW_SECTION,
         title="Window",
-        description=f"<start>/<end>, ISO dates or date-times, end exclusive, e.g. {WINDOW_EXAMPLE}. Wins over "
-        'the run\'s data interval (Data Interval "Specify Manually", scheduled and backfill runs), which wins '
-        "over the schedule's latest complete interval.",
+        description="Usually leave this empty and pick the window above: Data Interval, Specify Manually (start "
+        "and end; scheduled and backfill runs have theirs). For a run without a logical date (e.g. the REST API "
+        f"with logical_date null): <start>/<end>, ISO dates or date-times, end exclusive, e.g. {WINDOW_EXAMPLE}. "
+        "Which wins: this window, then the run's data interval, then the schedule's latest complete interval "
+        "before the logical date (or now).",
     )
 
 
 def rules_param() -> Any:
-    """The trigger form's rules override. Its schema comes from :class:`EvaluationRules`: the fields
-    it knows (a misspelt one is refused at trigger time) and the ones it requires; types, ranges and
-    guards are checked by the model itself when the run plans, before any money is spent. (A fuller
-    JSON schema would cost every parse: Airflow serialises the DAG's params again with every task.)"""
+    """The trigger form's rules override. Its schema is :func:`rules_json_schema`, the one of the configs'
+    :class:`EvaluationRules` reduced to what a trigger checks (fields, types, choices, bounds: a misspelt
+    field or a text threshold is refused when the run is triggered); ranges that depend on the metric
+    and the guards' consistency are checked by the model itself when the run plans, before any money
+    is spent. The form edits an object as JSON, without its schema: the description lists the fields."""
+    from azureml_retrain.evaluation import METRICS
+
     schema = rules_json_schema()
+    lines = [
+        "Replaces the config's rules for this run, e.g. "
+        '`{"metric": "AUC", "threshold": 0.7, "min_absolute_improvement": 0.01}`. Fields:',
+        "",
+    ]
+    for name, field in schema["properties"].items():
+        kind = field.get("type")
+        kinds = "/".join(t for t in (kind if isinstance(kind, list) else [kind]) if t != "null")
+        if "properties" in field.get("items", {}):
+            kinds += f" of {{{', '.join(field['items']['properties'])}}}"
+        choices = f" ({' or '.join(map(repr, field['enum']))})" if "enum" in field else ""
+        bound = f", at least {field['minimum']:g}" if "minimum" in field else ""
+        required = ", **required**" if name in schema["required"] else ""
+        lines.append(f"- `{name}`: {kinds}{choices}{bound}{required}. {field.get('description', '')}")
+    by_task: dict[str, list[str]] = {}
+    for metric, spec in METRICS.items():
+        by_task.setdefault(spec.task, []).append(metric)
+    lines += ["", "Metrics: " + "; ".join(f"*{task}*: {', '.join(names)}" for task, names in by_task.items()) + "."]
     return form_param(
         None,
-        type=["null", "object"],
         title="Evaluation rules override",
-        description="Replaces the config's rules for this run, e.g. "
-        '{"metric": "AUC", "threshold": 0.7, "min_absolute_improvement": 0.01}.',
-        required=schema["required"],
-        propertyNames={"enum": list(schema["properties"])},
+        description=None,
+        description_md="\n".join(lines),
+        **{**schema, "type": ["null", "object"]},
     )
 
 

@@ -23,7 +23,7 @@ import pytest
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
-from azureml_retrain.factory import build_rollback_dag
+from azureml_retrain.factory import PROMOTE_TITLES, WINDOW_SECTION, build_rollback_dag
 from devtools.cluster import AirflowCluster
 from support.browser import UI_ARTIFACTS, Browser, dags_folder_with, keep_logs, run_url, start_in_background
 from support.dags import register_dag
@@ -123,14 +123,25 @@ def log_in(browser: Browser, user: str, password: str) -> None:
 DIALOG = "//*[@role='dialog' and @data-state='open']"
 
 
+def open_section(browser: Browser, title: str) -> None:
+    """Unfold the form's section ``title`` (only "Run Parameters" is unfolded at first)."""
+    trigger = f"{DIALOG}//button[contains(@id, ':trigger:{title}')]"
+    if browser.act(By.XPATH, trigger, lambda e: e.get_attribute("aria-expanded")) != "true":
+        browser.click(xpath=trigger)
+
+
 def fill_trigger_form(browser: Browser, run_id: str, window: str) -> None:
     # The dialog re-renders while its params load: every element is looked up when it is used.
     browser.find("[role=dialog][data-state=open]")
+    # The window param is for runs without a logical date, in its own (folded) section.
+    open_section(browser, WINDOW_SECTION)
     browser.type("#element_window", window)
-    # "Promote" is a select: open it (the control its label names) and pick the option.
+    # The form unfolds one section at a time.
+    open_section(browser, "Run Parameters")
+    # "Promote" is a select: open it (the control its label names) and pick the option by its title.
     control = browser.act(By.XPATH, f"{DIALOG}//label[normalize-space(.)='Promote']", lambda e: e.get_attribute("for"))
     browser.act(By.ID, control, lambda element: element.click())
-    browser.click(xpath="//*[@role='option'][normalize-space(.)='force']")
+    browser.click(xpath=f"//*[@role='option'][normalize-space(.)='{PROMOTE_TITLES['force']}']")
     browser.wait(lambda driver: driver.find_element(By.NAME, "element_promote").get_attribute("value") == "force")
     browser.shot("trigger-form")
     browser.click(xpath=f"{DIALOG}//button[contains(@id, 'advancedOptions')]")
@@ -195,7 +206,7 @@ def test_retrain_from_the_trigger_form_then_find_the_promotion_in_the_model_hist
     browser.shot("trigger-refused")
     assert run_id not in [r["dag_run_id"] for r in cluster.api("GET", f"dags/{dag_id}/dagRuns")["dag_runs"]]
     # Completed, the window is accepted.
-    browser.click(xpath=f"{DIALOG}//button[contains(@id, ':trigger:Run Parameters')]")
+    open_section(browser, WINDOW_SECTION)
     browser.type("#element_window", f"/{DAY2 + timedelta(days=1):%Y-%m-%d}")
     browser.wait(
         lambda driver: driver.find_element(By.ID, "element_window").get_attribute("value") == window_of(DAY2),

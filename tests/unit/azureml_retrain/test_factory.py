@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from azureml_retrain.factory import (
     prepare_training,
     promotion_failure,
     retraining_dags,
+    rules_param,
     run_slug,
     skip_reason,
     stop_a_dry_run,
@@ -362,12 +364,12 @@ def test_plan_ledger_rollback_errors(ledger_records, records, message):
 def test_params_form():
     params = params_for(CHURN)
     assert list(params) == [
-        "window",
         "data_prefix",
         "rules",
         "promote",
         "promote_backfill",
         "dry_run",
+        "window",
     ]
     assert {k: p.value for k, p in params.items()} == {
         "window": None,
@@ -378,6 +380,8 @@ def test_params_form():
         "dry_run": False,
     }
     assert params["promote"].schema["enum"] == ["auto", "never", "force"]
+    # The form shows each choice with its title.
+    assert set(params["promote"].schema["values_display"]) == {"auto", "never", "force"}
     assert "'training-data'" in params["data_prefix"].description
 
 
@@ -440,7 +444,56 @@ def test_the_window_param_is_a_draft_07_form_field_that_says_what_wins():
     assert validator_for(param.schema) is Draft7Validator
     assert (param.schema["title"], param.schema["type"]) == ("Window", ["null", "string"])
     assert "<start>/<end>" in param.description and "2026-11-20/2026-11-21" in param.description
-    assert "Wins over the run's data interval" in param.description
+    # In its own section of the form, pointing to the usual way (the run's data interval), saying what wins.
+    assert param.schema["section"] == "Runs without a logical date"
+    assert "Specify Manually" in param.description
+    assert "this window, then the run's data interval, then the schedule's latest complete interval" in (
+        param.description
+    )
+
+
+RULES_THE_FORM_REFUSES = [
+    ({"threshold": 0.7}, "'metric' is a required property"),
+    ({"metric": "AUC", "treshold": 0.7}, "Additional properties are not allowed ('treshold' was unexpected)"),
+    ({"metric": "AUC", "threshold": "high"}, "'high' is not of type 'number', 'null'"),
+    ({"metric": "AUC", "threshold": True}, "True is not of type 'number', 'null'"),
+    ({"metric": "AUC", "min_absolute_improvement": -0.1}, "-0.1 is less than the minimum of 0"),
+    ({"metric": "AUC", "on_missing_champion_metric": "ignore"}, "'ignore' is not one of ['error', 'skip']"),
+    (
+        {"metric": "AUC", "guards": [{"metric": "Recall", "mni": 0.5}]},
+        "Additional properties are not allowed ('mni' was unexpected)",
+    ),
+    ("AUC", "'AUC' is not of type 'null', 'object'"),
+]
+
+
+@pytest.mark.parametrize(("value", "message"), RULES_THE_FORM_REFUSES)
+def test_the_rules_param_refuses_a_wrong_override_at_trigger_time_with_a_message(value: Any, message: str):
+    from jsonschema import ValidationError
+
+    with pytest.raises(ValidationError) as refused:
+        validate_as_airflow_does(value, rules_param().schema)
+    assert refused.value.message == message
+
+
+def test_the_rules_param_accepts_what_the_model_accepts():
+    for value in (None, *(t.evaluation.model_dump(mode="json", exclude_none=True) for t in (CHURN,))):
+        validate_as_airflow_does(value, rules_param().schema)
+    validate_as_airflow_does(
+        {"metric": "auc", "threshold": 0.7, "guards": [{"metric": "recall", "min": 0.5}]}, rules_param().schema
+    )
+
+
+def test_the_rules_param_shows_its_fields_from_the_models_schema_without_refs():
+    from azureml_retrain.evaluation import EvaluationRules
+
+    param = rules_param()
+    assert param.description is None  # the form renders description_md instead
+    assert set(param.schema["properties"]) == set(EvaluationRules.model_fields)
+    assert "$defs" not in json.dumps(param.schema) and "$ref" not in json.dumps(param.schema)
+    for field in EvaluationRules.model_fields:
+        assert f"- `{field}`:" in param.schema["description_md"]
+    assert "AUC" in param.schema["description_md"]
 
 
 def test_dag_params_validate_a_trigger():
@@ -455,7 +508,10 @@ def test_dag_params_validate_a_trigger():
         (("promote", "sometimes"), "'sometimes' is not one of"),
         (("rules", "AUC > 0.9"), "is not of type"),
         # The form knows the rules model's fields (the rest is checked when the run plans).
-        (("rules", {"metric": "AUC", "treshold": 0.9}), "'treshold' is not one of"),
+        (
+            ("rules", {"metric": "AUC", "treshold": 0.9}),
+            r"Additional properties are not allowed \('treshold' was unexpected\)",
+        ),
         (("rules", {"threshold": 0.9}), "'metric' is a required property"),
         (("dry_run", "yes"), "is not of type 'boolean'"),
         (("window", "2026-11-18"), "'2026-11-18' does not match"),
