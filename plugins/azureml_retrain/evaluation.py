@@ -41,7 +41,9 @@ Champion
 
 from __future__ import annotations
 
+import copy
 import csv
+import functools
 import io
 import math
 import re
@@ -479,10 +481,15 @@ def parse_rules(value: Any) -> EvaluationRules:
 
 
 def rules_json_schema() -> dict[str, Any]:
-    """The JSON schema of the rules, reduced to what the trigger form's ``rules`` field checks when a
-    run is triggered: the fields (a misspelt one is refused), their types, fixed choices and bounds.
-    No ``$defs``/``$ref``, titles or defaults: Airflow checks the schema again for every task of every
-    parse. Ranges that depend on the metric are checked by the model when the run plans."""
+    """The JSON schema of the rules, reduced to what a person filling the trigger form's ``rules``
+    field needs: the fields, their types, fixed choices and bounds (no ``$defs``/``$ref``, titles or
+    defaults). Ranges that depend on the metric are checked by the model when the run plans. A copy:
+    the schema is built once per process, and callers may change theirs."""
+    return copy.deepcopy(_rules_json_schema())
+
+
+@functools.cache
+def _rules_json_schema() -> dict[str, Any]:
     full = EvaluationRules.model_json_schema()
     reduced = _form_schema(full, full.get("$defs", {}))
     reduced.pop("description")  # the class's docstring, for readers of the code

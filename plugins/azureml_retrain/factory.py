@@ -167,11 +167,13 @@ def window_param() -> Any:
 
 
 def rules_param() -> Any:
-    """The trigger form's rules override. Its schema is :func:`rules_json_schema`, the one of the configs'
-    :class:`EvaluationRules` reduced to what a trigger checks (fields, types, choices, bounds: a misspelt
-    field or a text threshold is refused when the run is triggered); ranges that depend on the metric
-    and the guards' consistency are checked by the model itself when the run plans, before any money
-    is spent. The form edits an object as JSON, without its schema: the description lists the fields."""
+    """The trigger form's rules override. The form edits an object as JSON, without its schema, so the
+    description lists the fields of :func:`rules_json_schema` (the configs' :class:`EvaluationRules`,
+    reduced): their types, choices and bounds. The param's own schema names the fields and the
+    required one, so a misspelt field is refused when the run is triggered; types, ranges and the
+    guards are checked by the model itself when the run plans, before any money is spent. (A schema
+    with each field's type doubled the DAG's serialisation: Airflow checks every param's schema
+    against its metaschema again for each task of each parse.)"""
     from azureml_retrain.evaluation import METRICS
 
     schema = rules_json_schema()
@@ -198,7 +200,9 @@ def rules_param() -> Any:
         title="Evaluation rules override",
         description=None,
         description_md="\n".join(lines),
-        **{**schema, "type": ["null", "object"]},
+        type=["null", "object"],
+        required=schema["required"],
+        propertyNames={"enum": list(schema["properties"])},
     )
 
 
