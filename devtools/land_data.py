@@ -150,17 +150,16 @@ def is_schedule_interval(config: Any, start: datetime, end: datetime) -> bool:
 
 def arrival_criteria(config: RetrainingConfig, window: Window) -> ArrivalCriteria:
     """What the config's sensor waits for in ``window`` (the retraining DAG's ``wait_for_data``)."""
-    from azureml_retrain.sensors.blob_arrival import format_with_window
-    from azureml_retrain.triggers.blob_arrival import ArrivalCriteria
+    from azureml_retrain.sensors.blob_arrival import window_criteria
 
     data = config.data
-    return ArrivalCriteria(
+    return window_criteria(
+        window,
         container=data.container,
-        prefix=format_with_window(data.prefix, window, "data.prefix"),
-        window_start=window.start,
-        window_end=window.end,
-        pattern=format_with_window(data.pattern, window, "data.pattern") if data.pattern else None,
-        marker=format_with_window(data.marker, window, "data.marker") if data.marker else None,
+        prefix=data.prefix,
+        pattern=data.pattern,
+        marker=data.marker,
+        argument_prefix="data.",
         min_files=data.min_files,
         stable_for=data.stable_for_seconds,
     )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,20 @@ def start_in_background(cluster: AirflowCluster) -> Callable[[], None]:
             raise errors[0]
 
     return join
+
+
+@contextlib.contextmanager
+def starting(cluster: AirflowCluster) -> Iterator[Callable[[], None]]:
+    """Start ``cluster`` in the background for the block (which may prepare data meanwhile); yields
+    the call that waits until it is up. On exit the cluster stops and its logs are kept."""
+    started = start_in_background(cluster)
+    try:
+        yield started
+    finally:
+        with contextlib.suppress(Exception):
+            started()
+        cluster.stop()
+        keep_logs(cluster)
 
 
 def dags_folder_with(config: Any, folder: Path) -> Path:

@@ -9,7 +9,6 @@ the evaluation promote whatever the emulator trains. Time-outs: only the outcome
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,7 +18,7 @@ import pytest
 
 from azureml_retrain.approval import APPROVAL_TASK, APPROVE_OPTION, REJECT_OPTION
 from devtools.cluster import AirflowCluster
-from support.browser import Browser, keep_logs, run_url, start_in_background
+from support.browser import Browser, run_url, starting
 from support.dags import install_retraining_config
 from support.retraining import Retraining, build_retraining, endpoint_model, land_window
 
@@ -57,17 +56,11 @@ def approval_airflow(
         install_retraining_config(dags, retraining.config.model_dump(mode="json"))
         land_window(blob_service, retraining, DAY, dataset="churn", window=1, seed=1)
     cluster = AirflowCluster(home=root / "home", ports=local_ports, dags_folder=dags)
-    started = start_in_background(cluster)
-    try:
+    with starting(cluster) as started:
         started()
         for retraining in (churn, hasty):
             cluster.wait_for_dag(retraining.dag_id)
         yield ApprovalAirflow(cluster, churn, hasty)
-    finally:
-        with contextlib.suppress(Exception):
-            started()
-        cluster.stop()
-        keep_logs(cluster)
 
 
 def trigger(cluster: AirflowCluster, retraining: Retraining) -> str:

@@ -11,7 +11,6 @@ Screenshots of each step: ``test-artifacts/ui/``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from selenium.webdriver.common.by import By
 
 from azureml_retrain.factory import PROMOTE_TITLES, WINDOW_SECTION, build_rollback_dag
 from devtools.cluster import AirflowCluster
-from support.browser import UI_ARTIFACTS, Browser, dags_folder_with, keep_logs, run_url, start_in_background
+from support.browser import UI_ARTIFACTS, Browser, dags_folder_with, run_url, starting
 from support.dags import register_dag
 from support.retraining import Retraining, build_retraining, land_window
 
@@ -63,8 +62,7 @@ def ui_airflow(
     )
     for number, day in enumerate((DAY1, DAY2), start=1):
         land_window(blob_service, churn, day, dataset="churn", window=number, seed=number)
-    started = start_in_background(cluster)
-    try:
+    with starting(cluster) as started:
         from airflow.utils.state import DagRunState
 
         # The target's past, written while Airflow starts: day 1 promoted, then rolled back by hand.
@@ -78,11 +76,6 @@ def ui_airflow(
         started()
         cluster.wait_for_dag(churn.dag_id)
         yield UiAirflow(cluster, churn)
-    finally:
-        with contextlib.suppress(Exception):
-            started()
-        cluster.stop()
-        keep_logs(cluster)
 
 
 def write_approvals(churn: Any, promoted_run_id: str) -> None:

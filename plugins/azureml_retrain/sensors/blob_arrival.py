@@ -84,6 +84,30 @@ def format_with_window(template: str, window: Window, argument: str) -> str:
     return _PLACEHOLDER.sub(substitute, template)
 
 
+def window_criteria(
+    window: Window,
+    *,
+    container: str,
+    prefix: str,
+    pattern: str | None = None,
+    marker: str | None = None,
+    argument_prefix: str = "",
+    **limits: Any,
+) -> ArrivalCriteria:
+    """The criteria of ``window``: the placeholders of ``prefix``, ``pattern`` and ``marker`` filled
+    in (errors name them after ``argument_prefix``, e.g. ``data.``); ``limits`` are the remaining
+    :class:`ArrivalCriteria` fields (``min_files``, ``stable_for`` ...)."""
+    return ArrivalCriteria(
+        container=container.strip(),
+        prefix=format_with_window(prefix, window, f"{argument_prefix}prefix"),
+        window_start=window.start,
+        window_end=window.end,
+        pattern=format_with_window(pattern, window, f"{argument_prefix}pattern") if pattern else None,
+        marker=format_with_window(marker, window, f"{argument_prefix}marker") if marker else None,
+        **limits,
+    )
+
+
 class BlobArrivalSensor(BaseSensorOperator):
     """Wait until the run's window of data has arrived, completely and stably, under a blob prefix.
 
@@ -219,13 +243,12 @@ class BlobArrivalSensor(BaseSensorOperator):
             window = resolve_window(
                 context, start=self.window_start, end=self.window_end, fallback_schedule=self.fallback_schedule
             )
-            self._criteria = ArrivalCriteria(
-                container=self.container.strip(),
-                prefix=format_with_window(self.prefix, window, "prefix"),
-                window_start=window.start,
-                window_end=window.end,
-                pattern=format_with_window(self.pattern, window, "pattern") if self.pattern else None,
-                marker=format_with_window(self.marker, window, "marker") if self.marker else None,
+            self._criteria = window_criteria(
+                window,
+                container=self.container,
+                prefix=self.prefix,
+                pattern=self.pattern,
+                marker=self.marker,
                 min_files=self.min_files,
                 min_total_bytes=self.min_total_bytes,
                 stable_for=float(self.stable_for),
