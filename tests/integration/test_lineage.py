@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 
 from azureml_retrain.config import load_config
-from support.retrain import job_fault
-from support.retraining import CONFIG_FOLDER, Retraining, land_window
+from support.retraining import CONFIG_FOLDER, DATA_CONTAINER, Retraining, land_window
 
 pytestmark = pytest.mark.integration
 
@@ -61,12 +60,20 @@ def facets_of(event: dict[str, Any]) -> Iterator[dict[str, Any]]:
             yield from (owner.get(key) or {}).values()
 
 
-def run_churn(tmp_path: Path, blob_service: Any, day: datetime) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def run_churn(
+    tmp_path: Path, blob_service: Any, day: datetime, *, broken_data: bool = False
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run the shipped churn DAG on ``day``'s data (``broken_data``: a CSV Studio rejects as input)."""
     shipped = Retraining(load_config(CONFIG_FOLDER / "churn.yaml"), None, "")
     for name in (shipped.config.ledger_container,):
         if blob_service.get_container_client(name).exists():
             blob_service.delete_container(name)
     land_window(blob_service, shipped, day, dataset="churn", window=1)
+    if broken_data:  # the same header twice: Studio's input error, which ends the task without retries
+        prefix = shipped.config.data.prefix.format(window_start=day, window_end=day + timedelta(days=1))
+        blob = blob_service.get_blob_client(DATA_CONTAINER, f"{prefix}part-0.csv")
+        header, *rows = blob.download_blob().readall().decode().splitlines()
+        blob.upload_blob("\n".join([f"{header},{header}", *(f"{r},{r}" for r in rows)]) + "\n", overwrite=True)
     events_file = tmp_path / "events.jsonl"
     env = {
         **os.environ,
@@ -132,15 +139,8 @@ def test_a_churn_run_emits_valid_connected_events_without_secrets(emulator, blob
         assert namespace.startswith("azureml://") and name.endswith(("/endpoints/retrain01", "/endpoints/retrain02"))
 
 
-@pytest.mark.xfail(
-    reason="unfinished: the emulator's job fault does not fail the shipped DAG's train task here (the run succeeds)",
-    strict=False,
-)
 def test_a_failed_churn_run_emits_fail_events(emulator, blob_service, airflow_db, tmp_path):
-    # An input error: no retries, so the run fails at once.
-    job_fault(emulator, "fail", details="Error 0018: Dataset contains invalid data (the test)", count=1)
-
-    outcome, events = run_churn(tmp_path, blob_service, DAY + timedelta(days=1))
+    outcome, events = run_churn(tmp_path, blob_service, DAY + timedelta(days=1), broken_data=True)
 
     assert outcome["state"] == "failed", outcome
     registry = spec_registry()
@@ -150,3 +150,34 @@ def test_a_failed_churn_run_emits_fail_events(emulator, blob_service, airflow_db
     assert failed["run"]["facets"]["azuremlBesJob"]["status"] == "Failed"
     assert any(d["name"].endswith(".ilearner") for d in failed["outputs"])
     assert [e for e in events if e["job"]["name"] == "retrain_churn" and e["eventType"] == "FAIL"]
+
+
+def test_lineage_is_quiet_unless_a_transport_is_configured(tmp_path):
+    """The local default: no transport, so the provider's plugin registers no listener (no event is
+    built or sent, nothing is logged about it); one transport setting turns it on."""
+    from devtools.services import airflow_environment
+
+    probe = (
+        "import json; from airflow.providers.openlineage import conf; "
+        "from airflow.providers.openlineage.plugins.openlineage import OpenLineageProviderPlugin as P; "
+        "print(json.dumps([conf.is_disabled(), len(P.listeners)]))"
+    )
+    base = {k: v for k, v in os.environ.items() if "OPENLINEAGE" not in k}
+    base |= airflow_environment(tmp_path / "home")
+
+    def ask(extra: dict[str, str]) -> tuple[list[Any], str]:
+        done = subprocess.run(
+            [sys.executable, "-c", probe],
+            env={**base, **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+    (disabled, listeners), stderr = ask({})
+    assert (disabled, listeners) == (True, 0)
+    assert "openlineage" not in stderr.lower(), stderr
+    transport = json.dumps({"type": "file", "log_file_path": str(tmp_path / "events.jsonl")})
+    assert ask({"AIRFLOW__OPENLINEAGE__TRANSPORT": transport})[0] == [False, 1]

@@ -160,8 +160,9 @@ def dags_folder_with(config: Any, folder: Path) -> Path:
 
 
 def keep_logs(cluster: AirflowCluster) -> None:
-    """Copy the cluster's logs next to the screenshots (they explain a failure)."""
-    target = UI_ARTIFACTS / "airflow-logs"
+    """Copy the cluster's logs next to the screenshots (they explain a failure), in a folder named
+    after the cluster's own (each test module's cluster keeps its logs)."""
+    target = UI_ARTIFACTS / "airflow-logs" / cluster.home.parent.name
     shutil.rmtree(target, ignore_errors=True)
     if cluster.log_dir.exists():
         shutil.copytree(cluster.log_dir, target, dirs_exist_ok=True)

@@ -98,8 +98,9 @@ def test_a_rejection_through_the_rest_api_keeps_the_serving_model(
         f"dags/{churn.dag_id}/dagRuns/{run_id}/taskInstances/{APPROVAL_TASK}/-1/hitlDetails",
         json={"chosen_options": [REJECT_OPTION], "params_input": {"comment": "too close to call"}},
     )
-    assert cluster.wait_for_run(churn.dag_id, run_id, timeout=300) == "success"
+    ended = cluster.wait_for_run(churn.dag_id, run_id, timeout=300)
     states = {t["task_id"]: t["state"] for t in cluster.task_instances(churn.dag_id, run_id)}
+    assert ended == "success", states
     assert states["skip_promotion"] == "success" and states["promote_classic_endpoints"] == "skipped", states
     assert endpoint_model(emulator_session, ENDPOINT) == before
     decision = decision_of(churn, run_id)
@@ -114,7 +115,8 @@ def test_a_time_out_keeps_the_serving_model(approval_airflow: ApprovalAirflow, e
     cluster, hasty = approval_airflow.cluster, approval_airflow.hasty
     before = endpoint_model(emulator_session, ENDPOINT)
     run_id = trigger(cluster, hasty)
-    assert cluster.wait_for_run(hasty.dag_id, run_id, timeout=600) == "success"
+    ended = cluster.wait_for_run(hasty.dag_id, run_id, timeout=600)
+    assert ended == "success", cluster.task_instances(hasty.dag_id, run_id)
     states = {t["task_id"]: t["state"] for t in cluster.task_instances(hasty.dag_id, run_id)}
     assert states[APPROVAL_TASK] == "success" and states["promote_classic_endpoints"] == "skipped", states
     assert endpoint_model(emulator_session, ENDPOINT) == before
@@ -138,7 +140,8 @@ def test_a_user_approves_in_the_ui_and_the_endpoint_serves_the_new_model(
     browser.shot("approval-request")
     browser.click(xpath=f"//button[normalize-space(.)='{APPROVE_OPTION}']")
 
-    assert cluster.wait_for_run(churn.dag_id, run_id, timeout=600) == "success"
+    ended = cluster.wait_for_run(churn.dag_id, run_id, timeout=600)
+    assert ended == "success", cluster.task_instances(churn.dag_id, run_id)
     browser.shot("approval-done")
     head = churn.ledger.head(TARGET)
     assert head is not None and head.run_id == run_id
