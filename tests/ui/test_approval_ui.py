@@ -21,6 +21,7 @@ from devtools.cluster import AirflowCluster
 from support.browser import Browser, run_url, starting
 from support.dags import install_retraining_config
 from support.retraining import Retraining, build_retraining, endpoint_model, land_window
+from support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.timeout(1500)]
 
@@ -69,7 +70,19 @@ def trigger(cluster: AirflowCluster, retraining: Retraining) -> str:
 
 
 def wait_for_approval(cluster: AirflowCluster, retraining: Retraining, run_id: str) -> dict[str, Any]:
+    """The approval task's request, once the task waits for a person and the scheduler has taken in
+    its worker's exit. (An answer before that, which no person gives within a second, races the
+    worker's "success" event: Airflow 3.3's scheduler then finds the resumed task queued, and fails it.)"""
     cluster.wait_for_task_state(retraining.dag_id, run_id, APPROVAL_TASK, ["awaiting_input"], timeout=600)
+    paused = f"task_id={APPROVAL_TASK}, run_id={run_id}, "
+    wait_until(
+        lambda: any(
+            "TaskInstance Finished:" in line and paused in line and "state=awaiting_input" in line
+            for line in (cluster.log_dir / "scheduler.out").read_text(errors="replace").splitlines()
+        ),
+        "the scheduler to take in the approval task's pause",
+        timeout=120,
+    )
     details = cluster.api("GET", f"dags/{retraining.dag_id}/dagRuns/{run_id}/hitlDetails")["hitl_details"]
     (detail,) = details
     return dict(detail)
