@@ -220,7 +220,7 @@ def trigger(cluster: AirflowCluster, dag_id: str, **conf: Any) -> str:
 def wait_until_trigger_runs(cluster: AirflowCluster, dag_id: str, run_id: str, task_id: str) -> None:
     """Until a triggerer runs the task's trigger. Before that, Airflow drops the trigger of a task a
     user marks or clears without ever starting it, so no trigger code can cancel the job (a window
-    of about a second; the README names it)."""
+    of about a second; docs/known-limits.md names it)."""
     wait_until(
         lambda: cluster.task_instance(dag_id, run_id, task_id).get("triggerer_job"), "a triggerer to take the trigger"
     )
