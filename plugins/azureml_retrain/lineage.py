@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
+from azureml_retrain.redaction import strip_query
+
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from openlineage.client.event_v2 import Dataset
@@ -104,11 +106,6 @@ def operator_lineage(
     from airflow.providers.openlineage.extractors import OperatorLineage
 
     return OperatorLineage(inputs=list(inputs), outputs=list(outputs), run_facets=dict(run_facets or {}))
-
-
-def strip_query(url: str) -> str:
-    """A URL without its query and fragment: where a SAS token or a key would be."""
-    return url.split("?", 1)[0].split("#", 1)[0]
 
 
 def _account_of(base_location: str) -> str | None:

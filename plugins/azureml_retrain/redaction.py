@@ -46,5 +46,5 @@ def redact(text: str) -> str:
 
 
 def strip_query(url: str) -> str:
-    """A URL safe to log or keep: without its query string (which may carry a SAS)."""
-    return url.split("?", 1)[0]
+    """A URL safe to log or keep: without its query string (which may carry a SAS) or fragment."""
+    return url.split("?", 1)[0].split("#", 1)[0]
