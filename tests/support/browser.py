@@ -77,6 +77,19 @@ class Browser:
 
         self.act(By.CSS_SELECTOR, css, lambda element: element.send_keys(text), timeout)
 
+    def type_over(self, locator: str, text: str, timeout: float = 60) -> None:
+        """Replace what the field ``locator`` holds with ``text`` (empty: clear it), as a user does:
+        select all, then type or delete. ``locator`` is CSS, or XPath after ``xpath:``."""
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.common.keys import Keys
+
+        by, where = (
+            (By.XPATH, locator.removeprefix("xpath:")) if locator.startswith("xpath:") else (By.CSS_SELECTOR, locator)
+        )
+        self.act(
+            by, where, lambda element: element.send_keys(Keys.CONTROL, "a", Keys.NULL, Keys.BACK_SPACE, text), timeout
+        )
+
     def text(self) -> str:
         from selenium.webdriver.common.by import By
 

@@ -1,5 +1,6 @@
 """The Airflow UI, end to end in a browser: trigger a retraining from the DAG's form (which refuses
-a window without its end first), watch it succeed, read its result, follow its extra link, and find
+a window without its end first, then takes the run's data interval from Airflow's own "Specify
+Manually" fields), watch it succeed, read its result, follow its extra link, and find
 the promotion in the model history view.
 
 Airflow runs as separate components (api-server, scheduler, dag-processor, triggerer; LocalExecutor)
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 
 from azureml_retrain.factory import PROMOTE_TITLES, WINDOW_SECTION, build_rollback_dag
 from devtools.cluster import AirflowCluster
@@ -123,12 +125,30 @@ def open_section(browser: Browser, title: str) -> None:
         browser.click(xpath=trigger)
 
 
+def set_data_interval(browser: Browser, start: datetime, end: datetime) -> None:
+    """Pick the run's data interval in the form's own fields: Data Interval, "Specify Manually", then
+    each end's date-time picker (a button opening a date and a time field, in the UI's time zone: UTC)."""
+    browser.click(xpath=f"{DIALOG}//label[.//*[normalize-space(.)='Specify Manually']]")
+    for label, moment in (("Start", start), ("End", end)):
+        field = f"{DIALOG}//label[normalize-space(.)='{label}']/following::*[@data-testid='datetime-input'][1]"
+        browser.click(xpath=field)
+        popover = "//*[@data-scope='popover' and @data-part='content' and @data-state='open']"
+        browser.type_over(f"xpath:{popover}//input[@placeholder='YYYY/MM/DD']", f"{moment:%Y/%m/%d}")
+        browser.type_over(f"xpath:{popover}//input[@placeholder='HH:mm']", f"{moment:%H:%M}")
+        shown = f"{moment:%b %d, %Y %H:%M}"
+        browser.wait(
+            lambda _, field=field, shown=shown: browser.act(By.XPATH, field, lambda e: e.text.strip()) == shown,
+            message=f"{label} does not show {shown}",
+        )
+        browser.act(By.XPATH, popover, lambda e: e.send_keys(Keys.ESCAPE))
+
+
 def fill_trigger_form(browser: Browser, run_id: str, window: str) -> None:
     # The dialog re-renders while its params load: every element is looked up when it is used.
     browser.find("[role=dialog][data-state=open]")
     # The window param is for runs without a logical date, in its own (folded) section.
     open_section(browser, WINDOW_SECTION)
-    browser.type("#element_window", window)
+    browser.type_over("#element_window", window)
     # The form unfolds one section at a time.
     open_section(browser, "Run Parameters")
     # "Promote" is a select: open it (the control its label names) and pick the option by its title.
@@ -192,19 +212,24 @@ def test_retrain_from_the_trigger_form_then_find_the_promotion_in_the_model_hist
     browser.click("[data-testid=trigger-dag-submit]")
     alert = "[role=dialog][data-state=open] [data-testid=error-alert]"
     browser.wait(
-        lambda _: "Invalid input for param window" in browser.act(By.CSS_SELECTOR, alert, lambda e: e.text),
+        lambda _: (
+            f"Invalid input for param window: '{DAY2:%Y-%m-%d}' does not match"
+            in browser.act(By.CSS_SELECTOR, alert, lambda e: e.text)
+        ),
         message="the form did not refuse the incomplete window",
     )
     browser.act(By.CSS_SELECTOR, alert, browser.scroll_to)
     browser.shot("trigger-refused")
     assert run_id not in [r["dag_run_id"] for r in cluster.api("GET", f"dags/{dag_id}/dagRuns")["dag_runs"]]
-    # Completed, the window is accepted.
+    # The usual way: the window param left empty, the run's data interval picked in Airflow's own fields.
     open_section(browser, WINDOW_SECTION)
-    browser.type("#element_window", f"/{DAY2 + timedelta(days=1):%Y-%m-%d}")
+    browser.type_over("#element_window", "")
     browser.wait(
-        lambda driver: driver.find_element(By.ID, "element_window").get_attribute("value") == window_of(DAY2),
-        message="the window field does not hold the whole window",
+        lambda driver: driver.find_element(By.ID, "element_window").get_attribute("value") == "",
+        message="the window field is not empty",
     )
+    set_data_interval(browser, DAY2, DAY2 + timedelta(days=1))
+    browser.shot("trigger-data-interval")
     # The refusal's toast lies over the submit button until it goes.
     toast = "[data-scope=toast][data-part=root]"
     browser.wait(lambda driver: not driver.find_elements(By.CSS_SELECTOR, toast), message="the toast stays")
@@ -214,11 +239,16 @@ def test_retrain_from_the_trigger_form_then_find_the_promotion_in_the_model_hist
         message="the trigger dialog did not close",
     )
     run = cluster.api("GET", f"dags/{dag_id}/dagRuns/{run_id}")
-    assert run["conf"]["promote"] == "force" and run["conf"]["window"] == window_of(DAY2)
+    assert run["conf"]["promote"] == "force" and not run["conf"].get("window")
+    interval = (run["data_interval_start"], run["data_interval_end"])
+    assert tuple(map(datetime.fromisoformat, interval)) == (DAY2, DAY2 + timedelta(days=1)), interval
 
     state = wait_for_run_in_ui(browser, cluster, dag_id, run_id)
     browser.shot("run-finished")
     assert state == "Success", {t["task_id"]: t["state"] for t in cluster.task_instances(dag_id, run_id)}
+    # The run trained on the data interval picked in the form.
+    planned = cluster.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/plan/xcomEntries/return_value")
+    assert planned["value"]["window"] == {"start": DAY2.isoformat(), "end": (DAY2 + timedelta(days=1)).isoformat()}
 
     # The result: which targets the run promoted, as the report task returned it.
     browser.open(f"{run_url(dag_id, run_id)}/tasks/report/xcom")

@@ -13,6 +13,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable
 
 from azureml_retrain.exceptions import ConfigurationError
 from azureml_retrain.windows import (
+    WINDOW_PATTERN,
     latest_cron_interval,
     parse_datetime,
     parse_window,
@@ -215,3 +216,31 @@ def test_latest_cron_interval_presets_and_exact_ticks():
 def test_parse_datetime_treats_naive_as_utc():
     assert parse_datetime("2026-11-26T03:00", "x") == utc(2026, 11, 26, 3)
     assert parse_datetime(None, "x") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        (None, True),
+        ("", True),
+        ("2026-11-20/2026-11-21", True),
+        ("2026-11-20T06:00/2026-11-20T18:00", True),
+        ("2026-11-20T06:00:00+01:00/2026-11-20T18:00:00.5Z", True),
+        ("2026-11-20", False),
+        ("2026-11-20/", False),
+        ("/2026-11-21", False),
+        ("yesterday", False),
+        ("yesterday/today", False),
+        ("2026-11-20/2026-11-21/2026-11-22", False),
+    ],
+)
+def test_the_form_refuses_an_incomplete_window_with_a_short_pattern(value: object, accepted: bool):
+    import jsonschema
+
+    from azureml_retrain.factory import window_param
+
+    schema = window_param().schema
+    errors = list(jsonschema.Draft7Validator(schema).iter_errors(value))
+    assert not errors if accepted else errors
+    # Airflow's refusal quotes the pattern whole: it must stay readable.
+    assert len(WINDOW_PATTERN) < 80 and "\\" not in WINDOW_PATTERN
