@@ -12,8 +12,11 @@ are parsed, the provider only when an event is built.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
@@ -29,10 +32,12 @@ if TYPE_CHECKING:
     #: What the operators' ``get_openlineage_facets_on_*`` methods return.
     Lineage = OperatorLineage[Dataset, RunFacet]
 
-#: Where the custom facets' JSON Schemas are described (docs/lineage.md of this project).
-FACET_SCHEMA_BASE = "https://github.com/azureml-retrain/azureml-retrain/blob/main/docs/lineage.md"
+#: The custom facets' JSON Schema, shipped with the package; its ``$id`` is their ``_schemaURL``'s base.
+FACET_SCHEMA_FILE = Path(__file__).with_name("openlineage_facets.json")
 BES_JOB_FACET = "azuremlBesJob"
 EVALUATION_FACET = "azuremlModelEvaluation"
+#: Facet key → its definition in :data:`FACET_SCHEMA_FILE`.
+FACET_DEFINITIONS = {BES_JOB_FACET: "AzuremlBesJobRunFacet", EVALUATION_FACET: "AzuremlModelEvaluationRunFacet"}
 
 
 def blob_dataset(account: str, location: BlobLocation) -> Dataset:
@@ -133,5 +138,11 @@ def _run_facet(name: str, fields: Mapping[str, Any]) -> RunFacet:
     from openlineage.client.facet_v2 import RunFacet
 
     facet = cast("RunFacet", RunFacet().with_additional_properties(**fields))
-    facet._schemaURL = f"{FACET_SCHEMA_BASE}#{name}"
+    facet._schemaURL = f"{facet_schema_id()}#/$defs/{FACET_DEFINITIONS[name]}"
     return facet
+
+
+@functools.cache
+def facet_schema_id() -> str:
+    """The ``$id`` of :data:`FACET_SCHEMA_FILE` (read once, when the first facet is built)."""
+    return str(json.loads(FACET_SCHEMA_FILE.read_text())["$id"])
