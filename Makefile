@@ -69,15 +69,16 @@ browser:  ## Chromium and chromedriver for the browser tests (apt-get, as root)
 	}
 airflow-home: $(AIRFLOW_HOME)/.migrated
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt plugins/pyproject.toml
+$(VENV)/.installed: requirements.txt emulator/requirements.txt requirements-dev.txt plugins/pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: '$(PYTHON)' not found: install Python 3.11 or newer with venv (Debian/Ubuntu: apt-get install python3 python3-venv)" >&2; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "error: $$($(PYTHON) --version 2>&1) is too old: install Python 3.11 or newer (or run make PYTHON=python3.12 ...)" >&2; exit 1; }
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { echo "error: Python's venv module is missing: apt-get install python3-venv" >&2; exit 1; }
 	@echo "setup: Python environment in $(VENV) from the lock (first run: about a minute)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check "$$(grep -E '^uv==' requirements-dev.txt)" 2>&1 | grep -v 'is ignored' || true
-	@$(BIN)/uv pip sync -q --python $(BIN)/python --compile-bytecode requirements.txt requirements-dev.txt
-	@# Our package as an (editable) Airflow provider, so its connection types show in the UI.
+	@$(BIN)/uv pip sync -q --python $(BIN)/python --compile-bytecode requirements.txt emulator/requirements.txt requirements-dev.txt
+	@# Our package as an (editable) Airflow provider, so its connection types show in the UI. Its
+	@# dependencies (plugins/pyproject.toml) come from the lock above, hence --no-deps: no re-resolution.
 	@$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e plugins
 	@touch $@
 
@@ -94,8 +95,9 @@ $(AIRFLOW_HOME)/.migrated: $(VENV)/.installed
 	@$(AIRFLOW_ENV) && airflow db migrate > $(AIRFLOW_HOME)/logs/db-migrate.log 2>&1 || { tail -20 $(AIRFLOW_HOME)/logs/db-migrate.log; exit 1; }
 	@touch $@
 
-lock:  ## Re-resolve requirements.txt / requirements-dev.txt from the .in files
+lock:  ## Re-resolve requirements.txt / emulator/requirements.txt / requirements-dev.txt from the .in files
 	$(BIN)/uv pip compile requirements.in -o requirements.txt --python-version 3.11 --no-header -q
+	$(BIN)/uv pip compile emulator/requirements.in -o emulator/requirements.txt --python-version 3.11 --no-header -q
 	$(BIN)/uv pip compile requirements-dev.in -o requirements-dev.txt --python-version 3.11 --no-header -q
 
 clean: stop  ## Remove everything the bootstrap created

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import requests
 
 from devtools.services import HOST, ROOT, LocalPorts, airflow_environment, free_port, stop_process, wait_for_port
@@ -231,33 +232,22 @@ class RedisServer:
 
 
 def _parents() -> dict[int, int]:
-    """pid → parent pid of every process (Linux /proc)."""
+    """pid → parent pid of every process: one snapshot of the process table."""
     parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name is in parentheses and may contain spaces: the fields follow the last ")".
-        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    for process in psutil.process_iter(["ppid"]):
+        ppid = process.info["ppid"]  # None when it may not be read (another user's process)
+        if ppid is not None:
+            parents[process.pid] = ppid
     return parents
 
 
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid``, including those that left its process group (Airflow's task
     runners start their own)."""
-    children: dict[int, list[int]] = {}
-    for child, parent in _parents().items():
-        children.setdefault(parent, []).append(child)
-    found: list[int] = []
-    queue = [pid]
-    while queue:
-        kids = children.get(queue.pop(), [])
-        found.extend(kids)
-        queue.extend(kids)
-    return found
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def _kill_all(pids: Iterable[int]) -> None:

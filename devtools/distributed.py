@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import psutil
 import requests
 
 from devtools import demo, services
@@ -274,10 +275,9 @@ def _start_local_services(the_plan: Plan, started: list[subprocess.Popen[bytes]]
 def _running(pid: int) -> bool:
     """Alive and not a zombie (a zombie has exited; only its exit status is left to collect)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def exercise(

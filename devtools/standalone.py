@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+import psutil
 import requests
 
 from devtools import services
@@ -159,15 +160,15 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def _state(pid: int) -> str | None:
-    """The process's state letter (``Z`` for a zombie), or None when it is gone."""
+    """The process's status (``psutil.STATUS_ZOMBIE`` for a zombie), or None when it is gone."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
+        return str(psutil.Process(pid).status())
+    except psutil.Error:
         return None
 
 
 def _alive(pid: int) -> bool:
-    return _state(pid) not in (None, "Z")
+    return _state(pid) not in (None, psutil.STATUS_ZOMBIE)
 
 
 def _below(pid: int, parents: dict[int, int]) -> set[int]:
@@ -188,7 +189,7 @@ def _below(pid: int, parents: dict[int, int]) -> set[int]:
 def _reap_orphans(keep: set[int]) -> None:
     """Wait for the zombies this subreaper inherited (not the children Popen waits for)."""
     for pid in descendants(os.getpid()):
-        if pid not in keep and _state(pid) == "Z":
+        if pid not in keep and _state(pid) == psutil.STATUS_ZOMBIE:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
 

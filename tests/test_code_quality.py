@@ -52,7 +52,7 @@ def test_docker_compose_matches_compose_spec():
 
 
 def test_requirements_are_fully_pinned():
-    for name in ("requirements.txt", "requirements-dev.txt"):
+    for name in ("requirements.txt", "emulator/requirements.txt", "requirements-dev.txt"):
         pins = [
             line.split("#")[0].strip()
             for line in (ROOT / name).read_text().splitlines()

@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 import threading
 import time
-from pathlib import Path
 from typing import Any
+
+import psutil
 
 from devtools.bench.core import Bench, Check, Measurement, parse_time
 from devtools.cluster import descendants
@@ -52,21 +53,15 @@ def dag_params(bench: Bench) -> dict[str, Any]:
 
 
 def process_memory(pid: int) -> int:
-    """Bytes of ``pid``: PSS (shared pages split between their users) from /proc, else RSS."""
-    proc = Path("/proc") / str(pid)
+    """Bytes of ``pid``: PSS (shared pages split between their users), else RSS; 0 once it is gone."""
     try:
-        rollup = (proc / "smaps_rollup").read_text()
-    except OSError:
-        rollup = ""
-    for line in rollup.splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) * 1024
-    try:
-        status = (proc / "status").read_text()
-    except OSError:
+        process = psutil.Process(pid)
+        try:
+            return int(process.memory_full_info().pss)
+        except (psutil.AccessDenied, AttributeError):  # smaps unreadable, or no PSS on this system
+            return int(process.memory_info().rss)
+    except psutil.Error:
         return 0
-    rss = next((line for line in status.splitlines() if line.startswith("VmRSS:")), None)
-    return int(rss.split()[1]) * 1024 if rss else 0
 
 
 class MemorySampler:

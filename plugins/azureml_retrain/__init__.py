@@ -5,3 +5,7 @@ together.
 """
 
 from __future__ import annotations
+
+# The one place the version is written: the distribution (plugins/pyproject.toml) and the provider
+# info read it from here.
+__version__ = "0.1.0"

@@ -1,12 +1,16 @@
 """Provider metadata: makes Airflow list our connection types (with labelled fields) in the UI.
 
 Read by Airflow's providers manager through the ``apache_airflow_provider`` entry point declared
-in ``plugins/pyproject.toml``; it imports nothing heavy.
+in ``plugins/pyproject.toml``; it imports nothing heavy. Laid out as published providers' (``hooks``,
+``operators``, ``sensors``, ``triggers`` list modules per integration, as ``airflow providers hooks``
+and the docs read them); the version is the package's ``__version__``.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from azureml_retrain import __version__
 
 _TIMEOUT_FIELDS: dict[str, Any] = {
     "max_attempts": {
@@ -22,11 +26,33 @@ _TIMEOUT_FIELDS: dict[str, Any] = {
 }
 
 
+_INTEGRATION = "Azure Machine Learning Studio (classic)"
+
+
+def _modules(package: str, *names: str) -> list[dict[str, Any]]:
+    return [{"integration-name": _INTEGRATION, "python-modules": [f"azureml_retrain.{package}.{n}" for n in names]}]
+
+
 def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "azureml-retrain",
         "name": "Azure ML retraining",
         "description": "Retrain Azure Machine Learning Studio (classic) web services and promote better models.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": _INTEGRATION,
+                "external-doc-url": "https://learn.microsoft.com/en-us/previous-versions/azure/machine-learning/classic/",
+                "tags": ["azure"],
+            }
+        ],
+        "hooks": _modules("hooks", "web_service", "classic_management", "resource_manager"),
+        "operators": [
+            *_modules("operators", "submit_bes_job", "evaluate", "promote"),
+            {"integration-name": _INTEGRATION, "python-modules": ["azureml_retrain.approval_operator"]},
+        ],
+        "sensors": _modules("sensors", "blob_arrival"),
+        "triggers": _modules("triggers", "bes_job", "arm_operation", "blob_arrival"),
         "extra-links": ["azureml_retrain.links.AzureMLLink"],
         "connection-types": [
             {

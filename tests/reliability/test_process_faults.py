@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from devtools.cluster import AirflowCluster
@@ -245,12 +246,11 @@ def release_once_read_since(emulator: RunningEmulator, job_id: str, moment: date
 
 
 def parent_pid(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[1])
+    return psutil.Process(pid).ppid()
 
 
 def cmdline(pid: int) -> str:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    return " ".join(psutil.Process(pid).cmdline())
 
 
 # --- the process faults -------------------------------------------------------------------------
