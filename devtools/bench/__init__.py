@@ -12,6 +12,7 @@ run, and writes every raw number to a JSON file. One module per measurement, num
 4. ``sensor_listing``: list requests and time per check as unrelated blobs pile up
 5. ``status_calls``: HTTP calls spent on a 10-minute BES job vs the Studio sample's 1 s loop
 6. ``scale``: a backfill of daily windows, and promotion fan-out to 1, 10, 50 endpoints
+7. ``models``: parse cost per model and the scheduler's loop time with 1, 10 and 100 models
 
 ``--smoke`` runs a reduced set in well under two minutes and exits non-zero when a ratio is past its
 target; the test suite runs it (``tests/bench/test_bench_smoke.py``).

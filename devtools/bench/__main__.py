@@ -18,10 +18,10 @@ from devtools.bench.core import Bench, Measurement, cpu_reference_seconds, machi
 from devtools.services import ROOT
 
 # In table order (the numbering).
-MEASUREMENTS = ("parse_cost", "worker_slots", "loop_latency", "sensor_listing", "status_calls", "scale")
+MEASUREMENTS = ("parse_cost", "worker_slots", "loop_latency", "sensor_listing", "status_calls", "scale", "models")
 # Those that need no Airflow scheduler: the smoke run, seconds each.
-SMOKE = ("parse_cost", "sensor_listing", "status_calls")
-NEEDS_CLUSTER = frozenset({"worker_slots", "loop_latency", "scale"})
+SMOKE = ("parse_cost", "sensor_listing", "status_calls", "models")
+NEEDS_CLUSTER = frozenset({"worker_slots", "loop_latency", "scale"})  # models starts an Airflow of its own
 
 
 def measure(bench: Bench, names: list[str]) -> list[Measurement]:

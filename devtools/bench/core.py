@@ -12,10 +12,12 @@ import json
 import os
 import platform
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -39,6 +41,7 @@ from devtools.services import (
 
 DAG_TEMPLATES = Path(__file__).parent / "dags"
 PARAMS_FILE = "bench_params.json"
+STATSD_PREFIX = "airflow"
 
 
 @dataclass
@@ -169,6 +172,42 @@ def machine(load_at_start: tuple[float, float, float], cpu_at_start: float) -> d
 # -- the environment ---------------------------------------------------------------------------------
 
 
+class StatsdListener:
+    """Airflow's StatsD metrics, received on a loopback UDP port: the timers (``name:value|ms``) by
+    name, each value with the time it arrived. The bench cluster's components send there."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = int(self.socket.getsockname()[1])
+        self.timings: dict[str, list[tuple[float, float]]] = {}
+        self._lock = threading.Lock()
+        threading.Thread(target=self._receive, name="statsd", daemon=True).start()
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                data = self.socket.recv(65536)
+            except OSError:  # closed
+                return
+            arrived = time.monotonic()
+            for line in data.decode(errors="replace").splitlines():
+                name, _, rest = line.partition(":")
+                value, _, kind = rest.partition("|")
+                if kind.startswith("ms"):
+                    with self._lock:
+                        self.timings.setdefault(name, []).append((arrived, float(value)))
+
+    def timer_values(self, name: str, since: float, until: float | None = None) -> list[float]:
+        """Values of the timer ``name`` (milliseconds) that arrived between two ``time.monotonic()``s."""
+        with self._lock:
+            samples = list(self.timings.get(name, []))
+        return [value for arrived, value in samples if arrived >= since and (until is None or arrived <= until)]
+
+    def close(self) -> None:
+        self.socket.close()
+
+
 class Bench:
     """The local services, an Airflow installation and a scratch folder, shared by all benchmarks.
 
@@ -193,6 +232,7 @@ class Bench:
         self._pids: list[int] = []
         self._cluster: AirflowCluster | None = None
         self._emulator_state: dict[str, Any] | None = None
+        self.statsd: StatsdListener | None = None
 
     # environment of this process (hooks and triggers run in it) --------------------------------
 
@@ -229,6 +269,9 @@ class Bench:
         if self._cluster is not None:
             self._cluster.stop()
             self._cluster = None
+        if self.statsd is not None:
+            self.statsd.close()
+            self.statsd = None
         for pid in reversed(self._pids):
             stop_process(pid)
         self._pids.clear()
@@ -309,28 +352,40 @@ class Bench:
     def cluster(self) -> AirflowCluster:
         if self._cluster is None:
             self.write_dags({})
-            cluster = AirflowCluster(
-                self.home,
-                self.ports,
-                dags_folder=self.dags_folder,
-                parallelism=4,
-                settings={
-                    # DAGs run only when a benchmark unpauses them (the shipped DAG copies never do).
-                    "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-                    # Bench DAG files import the Studio sample from devtools.
-                    "PYTHONPATH": str(ROOT),
-                    "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-                },
-            )
-            started = time.monotonic()
-            try:
-                cluster.start()
-            except BaseException:
-                cluster.stop()
-                raise
-            self.log(f"  airflow: up in {time.monotonic() - started:.0f}s ({cluster.url}, logs {cluster.log_dir})")
-            self._cluster = cluster
+            self._cluster = self.start_cluster(self.home, self.dags_folder)
         return self._cluster
+
+    def start_cluster(self, home: Path, dags_folder: Path) -> AirflowCluster:
+        """An Airflow of the bench's settings (LocalExecutor, 4 slots, DAGs paused at creation,
+        StatsD metrics to :attr:`statsd`) on ``dags_folder``; the caller stops it."""
+        if self.statsd is None:
+            self.statsd = StatsdListener()
+        cluster = AirflowCluster(
+            home,
+            self.ports,
+            dags_folder=dags_folder,
+            parallelism=4,
+            settings={
+                # DAGs run only when a benchmark unpauses them (the shipped DAG copies never do).
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+                # Bench DAG files import the Studio sample from devtools.
+                "PYTHONPATH": str(ROOT),
+                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+                # The scheduler's loop time (scheduler.scheduler_loop_duration) and the others.
+                "AIRFLOW__METRICS__STATSD_ON": "True",
+                "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+                "AIRFLOW__METRICS__STATSD_PORT": str(self.statsd.port),
+                "AIRFLOW__METRICS__STATSD_PREFIX": STATSD_PREFIX,
+            },
+        )
+        started = time.monotonic()
+        try:
+            cluster.start()
+        except BaseException:
+            cluster.stop()
+            raise
+        self.log(f"  airflow: up in {time.monotonic() - started:.0f}s ({cluster.url}, logs {cluster.log_dir})")
+        return cluster
 
     def run_dag(self, dag_id: str, conf: Mapping[str, Any] | None = None, timeout: float = 600.0) -> dict[str, Any]:
         """Trigger ``dag_id``, wait for it to end; returns the run (REST shape) with ``wall_seconds``."""
