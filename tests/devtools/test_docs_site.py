@@ -98,3 +98,25 @@ def test_the_link_check_finds_a_missing_file_and_a_missing_heading(tmp_path):
         "README.md: docs/gone.md: no such file",
         "README.md: docs/page.md#nothing: no heading #nothing in page.md",
     ]
+
+
+def test_the_connections_page_names_every_field_the_package_registers():
+    """docs/connections.md is hand-written: a connection type, extra field or UI label added to the
+    provider's metadata must be documented there too."""
+    from azureml_retrain.provider_info import get_provider_info
+
+    page = (ROOT / "docs" / "connections.md").read_text()
+    missing: list[str] = []
+    for kind in get_provider_info()["connection-types"]:
+        conn_type = kind["connection-type"]
+        section = page.partition(f"**`{conn_type}`**")[2].partition("\n**`")[0]
+        if not section:
+            missing.append(f"{conn_type}: no section starting with **`{conn_type}`**")
+            continue
+        labels = kind.get("ui-field-behaviour", {}).get("relabeling", {}).values()
+        extras = kind.get("conn-fields", {})
+        missing += [f"{conn_type}: label {label!r}" for label in labels if label not in section]
+        # An extra field by its name in the type's section, and its UI label somewhere on the page.
+        missing += [f"{conn_type}: extra {name!r}" for name in extras if f"`{name}`" not in section]
+        missing += [f"{conn_type}: label {field['label']!r}" for field in extras.values() if field["label"] not in page]
+    assert missing == []
