@@ -12,7 +12,7 @@ AIRFLOW_HOME := $(CURDIR)/.airflow
 # Environment for every airflow command: the project-local home and the local connections.
 AIRFLOW_ENV = eval "$$($(BIN)/python -m devtools.services env)" && export PATH="$(CURDIR)/$(BIN):$$PATH"
 
-.PHONY: help demo test e2e-distributed bench bench-smoke services stop status airflow bootstrap venv node airflow-home lock clean
+.PHONY: help demo test docs e2e-distributed bench bench-smoke services stop status airflow bootstrap venv node airflow-home lock clean
 
 help:  ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ test: venv node browser  ## The whole test suite (lint, types, compose schema, u
 	  if [ -n "$(PYTEST_ARGS)" ]; then echo "make test: no test matched PYTEST_ARGS='$(PYTEST_ARGS)'"; rc=0; \
 	  else echo "make test: pytest collected no tests at all" >&2; rc=1; fi; \
 	fi; exit $$rc
+
+docs: venv  ## The documentation (docs/) as a site on http://127.0.0.1:8000, rebuilt on every change
+	@$(BIN)/mkdocs serve -a 127.0.0.1:8000
 
 e2e-distributed: venv node  ## docker-compose.yaml's topology as local processes (PostgreSQL, Redis, Celery), end to end
 	@$(BIN)/python -m devtools.distributed

@@ -293,7 +293,7 @@ def render() -> str:
         "those and run it again, do not edit this page.*",
         "",
         "The public classes for writing a DAG of your own; "
-        f"[{EXAMPLE_DAG}](../{EXAMPLE_DAG}) wires them together. "
+        f"`{EXAMPLE_DAG}` wires them together. "
         "A *templated* argument is rendered with Jinja before the task runs. "
         "Operators, sensors and triggers take no secrets: keys and tokens come from the Airflow "
         "connections they name.",

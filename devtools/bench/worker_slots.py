@@ -134,7 +134,7 @@ def run(bench: Bench) -> Measurement:
     deferrable = {}
     for n in plan["deferrable_sizes"]:
         # Each size on a triggerer that has just started, as each baseline run has fresh workers: the
-        # secrets masker of a process never forgets a secret (see the README's Known limits).
+        # secrets masker of a process never forgets a secret (see docs/known-limits.md).
         bench.cluster.stop_component("triggerer")
         bench.cluster.start_component("triggerer")
         time.sleep(3)

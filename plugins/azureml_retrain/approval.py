@@ -60,6 +60,7 @@ class ApprovalRules(_Strict):
     """A config's ``approval:`` block."""
 
     when: ApprovalWhen
+    """The rules that make a run wait; at least one."""
     timeout_minutes: float = Field(default=1440, gt=0, description="How long the run waits for a person.")
     on_timeout: Literal["keep", "promote"] = Field(
         default="keep", description="What a time-out does: keep the current model, or promote the new one."

@@ -40,12 +40,19 @@ class TrainingConfig(_Strict):
     """The training web service (BES) and the names of its ports."""
 
     azureml_conn_id: str
+    """The `azureml_web_service` connection of the training web service's BES endpoint (its API location and key)."""
     input_name: str = "input1"
+    """The training experiment's web service input that receives the window's data."""
     model_output: str = "output1"
+    """The web service output that writes the trained model (`.ilearner`)."""
     evaluation_output: str = "output2"
+    """The web service output that writes Evaluate Model's results (CSV)."""
     global_parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """The BES job's global parameters (the experiment's web service parameters), by name."""
     job_timeout_minutes: float = Field(default=360, gt=0)
+    """How long the BES job may run; past it the job is cancelled and the task fails."""
     poll_interval_seconds: float = Field(default=1, gt=0)
+    """Seconds before the first status check of the BES job; the interval doubles up to 60 s."""
 
 
 class DataConfig(_Strict):
@@ -53,14 +60,23 @@ class DataConfig(_Strict):
     ``{window_start:%Y-%m-%d}`` / ``{window_end:...}`` placeholders."""
 
     wasb_conn_id: str = "wasb_default"
+    """The `wasb` connection of the storage account the data lands in."""
     container: Annotated[str, Field(min_length=3)]
+    """The blob container the data lands in (Azure's container naming rules)."""
     prefix: str
+    """The window's folder in the container, e.g. `churn/{window_start:%Y-%m-%d}/`."""
     pattern: str | None = "*.csv"
+    """Which blobs under the prefix are training data (a glob); null: every blob."""
     marker: str | None = None
+    """A blob written last, when the upload is complete (e.g. `_SUCCESS`); null: no marker."""
     min_files: int = Field(default=1, ge=1)
+    """How many data blobs the window needs before it counts as complete."""
     stable_for_seconds: float = Field(default=30, ge=0)
+    """How long the blobs must stay unchanged (names, sizes, etags) before they count as complete; 0 with a marker."""
     poke_interval_seconds: float = Field(default=30, gt=0)
+    """Seconds between two checks of the container (one list request each, in the triggerer)."""
     timeout_hours: float = Field(default=12, gt=0)
+    """How long the sensor waits for the window's data before the run fails."""
 
     _check_container = field_validator("container")(_container)
 
@@ -84,7 +100,9 @@ class OutputConfig(_Strict):
     a path no other run uses, so nothing is ever overwritten."""
 
     container: str
+    """The blob container of trained models and evaluation results (Azure's container naming rules)."""
     prefix: str
+    """The folder in the container; each run writes under `<prefix>/<window>/<run>/`."""
 
     _check_container = field_validator("container")(_container)
 
@@ -93,12 +111,21 @@ class ClassicEndpointTarget(_Strict):
     """A non-default endpoint of a classic predictive web service (PatchEndpointOperator)."""
 
     kind: Literal["classic_endpoint"]
+    """Selects this kind of target."""
     name: str
+    """The target's name: in the ledger (`records/<name>.jsonl`), the model history and `rollback_model`; unique in the
+    config."""
     management_conn_id: str = "azureml_classic_management_default"
+    """The `azureml_classic_management` connection of the web service's workspace."""
     web_service_id: str
+    """The classic predictive web service's id."""
     endpoint_name: str
+    """The endpoint to update: 1-24 lowercase letters and digits, never `default` (Studio cannot patch it)."""
     trained_model_name: str | None = None
+    """The trained-model resource to replace (case-sensitive); null: the one whose name ends with `[trained model]`,
+    when there is exactly one."""
     create_endpoint: bool = False
+    """Add the endpoint when it does not exist yet (else a missing endpoint fails the promotion)."""
 
     @field_validator("endpoint_name")
     @classmethod
@@ -114,10 +141,17 @@ class ArmWebServiceTarget(_Strict):
     """A Resource Manager web service (UpdateWebServiceDefinitionOperator)."""
 
     kind: Literal["arm_web_service"]
+    """Selects this kind of target."""
     name: str
+    """The target's name: in the ledger (`records/<name>.jsonl`), the model history and `rollback_model`; unique in the
+    config."""
     arm_conn_id: str = "azureml_resource_manager_default"
+    """The `azureml_resource_manager` connection (subscription, resource group, credentials)."""
     web_service_name: str
+    """The Resource Manager web service's name in the connection's resource group."""
     trained_model_name: str | None = None
+    """The asset to point at the new model (any casing); null: the one whose name ends with `[trained model]`, when
+    there is exactly one."""
 
 
 Target = Annotated[ClassicEndpointTarget | ArmWebServiceTarget, Field(discriminator="kind")]
@@ -127,22 +161,39 @@ class RetrainingConfig(_Strict):
     """One retrained model."""
 
     model: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,40}$")]
+    """The model's name: the DAG is `retrain_<model>`. Optional in a file: it is the file's name, and a different value
+    is an error."""
     description: str
+    """What the DAG does, shown in the UI."""
     owner: str = "ml-platform"
+    """The tasks' owner in Airflow."""
     tags: list[str] = Field(default_factory=list)
+    """DAG tags, added to `azureml`, `retraining` and the model's name."""
     schedule: str = Field(description="cron expression; each run trains on the interval that just ended")
     timezone: str = "UTC"
+    """The IANA time zone the schedule is read in (e.g. `Europe/Paris`)."""
     start_date: datetime
+    """The first data interval starts here."""
     catchup: bool = False
+    """Whether the scheduler creates runs for past intervals since `start_date` (Airflow's `catchup`)."""
     max_active_runs: int = Field(default=1, ge=1)
+    """How many runs of the DAG may be active at once."""
     retries: int = Field(default=2, ge=0)
+    """Airflow retries per task (failures a retry cannot help fail at once)."""
     training: TrainingConfig
+    """The training web service (BES) and its ports."""
     data: DataConfig
+    """Where a window's training data lands, and when it counts as complete."""
     outputs: OutputConfig
+    """Where trained models and evaluation results are written."""
     evaluation: EvaluationRules
+    """How the trained model is judged against the model in service."""
     targets: list[Target] = Field(min_length=1)
+    """The serving targets a better model is promoted to; the first one's ledger holds the champion."""
     smoke_test_rows: list[dict[str, Any]] = Field(default_factory=list)
+    """Rows scored through a target after its promotion; a failure puts the previous model back; empty: none."""
     ledger_container: str = DEFAULT_LEDGER_CONTAINER
+    """The blob container of the promotion ledger and the decision log (Azure's container naming rules)."""
     approval: ApprovalRules | None = Field(default=None, description="When a result needs a person's approval.")
 
     @field_validator("schedule")

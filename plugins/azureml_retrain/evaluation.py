@@ -373,7 +373,9 @@ class Guard(_Rules):
 
     metric: MetricName
     min: FiniteNumber | None = None
+    """The lowest value the challenger may have (in the metric's range)."""
     max: FiniteNumber | None = None
+    """The highest value the challenger may have (in the metric's range)."""
 
     @model_validator(mode="after")
     def _bounds(self) -> Guard:
@@ -390,8 +392,8 @@ class Guard(_Rules):
 
 
 class EvaluationRules(_Rules):
-    """How EvaluateModelOperator judges a challenger (see the module docstring): one schema for the
-    configs, the operator and the trigger form's ``rules`` override."""
+    """How EvaluateModelOperator judges a challenger: one schema for the configs, the operator and the
+    trigger form's ``rules`` override."""
 
     metric: MetricName
     higher_is_better: bool | None = Field(

@@ -4,8 +4,8 @@
   process group once Airflow is healthy, and once by SIGINT while it is still starting: it stops every
   time, within its deadline and without killing anything, and no process of it is left (by process
   group, by descendant, and by anything still pointing at its Airflow home);
-* the README's backfill command, run from "another shell" set up by the line ``make airflow`` prints,
-  against the running scheduler: no "database is locked", and exactly the windows the README names;
+* the backfill command of docs/retraining.md, run from "another shell" set up by the line ``make airflow``
+  prints, against the running scheduler: no "database is locked", and exactly the windows the page names;
   a CLI-triggered run reaches the API server on a moved port (the execution API URL), and a SIGTERM
   to the supervisor's group ends it with exit status 0.
 """
@@ -43,12 +43,12 @@ CYCLES = int(os.environ.get("MAKE_AIRFLOW_STOP_CYCLES", "2"))
 READY_TIMEOUT = 240.0
 # The supervisor's deadline is 30 s before SIGKILL, then PostgreSQL's fast shutdown (up to 20 s).
 EXIT_TIMEOUT = 120.0
-README = ROOT / "README.md"
+BACKFILL_PAGE = ROOT / "docs" / "retraining.md"
 DEFAULT_SIGINT_EXEC = (
     "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])"
 )
-# The windows the README says its backfill example covers (data interval start, end).
-README_WINDOWS = [
+# The windows docs/retraining.md says its backfill example covers (data interval start, end).
+BACKFILL_WINDOWS = [
     (datetime(2026, 11, day, 2, tzinfo=UTC), datetime(2026, 11, day + 1, 2, tzinfo=UTC)) for day in range(20, 26)
 ]
 
@@ -275,14 +275,14 @@ def test_readme_backfill_against_the_running_scheduler_on_postgresql(installatio
         wait_while_running(lambda: api.dag_exists("retrain_churn"), supervisor, log, "retrain_churn parsed")
         assert api.get("dags/retrain_churn")["is_paused"] is True  # a fresh `make airflow`
 
-        backfill = readme_backfill_command()
+        backfill = documented_backfill_command()
         shell(backfill)
         runs = api.get("dags/retrain_churn/dagRuns", params={"run_type": "backfill"})["dag_runs"]
         windows = sorted(
             (datetime.fromisoformat(run["data_interval_start"]), datetime.fromisoformat(run["data_interval_end"]))
             for run in runs
         )
-        assert windows == README_WINDOWS
+        assert windows == BACKFILL_WINDOWS
         assert {run["state"] for run in runs} == {"queued"}  # paused: they wait
 
         # A run from the CLI reaches the API server on its moved port (the execution API URL).
@@ -298,12 +298,12 @@ def test_readme_backfill_against_the_running_scheduler_on_postgresql(installatio
     print(f"backfill test: stopped in {took:.1f}s")
 
 
-def readme_backfill_command() -> str:
-    """The backfill example of the README, verbatim, and its statement of the windows it covers."""
-    text = README.read_text()
+def documented_backfill_command() -> str:
+    """The backfill example of docs/retraining.md, verbatim, and its statement of the windows it covers."""
+    text = BACKFILL_PAGE.read_text()
     commands = re.findall(r"^airflow backfill create .+$", text, flags=re.MULTILINE)
     assert len(commands) == 1, commands
-    first, last = README_WINDOWS[0], README_WINDOWS[-1]
+    first, last = BACKFILL_WINDOWS[0], BACKFILL_WINDOWS[-1]
     said = " ".join(text.split())
     assert f"six windows, from {first[0]:%Y-%m-%d %H:%M} → {first[1]:%Y-%m-%d %H:%M}" in said
     assert f"to {last[0]:%Y-%m-%d %H:%M} → {last[1]:%Y-%m-%d %H:%M}" in said
