@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from azureml_retrain.exceptions import AzureMLRetrainError, ConfigurationError
@@ -123,7 +123,7 @@ class BlobArrivalSensor(BaseSensorOperator):
     the ``marker`` exists (if set) and is not older than the data; and nothing changed for
     ``stable_for`` seconds.
 
-    Modes: deferrable (default) pokes once, then defers to
+    Modes: deferrable pokes once, then defers to
     :class:`~azureml_retrain.triggers.blob_arrival.BlobArrivalTrigger` with an absolute deadline and what
     the poke observed; ``deferrable=False`` runs the usual poke loop (``mode="poke"`` or
     ``mode="reschedule"``). Either way the log gets a line when a check sees something new and a
@@ -146,7 +146,8 @@ class BlobArrivalSensor(BaseSensorOperator):
     :param fallback_schedule: cron expression (UTC) or timedelta used to derive a window when the run has
         none, instead of the DAG's schedule
     :param wasb_conn_id: the wasb connection (templated)
-    :param deferrable: free the worker slot while waiting (default True); needs ``mode="poke"``
+    :param deferrable: free the worker slot while waiting (default: Airflow's ``[operators]
+        default_deferrable``); needs ``mode="poke"``
     :returns: the accepted data: ``{"container", "prefix", "window": {"start", "end"}, "blobs":
         [{"name", "etag", "size", "last_modified"}], "total_bytes", "marker"}`` (the rendered prefix,
         the window in ISO 8601, the marker blob like the others or None)
@@ -185,7 +186,7 @@ class BlobArrivalSensor(BaseSensorOperator):
         window_end: str | datetime | None = None,
         fallback_schedule: str | timedelta | None = None,
         wasb_conn_id: str = "wasb_default",
-        deferrable: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=True),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
