@@ -197,6 +197,9 @@ class AzureMLBaseHook(BaseHook):
     default_timeout: ClassVar[tuple[float, float]] = (10.0, 60.0)
     # What a 401/403 says to check: the connection field that holds the credential.
     credential_field: ClassVar[str] = "Password"
+    # Extras read under an older or alternative name of a field of the connection form (not shown in
+    # the form): extra -> the field it stands for. Every other extra a hook reads is a form field.
+    extra_aliases: ClassVar[Mapping[str, str]] = {}
 
     def __init__(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
 from azureml_retrain.hooks.base import AzureMLHttpHook, expect_object, expect_objects
@@ -41,6 +41,7 @@ class AzureMLClassicManagementHook(AzureMLHttpHook):
     default_conn_name = "azureml_classic_management_default"
     hook_name = "Azure ML Studio classic management"
     credential_field = "Password (the workspace authorization token or the endpoint's key)"
+    extra_aliases: ClassVar[Mapping[str, str]] = {"workspace_id": "schema"}
 
     def __init__(self, conn_id: str = default_conn_name, *, workspace_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(conn_id, **kwargs)
