@@ -91,6 +91,11 @@ class AzureMLClassicManagementHook(AzureMLHttpHook):
         body = self.request_json("get web service", resource, "GET", self._url(web_service_id))
         return expect_object("get web service", resource, body)
 
+    def probe(self) -> str:
+        """List the workspace's web services (GET, authorized by the workspace token)."""
+        count = len(self.list_web_services())
+        return f"authorization token accepted for workspace {self.workspace_id}: {count} web service(s)"
+
     # --- endpoints -----------------------------------------------------------------------------
 
     def list_endpoints(self, web_service_id: str) -> list[dict[str, Any]]:

@@ -457,6 +457,27 @@ class AzureMLResourceManagerHook(AzureMLBaseHook):
         response = self._send("get web service", resource, "GET", self._url(web_service_name))
         return expect_object("get web service", resource, _body(response))
 
+    def list_web_services(self) -> list[dict[str, Any]]:
+        """The web services of the resource group (the first page: ARM pages with ``nextLink``)."""
+        resource = f"resource group {self.resource_group}"
+        url = (
+            f"{self.base_url}/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            "/providers/Microsoft.MachineLearning/webServices"
+        )
+        listed = expect_object(
+            "list web services", resource, _body(self._send("list web services", resource, "GET", url))
+        )
+        value = get_member(listed, "value") or []
+        return [dict(item) for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []
+
+    def probe(self) -> str:
+        """List the resource group's web services (a token, then one GET)."""
+        count = len(self.list_web_services())
+        return (
+            f"token accepted for subscription {self.subscription_id}, resource group {self.resource_group}: "
+            f"{count} web service(s) on the first page"
+        )
+
     def patch_web_service(self, web_service_name: str, definition: Mapping[str, Any]) -> ArmOperation:
         """PATCH the definition; return the long-running operation it started."""
         return self._start("patch web service", web_service_name, "PATCH", definition)
