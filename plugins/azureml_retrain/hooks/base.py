@@ -275,12 +275,18 @@ class AzureMLBaseHook(BaseHook):
         Returns ``(True, what the service said)`` or ``(False, why not)``; never raises. One attempt
         (a test answers at once); the message names the connection's fields, never a secret.
         """
+        cached_before = set(self.__dict__)
         try:
             self.__dict__["retry_policy"] = replace(self.retry_policy, max_attempts=1)
             return True, self._without_secrets(self.probe())
         except Exception as exc:
             message = str(exc) if isinstance(exc, AzureMLRetrainError) else f"{type(exc).__name__}: {exc}"
             return False, self._without_secrets(message)
+        finally:
+            # Later calls of this hook retry as configured: forget the policy and what was built with it.
+            for name in ("retry_policy", "client"):
+                if name not in cached_before:
+                    self.__dict__.pop(name, None)
 
     def probe(self) -> str:
         """One cheap authenticated read; what it found. Raises when the service refused it."""

@@ -185,3 +185,11 @@ def test_resource_manager_without_subscription_is_false_saying_what_to_set(monke
     ok, message = hook.test_connection()
     assert not ok
     assert "extra subscription_id is required" in message
+
+
+def test_after_a_test_the_hook_retries_as_configured(classic):
+    transport = install(classic, FakeTransport(Reply(200, []), Reply(503), Reply(200, [])))
+    assert classic.test_connection()[0]
+    classic._sleep = lambda seconds: None
+    assert classic.list_web_services() == []
+    assert len(transport.requests) == 3
