@@ -49,7 +49,7 @@ with DAG(
 ) as dag:
     arrival = BlobArrivalSensor(
         task_id="wait_for_data",
-        container="training-data",
+        container_name="training-data",
         prefix="handwritten/{window_start:%Y-%m-%d}/",
         pattern="*.csv",
         marker="_SUCCESS",

@@ -118,6 +118,30 @@ def documented_fields(cls: type) -> dict[tuple[str, str], str]:
     return merged
 
 
+class WrittenDefault:
+    """A default computed by a call when the class is defined, shown as written (its value depends on
+    the configuration of the process that imported it, e.g. ``[operators] default_deferrable``)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def __repr__(self) -> str:
+        return self.source
+
+
+def computed_defaults(function: Any) -> dict[str, WrittenDefault]:
+    """The parameters of ``function`` whose default is a call, with the call's source."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    definition = tree.body[0]
+    if not isinstance(definition, ast.FunctionDef):
+        return {}
+    arguments = definition.args
+    positional = [*arguments.posonlyargs, *arguments.args]
+    pairs = list(zip(positional[len(positional) - len(arguments.defaults) :], arguments.defaults, strict=True))
+    pairs += [(a, d) for a, d in zip(arguments.kwonlyargs, arguments.kw_defaults, strict=True) if d is not None]
+    return {a.arg: WrittenDefault(ast.unparse(d)) for a, d in pairs if isinstance(d, ast.Call)}
+
+
 def constructor_arguments(cls: type) -> tuple[list[inspect.Parameter], type | None]:
     """The arguments of ``cls``'s ``__init__`` chain in the package (each ``**kwargs`` followed up
     the MRO), and the Airflow class that takes the remaining keyword arguments (None: none does)."""
@@ -129,10 +153,13 @@ def constructor_arguments(cls: type) -> tuple[list[inspect.Parameter], type | No
         if not in_package(owner):
             return list(arguments.values()), owner if followed else None
         followed = True
-        parameters = list(inspect.signature(vars(owner)["__init__"]).parameters.values())[1:]  # after self
+        init = vars(owner)["__init__"]
+        parameters = list(inspect.signature(init).parameters.values())[1:]  # after self
+        computed = computed_defaults(init)
         for parameter in parameters:
             if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-                arguments.setdefault(parameter.name, parameter)
+                shown = parameter.replace(default=computed[parameter.name]) if parameter.name in computed else parameter
+                arguments.setdefault(parameter.name, shown)
         if not any(p.kind is p.VAR_KEYWORD for p in parameters):
             break
     return list(arguments.values()), None

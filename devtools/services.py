@@ -147,6 +147,8 @@ def airflow_environment(home: Path = AIRFLOW_HOME, ports: LocalPorts | None = No
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__API__HOST": HOST,
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        # Airflow ships this as False; the project's operators and sensors wait in the triggerer.
+        "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True",
         # The emulator and Azurite run on loopback; keep proxies out of the way.
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",

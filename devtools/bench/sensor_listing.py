@@ -134,7 +134,7 @@ def sensors() -> tuple[Callable[[], Any], Callable[[], Any]]:
 
     ours = BlobArrivalSensor(
         task_id="wait_for_data",
-        container=CONTAINER,
+        container_name=CONTAINER,
         prefix="landing/churn/{window_start:%Y-%m-%d}/",
         pattern="*.csv",
         marker="_SUCCESS",

@@ -459,7 +459,7 @@ def build_dag(config: RetrainingConfig) -> Any:
         data = config.data
         wait_for_data = BlobArrivalSensor(
             task_id=SENSOR_TASK,
-            container=data.container,
+            container_name=data.container,
             prefix="{{ params.data_prefix or '" + data.prefix.replace("'", "\\'") + "' }}",
             pattern=data.pattern,
             marker=data.marker,

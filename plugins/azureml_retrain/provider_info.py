@@ -12,16 +12,37 @@ from typing import Any
 
 from azureml_retrain import __version__
 
-_TIMEOUT_FIELDS: dict[str, Any] = {
+# The extras every hook reads (``hooks/base.py``): retries, timeouts and the CA bundle to trust.
+_HTTP_FIELDS: dict[str, Any] = {
     "max_attempts": {
         "label": "Attempts per call",
         "description": "Tries of one HTTP call on connection errors, timeouts, 429 and 5xx (default 5).",
         "schema": {"type": ["integer", "null"], "minimum": 1},
     },
+    "retry_base_delay": {
+        "label": "First retry delay (s)",
+        "description": "Wait before the first retry; doubles per retry, with jitter (default 1).",
+        "schema": {"type": ["number", "null"], "minimum": 0},
+    },
+    "retry_max_delay": {
+        "label": "Longest retry delay (s)",
+        "description": "Cap of the doubling wait between retries (default 30).",
+        "schema": {"type": ["number", "null"], "minimum": 0},
+    },
+    "connect_timeout": {
+        "label": "Connect timeout (s)",
+        "description": "Seconds to wait for a connection before retrying (default 10).",
+        "schema": {"type": ["number", "null"], "minimum": 1},
+    },
     "read_timeout": {
         "label": "Read timeout (s)",
         "description": "Seconds to wait for a response before retrying (default 60).",
         "schema": {"type": ["number", "null"], "minimum": 1},
+    },
+    "ca_bundle": {
+        "label": "CA bundle",
+        "description": "Path of a CA certificate file to trust for the host (default: the system's).",
+        "schema": {"type": ["string", "null"]},
     },
 }
 
@@ -66,7 +87,7 @@ def get_provider_info() -> dict[str, Any]:
                         "host": "https://ussouthcentral.services.azureml.net/workspaces/<ws>/services/<id>",
                     },
                 },
-                "conn-fields": _TIMEOUT_FIELDS,
+                "conn-fields": _HTTP_FIELDS,
             },
             {
                 "connection-type": "azureml_classic_management",
@@ -81,7 +102,7 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "placeholders": {"host": "https://management.azureml.net", "schema": "<workspace id>"},
                 },
-                "conn-fields": _TIMEOUT_FIELDS,
+                "conn-fields": _HTTP_FIELDS,
             },
             {
                 "connection-type": "azureml_resource_manager",
@@ -115,6 +136,33 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Token authority; default https://login.microsoftonline.com.",
                         "schema": {"type": ["string", "null"]},
                     },
+                    "managed_identity_client_id": {
+                        "label": "Managed Identity Client ID",
+                        "description": (
+                            "Without Client ID and secret: the client id of a user-assigned managed identity "
+                            "(or of the workload identity's app) for the default Azure credential."
+                        ),
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "workload_identity_tenant_id": {
+                        "label": "Workload Identity Tenant ID",
+                        "description": (
+                            "Without Client ID and secret: the tenant of the workload identity (with the managed "
+                            "identity client id)."
+                        ),
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "api_version": {
+                        "label": "API version",
+                        "description": "api-version of Microsoft.MachineLearning/webServices (default 2017-01-01).",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "scope": {
+                        "label": "Token scope",
+                        "description": "Scope of the access token (default https://management.azure.com/.default).",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    **_HTTP_FIELDS,
                     "ca_bundle": {
                         "label": "CA bundle",
                         "description": (
@@ -123,7 +171,6 @@ def get_provider_info() -> dict[str, Any]:
                         ),
                         "schema": {"type": ["string", "null"]},
                     },
-                    **_TIMEOUT_FIELDS,
                 },
             },
         ],

@@ -580,7 +580,7 @@ WINDOW = {"window_start": "2026-11-26T00:00:00+00:00", "window_end": "2026-11-27
 def arrival_sensor(container: str, **overrides: Any) -> BlobArrivalSensor:
     values: dict[str, Any] = {
         "task_id": "wait_for_data",
-        "container": container,
+        "container_name": container,
         "prefix": "incoming/{window_start:%Y-%m-%d}/",
         "pattern": "*.csv",
         "stable_for": 1,

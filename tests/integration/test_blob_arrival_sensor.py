@@ -68,7 +68,7 @@ def later(delay: float, action: Callable[[], None]) -> threading.Thread:
 def sensor(container: str, **overrides: Any) -> BlobArrivalSensor:
     values: dict[str, Any] = {
         "task_id": "wait_for_data",
-        "container": container,
+        "container_name": container,
         "prefix": "incoming/{window_start:%Y-%m-%d}/",
         "pattern": "*.csv",
         "stable_for": 1,
@@ -265,7 +265,7 @@ def test_dag_test_manual_run_without_logical_date(
     ) as dag:
         BlobArrivalSensor(
             task_id="wait_for_data",
-            container=container,
+            container_name=container,
             prefix="incoming/{window_start:%Y-%m-%d}/",
             pattern="*.csv",
             stable_for=1,

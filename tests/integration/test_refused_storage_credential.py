@@ -108,7 +108,7 @@ def test_the_wrong_key_is_refused_by_azurite(container: str, local_ports: LocalP
 def sensor(container: str, **overrides: Any) -> BlobArrivalSensor:
     values: dict[str, Any] = {
         "task_id": "wait_for_data",
-        "container": container,
+        "container_name": container,
         "prefix": "incoming/{window_start:%Y-%m-%d}/",
         "wasb_conn_id": CONN_ID,
         "poke_interval": 0.1,

@@ -106,7 +106,7 @@ def test_poke_wait_logs_changes_and_a_heartbeat_not_every_check(
 ):
     op = BlobArrivalSensor(
         task_id="wait_for_data",
-        container=container,
+        container_name=container,
         prefix="incoming/{window_start:%Y-%m-%d}/",
         pattern="*.csv",
         marker="_SUCCESS",

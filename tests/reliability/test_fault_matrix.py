@@ -950,7 +950,7 @@ def run_sensor(env: Env, cell: Fault, models: dict[str, str]) -> None:
     def attempt() -> Any:
         op = BlobArrivalSensor(
             task_id="wait_for_data",
-            container=container,
+            container_name=container,
             prefix="incoming/{window_start:%Y-%m-%d}/",
             pattern="*.csv",
             marker="_SUCCESS",

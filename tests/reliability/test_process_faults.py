@@ -88,7 +88,7 @@ FAULT_DAGS = textwrap.dedent(
 
     with dag("pf_triggerer_restart"):
         BlobArrivalSensor(
-            task_id="wait_for_data", container=CONTAINER, prefix=TAG + "/landing/", pattern="*.csv",
+            task_id="wait_for_data", container_name=CONTAINER, prefix=TAG + "/landing/", pattern="*.csv",
             stable_for=0, poke_interval=1, timeout=600,
             window_start="2026-01-01T00:00:00+00:00", window_end="2026-01-02T00:00:00+00:00",
         )

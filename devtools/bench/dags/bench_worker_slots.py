@@ -64,6 +64,7 @@ for n in PARAMS.get("deferrable_sizes", []):
                 },
                 global_parameters=PARAMS["global_parameters"],
                 start_from_trigger=True,
+                deferrable=True,  # what this DAG measures, whatever [operators] default_deferrable says
                 retries=0,
             )
 

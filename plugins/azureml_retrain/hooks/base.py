@@ -21,12 +21,17 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseHook
 
-from azureml_retrain.exceptions import AzureMLRequestRejectedError, AzureMLServiceError, ConfigurationError
+from azureml_retrain.exceptions import (
+    AzureMLRequestRejectedError,
+    AzureMLRetrainError,
+    AzureMLServiceError,
+    ConfigurationError,
+)
 from azureml_retrain.lazy import cached_property
 from azureml_retrain.redaction import mask_once, redact, strip_query
 
@@ -197,6 +202,9 @@ class AzureMLBaseHook(BaseHook):
     default_timeout: ClassVar[tuple[float, float]] = (10.0, 60.0)
     # What a 401/403 says to check: the connection field that holds the credential.
     credential_field: ClassVar[str] = "Password"
+    # Extras read under an older or alternative name of a field of the connection form (not shown in
+    # the form): extra -> the field it stands for. Every other extra a hook reads is a form field.
+    extra_aliases: ClassVar[Mapping[str, str]] = {}
 
     def __init__(
         self,
@@ -258,6 +266,39 @@ class AzureMLBaseHook(BaseHook):
             raise ConfigurationError(
                 f"Connection '{self.conn_id}': max_attempts / retry_base_delay / retry_max_delay must be numbers"
             ) from exc
+
+    # --- connection test ---------------------------------------------------------------------
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Make one cheap authenticated call (:meth:`probe`), as Airflow's "Test" button does.
+
+        Returns ``(True, what the service said)`` or ``(False, why not)``; never raises. One attempt
+        (a test answers at once); the message names the connection's fields, never a secret.
+        """
+        cached_before = set(self.__dict__)
+        try:
+            self.__dict__["retry_policy"] = replace(self.retry_policy, max_attempts=1)
+            return True, self._without_secrets(self.probe())
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, AzureMLRetrainError) else f"{type(exc).__name__}: {exc}"
+            return False, self._without_secrets(message)
+        finally:
+            # Later calls of this hook retry as configured: forget the policy and what was built with it.
+            for name in ("retry_policy", "client"):
+                if name not in cached_before:
+                    self.__dict__.pop(name, None)
+
+    def probe(self) -> str:
+        """One cheap authenticated read; what it found. Raises when the service refused it."""
+        raise NotImplementedError
+
+    def _without_secrets(self, message: str) -> str:
+        message = redact(message)
+        secret = self.connection.password if "connection" in self.__dict__ else None
+        for value in (secret, getattr(self, "_api_key", None)):
+            if value:
+                message = message.replace(str(value), "***")
+        return message
 
     @cached_property
     def timeout(self) -> tuple[float, float]:

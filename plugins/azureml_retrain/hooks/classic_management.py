@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
 from azureml_retrain.hooks.base import AzureMLHttpHook, expect_object, expect_objects
@@ -41,6 +41,7 @@ class AzureMLClassicManagementHook(AzureMLHttpHook):
     default_conn_name = "azureml_classic_management_default"
     hook_name = "Azure ML Studio classic management"
     credential_field = "Password (the workspace authorization token or the endpoint's key)"
+    extra_aliases: ClassVar[Mapping[str, str]] = {"workspace_id": "schema"}
 
     def __init__(self, conn_id: str = default_conn_name, *, workspace_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(conn_id, **kwargs)
@@ -89,6 +90,11 @@ class AzureMLClassicManagementHook(AzureMLHttpHook):
         resource = f"web service {web_service_id}"
         body = self.request_json("get web service", resource, "GET", self._url(web_service_id))
         return expect_object("get web service", resource, body)
+
+    def probe(self) -> str:
+        """List the workspace's web services (GET, authorized by the workspace token)."""
+        count = len(self.list_web_services())
+        return f"authorization token accepted for workspace {self.workspace_id}: {count} web service(s)"
 
     # --- endpoints -----------------------------------------------------------------------------
 

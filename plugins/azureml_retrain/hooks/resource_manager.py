@@ -11,12 +11,14 @@ triggerer as azure-core's continuation token (JSON, without credentials).
 
 Connection (type ``azureml_resource_manager``): *Host* is the ARM endpoint (default
 ``https://management.azure.com``; https only); *Login* / *Password* are a service principal's client
-id and secret (leave both empty to use the default Azure credential chain: managed identity,
-environment, Azure CLI); extras ``tenant_id``, ``subscription_id``, ``resource_group`` and optionally
-``authority_host`` (a sovereign cloud or a local token authority), ``ca_bundle`` (a CA file to trust
-for the ARM endpoint and the authority; ``authority_ca_bundle`` is read as its older name),
-``api_version`` (default 2017-01-01), ``max_attempts``, ``retry_base_delay``, ``retry_max_delay``,
-``connect_timeout``, ``read_timeout``.
+id and secret (leave both empty to use the default Azure credential chain: workload identity,
+managed identity, environment, Azure CLI, with the optional extras ``managed_identity_client_id`` and
+``workload_identity_tenant_id`` as in the Azure provider's ``azure`` connection); extras ``tenant_id``,
+``subscription_id``, ``resource_group`` and optionally ``authority_host`` (a sovereign cloud or a
+local token authority), ``ca_bundle`` (a CA file to trust for the ARM endpoint and the authority;
+``authority_ca_bundle`` is read as its older name),
+``api_version`` (default 2017-01-01), ``scope``, ``max_attempts``, ``retry_base_delay``,
+``retry_max_delay``, ``connect_timeout``, ``read_timeout``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import time
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
@@ -145,6 +147,7 @@ class AzureMLResourceManagerHook(AzureMLBaseHook):
     default_conn_name = "azureml_resource_manager_default"
     hook_name = "Azure ML web services (Resource Manager)"
     credential_field = "service principal (Login, Password, extra tenant_id) or its role on the resource group"
+    extra_aliases: ClassVar[Mapping[str, str]] = {"authority_ca_bundle": "ca_bundle"}
 
     def __init__(
         self,
@@ -226,13 +229,27 @@ class AzureMLResourceManagerHook(AzureMLBaseHook):
             **authority,
         }
 
+    def _default_credential_arguments(self) -> dict[str, Any]:
+        """``DefaultAzureCredential``'s arguments: the authority, and the extras
+        ``managed_identity_client_id`` and ``workload_identity_tenant_id`` as the Azure provider passes them
+        (``get_sync_default_azure_credential``; the tenant is also allowed for tokens)."""
+        arguments = self._authority_arguments()
+        client_id = self.extras.get("managed_identity_client_id")
+        tenant_id = self.extras.get("workload_identity_tenant_id")
+        if client_id:
+            arguments["managed_identity_client_id"] = str(client_id)
+        if tenant_id:
+            arguments["workload_identity_tenant_id"] = str(tenant_id)
+            arguments["additionally_allowed_tenants"] = [str(tenant_id)]
+        return arguments
+
     @cached_property
     def credential(self) -> Any:
         from azure.identity import ClientSecretCredential, DefaultAzureCredential
 
         arguments = self._secret_arguments()
         if arguments is None:
-            return DefaultAzureCredential(**self._authority_arguments())
+            return DefaultAzureCredential(**self._default_credential_arguments())
         return ClientSecretCredential(**arguments)
 
     def _pipeline_policies(self, credential: Any, *, asynchronous: bool) -> list[Any]:
@@ -320,7 +337,7 @@ class AzureMLResourceManagerHook(AzureMLBaseHook):
         if credential is None:
             arguments = self._secret_arguments()
             credential = (
-                DefaultAzureCredential(**self._authority_arguments())
+                DefaultAzureCredential(**self._default_credential_arguments())
                 if arguments is None
                 else ClientSecretCredential(**arguments)
             )
@@ -439,6 +456,27 @@ class AzureMLResourceManagerHook(AzureMLBaseHook):
         resource = f"web service {web_service_name}"
         response = self._send("get web service", resource, "GET", self._url(web_service_name))
         return expect_object("get web service", resource, _body(response))
+
+    def list_web_services(self) -> list[dict[str, Any]]:
+        """The web services of the resource group (the first page: ARM pages with ``nextLink``)."""
+        resource = f"resource group {self.resource_group}"
+        url = (
+            f"{self.base_url}/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            "/providers/Microsoft.MachineLearning/webServices"
+        )
+        listed = expect_object(
+            "list web services", resource, _body(self._send("list web services", resource, "GET", url))
+        )
+        value = get_member(listed, "value") or []
+        return [dict(item) for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []
+
+    def probe(self) -> str:
+        """List the resource group's web services (a token, then one GET)."""
+        count = len(self.list_web_services())
+        return (
+            f"token accepted for subscription {self.subscription_id}, resource group {self.resource_group}: "
+            f"{count} web service(s) on the first page"
+        )
 
     def patch_web_service(self, web_service_name: str, definition: Mapping[str, Any]) -> ArmOperation:
         """PATCH the definition; return the long-running operation it started."""

@@ -14,11 +14,16 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from azureml_retrain.exceptions import AzureMLServiceError, BesJobFailedError, ConfigurationError
-from azureml_retrain.hooks.base import AzureMLHttpHook, RetryPolicy
+from azureml_retrain.hooks.base import AzureMLHttpHook, RetryPolicy, error_from_response
 from azureml_retrain.lazy import cached_property
 from azureml_retrain.redaction import mask_once
 
 API_VERSION = "2.0"
+# The job the connection test asks for: the service checks the key before it looks the job up, and
+# answers 404 for a job it does not have (BES has no list of jobs).
+PROBE_JOB_ID = "0" * 32
+# 404 codes that say the endpoint itself is missing (the official error list), not the probe's job.
+ENDPOINT_NOT_FOUND = frozenset({"WebServiceNotFound", "WorkspaceNotFound", "WebServiceIdNotFoundInWorkspace"})
 
 
 class BesJobStatus:
@@ -279,6 +284,22 @@ class AzureMLWebServiceHook(AzureMLHttpHook):
             params={"api-version": API_VERSION},
             expect_json=False,
         )
+
+    def probe(self) -> str:
+        """GET the status of a job that does not exist: the key is checked first, then the job (404)."""
+        response = self.request(
+            "test connection",
+            self.resource,
+            "GET",
+            self._jobs_url(PROBE_JOB_ID),
+            params={"api-version": API_VERSION},
+            ok_statuses=frozenset({404}),
+        )
+        if response.status_code == 404:
+            error = error_from_response("test connection", self.resource, response)
+            if {error.code, *error.detail_codes} & ENDPOINT_NOT_FOUND:
+                raise error
+        return f"API key accepted by {self.resource} (BES, api-version {API_VERSION})"
 
     # --- RRS ---------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import BaseOperator, Context, conf
 
 from azureml_retrain.blobs import BlobLocation, parse_structured, resolve_output
 from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError, PromotionVerificationError
@@ -674,7 +674,7 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
         and ``after.json``); None: no export. (templated)
     :param deferrable: wait for the update's operation in the triggerer (ArmOperationTrigger) instead
         of a worker; with ``ledger_container`` the wait stays in the worker, so that the ledger's
-        lock covers the whole change.
+        lock covers the whole change (default: Airflow's ``[operators] default_deferrable``).
     :param poll_interval: seconds before the first poll of the operation, doubling up to 30 s; also
         the wait between reads while an earlier update still provisions.
     :param operation_timeout: how long the update's operation may take, and how long an earlier
@@ -706,7 +706,7 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
         web_service_name: str,
         arm_conn_id: str = AzureMLResourceManagerHook.default_conn_name,
         export_to: str | None = None,
-        deferrable: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=True),
         poll_interval: float = 5.0,
         operation_timeout: timedelta = timedelta(minutes=30),
         **kwargs: Any,

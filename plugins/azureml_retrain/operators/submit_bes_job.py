@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import BaseOperator, Context, conf
 
 from azureml_retrain.bes import (
     JobProgress,
@@ -69,7 +69,8 @@ class SubmitBesJobOperator(BaseOperator):
     :param create_output_containers: create the outputs' containers when missing, before submitting
         (BES writes into existing containers only: a missing one fails the job with a "blob not
         found"). Turn off for a credential that may not create containers.
-    :param deferrable: wait in the triggerer (default) instead of holding a worker slot.
+    :param deferrable: wait in the triggerer instead of holding a worker slot (default: Airflow's
+        ``[operators] default_deferrable``).
     :param defer_after: seconds a deferrable task follows its job in the worker before deferring, on
         the same polling schedule: a job that ends that soon spares the deferral's round trip through
         the triggerer (about 2 s). 0 defers at once.
@@ -128,7 +129,7 @@ class SubmitBesJobOperator(BaseOperator):
         wasb_conn_id: str = "wasb_default",
         reference_mode: str = "sas",
         create_output_containers: bool = True,
-        deferrable: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=True),
         defer_after: float = 3.0,
         poll_interval: float = 1.0,
         max_poll_interval: float = 60.0,

@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import re
 import time
+import warnings
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from azureml_retrain.exceptions import AzureMLRetrainError, ConfigurationError
@@ -108,6 +109,27 @@ def window_criteria(
     )
 
 
+# Arguments renamed to the names Airflow's Azure provider uses (``WasbPrefixSensor``): old name -> new name.
+RENAMED_ARGUMENTS = {"container": "container_name"}
+
+
+def renamed_argument(value: str | None, old_name: str, old_value: str | None) -> str | None:
+    """``value`` of a renamed argument, else what was passed under its old name (with a deprecation warning)."""
+    new_name = RENAMED_ARGUMENTS[old_name]
+    if old_value is None:
+        return value
+    if value is not None:
+        raise ConfigurationError(f"{old_name} is the deprecated name of {new_name}: pass only {new_name}")
+    from airflow.exceptions import AirflowProviderDeprecationWarning
+
+    warnings.warn(
+        f"BlobArrivalSensor: {old_name}= is deprecated, use {new_name}= (as WasbPrefixSensor does)",
+        AirflowProviderDeprecationWarning,
+        stacklevel=3,
+    )
+    return old_value
+
+
 class BlobArrivalSensor(BaseSensorOperator):
     """Wait until the run's window of data has arrived, completely and stably, under a blob prefix.
 
@@ -123,7 +145,7 @@ class BlobArrivalSensor(BaseSensorOperator):
     the ``marker`` exists (if set) and is not older than the data; and nothing changed for
     ``stable_for`` seconds.
 
-    Modes: deferrable (default) pokes once, then defers to
+    Modes: deferrable pokes once, then defers to
     :class:`~azureml_retrain.triggers.blob_arrival.BlobArrivalTrigger` with an absolute deadline and what
     the poke observed; ``deferrable=False`` runs the usual poke loop (``mode="poke"`` or
     ``mode="reschedule"``). Either way the log gets a line when a check sees something new and a
@@ -131,7 +153,8 @@ class BlobArrivalSensor(BaseSensorOperator):
     :class:`~azureml_retrain.triggers.blob_arrival.WaitLog`). A credential the storage account
     refuses fails the task without retries, naming the connection and its field.
 
-    :param container: blob container (templated)
+    :param container_name: blob container (templated), as in ``WasbPrefixSensor``
+    :param container: deprecated name of ``container_name``
     :param prefix: folder of the window's blobs, e.g. ``incoming/{window_start:%Y-%m-%d}/`` (templated);
         only this prefix (narrowed by the literal start of ``pattern``) is ever listed
     :param pattern: glob matched against blob names relative to ``prefix`` (``*`` stays within a folder,
@@ -146,7 +169,8 @@ class BlobArrivalSensor(BaseSensorOperator):
     :param fallback_schedule: cron expression (UTC) or timedelta used to derive a window when the run has
         none, instead of the DAG's schedule
     :param wasb_conn_id: the wasb connection (templated)
-    :param deferrable: free the worker slot while waiting (default True); needs ``mode="poke"``
+    :param deferrable: free the worker slot while waiting (default: Airflow's ``[operators]
+        default_deferrable``); needs ``mode="poke"``
     :returns: the accepted data: ``{"container", "prefix", "window": {"start", "end"}, "blobs":
         [{"name", "etag", "size", "last_modified"}], "total_bytes", "marker"}`` (the rendered prefix,
         the window in ISO 8601, the marker blob like the others or None)
@@ -158,7 +182,7 @@ class BlobArrivalSensor(BaseSensorOperator):
     """
 
     template_fields: Sequence[str] = (
-        "container",
+        "container_name",
         "prefix",
         "pattern",
         "marker",
@@ -173,7 +197,7 @@ class BlobArrivalSensor(BaseSensorOperator):
     def __init__(
         self,
         *,
-        container: str,
+        container_name: str | None = None,
         prefix: str,
         pattern: str | None = None,
         marker: str | None = None,
@@ -185,11 +209,12 @@ class BlobArrivalSensor(BaseSensorOperator):
         window_end: str | datetime | None = None,
         fallback_schedule: str | timedelta | None = None,
         wasb_conn_id: str = "wasb_default",
-        deferrable: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=True),
+        container: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.container = container
+        self.container_name = renamed_argument(container_name, "container", container)
         self.prefix = prefix
         self.pattern = pattern
         self.marker = marker
@@ -212,10 +237,10 @@ class BlobArrivalSensor(BaseSensorOperator):
 
     def _validate_arguments(self) -> None:
         """Cheap checks at DAG parse time; templated values are checked again once rendered."""
-        if not isinstance(self.container, str) or not self.container.strip():
-            raise ConfigurationError(f"container: must be a non-empty container name, got {self.container!r}")
-        if not _templated(self.container):
-            validate_container(self.container)
+        if not isinstance(self.container_name, str) or not self.container_name.strip():
+            raise ConfigurationError(f"container_name: must be a non-empty container name, got {self.container_name!r}")
+        if not _templated(self.container_name):
+            validate_container(self.container_name, "container_name")
         if not isinstance(self.prefix, str):
             raise ConfigurationError(f"prefix: expected a string, got {type(self.prefix).__name__}")
         if self.pattern is not None and not _templated(self.pattern):
@@ -240,12 +265,13 @@ class BlobArrivalSensor(BaseSensorOperator):
     def criteria(self, context: Context) -> ArrivalCriteria:
         """Resolve the run's window and the rendered arguments into the criteria to check (cached)."""
         if self._criteria is None:
+            validate_container(self.container_name, "container_name")  # as rendered
             window = resolve_window(
                 context, start=self.window_start, end=self.window_end, fallback_schedule=self.fallback_schedule
             )
             self._criteria = window_criteria(
                 window,
-                container=self.container,
+                container=str(self.container_name),  # validated above
                 prefix=self.prefix,
                 pattern=self.pattern,
                 marker=self.marker,

@@ -8,6 +8,7 @@ so basenames must be unique.)
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -15,6 +16,7 @@ from typing import Any
 
 import pendulum
 import pytest
+from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSensorTimeout, TaskDeferred
 from azure.core.exceptions import ServiceRequestError
@@ -46,7 +48,7 @@ def make_context(**extra: Any) -> dict[str, Any]:
 def sensor(**overrides: Any) -> BlobArrivalSensor:
     values: dict[str, Any] = {
         "task_id": "wait_for_data",
-        "container": "training-data",
+        "container_name": "training-data",
         "prefix": "incoming/{window_start:%Y-%m-%d}/",
         "pattern": "*.csv",
         "stable_for": 60,
@@ -96,9 +98,10 @@ def listings(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[str]]:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"container": ""}, "container: must be a non-empty container name"),
-        ({"container": "   "}, "container: must be a non-empty container name"),
-        ({"container": "Training_Data"}, "container: 'Training_Data' is not a valid container name"),
+        ({"container_name": ""}, "container_name: must be a non-empty container name"),
+        ({"container_name": "   "}, "container_name: must be a non-empty container name"),
+        ({"container_name": None}, "container_name: must be a non-empty container name"),
+        ({"container_name": "Training_Data"}, "container_name: 'Training_Data' is not a valid container name"),
         ({"pattern": "part-[0-9.csv"}, "pattern: unterminated"),
         ({"pattern": ""}, "pattern: expected a non-empty glob"),
         ({"marker": ""}, "marker: expected a blob name"),
@@ -124,15 +127,35 @@ def test_negative_timeout_and_poke_interval_are_rejected_by_the_base_sensor():
 
 
 def test_templated_values_are_validated_only_once_rendered():
-    op = sensor(container="{{ params.container }}", pattern="{{ params.glob }}", deferrable=False)
-    assert op.container == "{{ params.container }}"
-    op.container, op.pattern = "Not A Container", "*.csv"
-    with pytest.raises(ConfigurationError, match="container: 'Not A Container'"):
+    op = sensor(container_name="{{ params.container }}", pattern="{{ params.glob }}", deferrable=False)
+    assert op.container_name == "{{ params.container }}"
+    op.container_name, op.pattern = "Not A Container", "*.csv"
+    with pytest.raises(ConfigurationError, match="container_name: 'Not A Container'"):
         op.criteria(make_context())
 
 
 def test_template_fields():
-    assert set(BlobArrivalSensor.template_fields) >= {"container", "prefix", "pattern", "marker", "wasb_conn_id"}
+    assert set(BlobArrivalSensor.template_fields) >= {"container_name", "prefix", "pattern", "marker", "wasb_conn_id"}
+
+
+def test_container_is_a_deprecated_alias_of_container_name():
+    values = {"task_id": "wait_for_data", "prefix": "incoming/", "deferrable": False}
+    with pytest.warns(AirflowProviderDeprecationWarning, match="container= is deprecated, use container_name="):
+        op = BlobArrivalSensor(container="training-data", **values)
+    assert op.container_name == "training-data"
+    assert not hasattr(op, "container")
+
+
+def test_container_name_does_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        op = sensor(deferrable=False)
+    assert op.container_name == "training-data"
+
+
+def test_both_names_at_once_are_refused():
+    with pytest.raises(ConfigurationError, match="container is the deprecated name of container_name"):
+        sensor(container="other-data")
     assert sensor().deferrable is True
     assert sensor(stable_for=timedelta(minutes=2)).stable_for == 120
 
