@@ -85,6 +85,7 @@ def get_provider_info() -> dict[str, Any]:
                     "relabeling": {"host": "API location", "password": "API key"},
                     "placeholders": {
                         "host": "https://ussouthcentral.services.azureml.net/workspaces/<ws>/services/<id>",
+                        "password": "<the endpoint's API key>",
                     },
                 },
                 "conn-fields": _HTTP_FIELDS,
@@ -100,7 +101,11 @@ def get_provider_info() -> dict[str, Any]:
                         "schema": "Workspace id",
                         "password": "Authorization token",
                     },
-                    "placeholders": {"host": "https://management.azureml.net", "schema": "<workspace id>"},
+                    "placeholders": {
+                        "host": "https://management.azureml.net",
+                        "schema": "<workspace id>",
+                        "password": "<the workspace's authorization token>",
+                    },
                 },
                 "conn-fields": _HTTP_FIELDS,
             },
@@ -115,7 +120,11 @@ def get_provider_info() -> dict[str, Any]:
                         "login": "Client ID",
                         "password": "Client secret",
                     },
-                    "placeholders": {"host": "https://management.azure.com"},
+                    "placeholders": {
+                        "host": "https://management.azure.com",
+                        "login": "<service principal's client id; empty: the default Azure credential>",
+                        "password": "<the service principal's client secret>",
+                    },
                 },
                 "conn-fields": {
                     "tenant_id": {
@@ -125,10 +134,12 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "subscription_id": {
                         "label": "Subscription ID",
+                        "description": "Subscription of the web services.",
                         "schema": {"type": ["string", "null"]},
                     },
                     "resource_group": {
                         "label": "Resource group",
+                        "description": "Resource group of the web services.",
                         "schema": {"type": ["string", "null"]},
                     },
                     "authority_host": {
