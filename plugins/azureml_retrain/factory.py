@@ -3,9 +3,9 @@
 ::
 
     plan ──────────┐
-    wait_for_data ─┴─ train ─ evaluate ─┬─ promote_classic_endpoints[*] ─┬─ report ─ all_targets_promoted
-                                        ├─ promote_arm_web_services[*]  ─┘
-                                        └─ skip_promotion
+    wait_for_data ─┴─ train ─ evaluate ─┬─ classic_targets ─ promote_classic_endpoints[*] ─┐
+                                        ├─ arm_targets ───── promote_arm_web_services[*] ──┴─ report ─┐
+                                        └─ skip_promotion                      all_targets_promoted ─┘
 
 * ``plan`` fixes everything the run needs before spending money, while the sensor waits: the window
   (resolved as the sensor resolves it), output paths no other run uses, the rules, and per target
@@ -17,7 +17,10 @@
   itself, and so does everything after it.
 * ``evaluate`` judges the model and branches: the run's ``promote`` param (auto/never/force) over
   the verdict, and backfills do not promote unless asked. (One task, not an evaluate and a decide:
-  each task on the path costs a worker start and a scheduling hop.)
+  each task on the path costs a worker start and a scheduling hop.) The promotion path starts at
+  the target lists, and ``report`` and ``all_targets_promoted`` are also directly downstream of
+  ``evaluate``: a run that does not promote (every backfill run, by default) skips all of them
+  without starting them, and runs five tasks, not nine.
 * Promotion is mapped over the config's targets: one failing target does not stop the others, and
   ``report`` lists which were promoted and which failed (it is skipped when no promotion was
   attempted); ``all_targets_promoted`` then writes the run's entry in the ledger container's
@@ -65,6 +68,9 @@ PLAN_TASK = "plan"
 EVALUATE_TASK = "evaluate"
 CLASSIC_TASK = "promote_classic_endpoints"
 ARM_TASK = "promote_arm_web_services"
+# Where each promotion path starts: the task listing the kind's targets (the branches follow these).
+CLASSIC_TARGETS_TASK = "classic_targets"
+ARM_TARGETS_TASK = "arm_targets"
 SKIP_TASK = "skip_promotion"
 # Metadata of a staged training input: a digest of the blobs (container, names, etags) it joins.
 STAGED_FROM_METADATA = "stagedfrom"
@@ -365,7 +371,7 @@ def choose_branches(
     (None: not asked yet, so the approval task runs)."""
     has_classic = any(isinstance(t, ClassicEndpointTarget) for t in config.targets)
     has_arm = any(isinstance(t, ArmWebServiceTarget) for t in config.targets)
-    promote = [task for task, present in ((CLASSIC_TASK, has_classic), (ARM_TASK, has_arm)) if present]
+    promote = [task for task, present in ((CLASSIC_TARGETS_TASK, has_classic), (ARM_TARGETS_TASK, has_arm)) if present]
     if plan["promote"] == "never":
         return [SKIP_TASK]
     if plan["run_type"] == "backfill" and not plan["promote_backfill"]:
@@ -502,19 +508,20 @@ def build_dag(config: RetrainingConfig) -> Any:
         # dropped when it skips tasks).
         verdict: Any = XComArg(evaluate, key=DECISION_XCOM_KEY)
 
-        @task
-        def classic_targets(run: Any) -> list[dict[str, Any]]:
-            return target_kwargs(config, run, ClassicEndpointTarget)
-
-        @task
-        def arm_targets(run: Any) -> list[dict[str, Any]]:
-            return target_kwargs(config, run, ArmWebServiceTarget)
-
         # With an approval task between evaluate and the branches, a branch also runs when that task
         # was skipped (evaluate went straight to it); evaluate's choice still skips the others.
         branch_rule: dict[str, Any] = (
             {"trigger_rule": TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS} if config.approval else {}
         )
+
+        @task(task_id=CLASSIC_TARGETS_TASK, **branch_rule)
+        def classic_targets(run: Any) -> list[dict[str, Any]]:
+            return target_kwargs(config, run, ClassicEndpointTarget)
+
+        @task(task_id=ARM_TARGETS_TASK, **branch_rule)
+        def arm_targets(run: Any) -> list[dict[str, Any]]:
+            return target_kwargs(config, run, ArmWebServiceTarget)
+
         promotion_args = {
             "model": train.output,
             "output_name": training.model_output,
@@ -529,12 +536,13 @@ def build_dag(config: RetrainingConfig) -> Any:
             "verify_poll_interval": 1.0,
             **branch_rule,
         }
-        promote_classic = PatchEndpointOperator.partial(task_id=CLASSIC_TASK, **promotion_args).expand_kwargs(
-            classic_targets(run_plan)
-        )
-        promote_arm = UpdateWebServiceDefinitionOperator.partial(
-            task_id=ARM_TASK, deferrable=False, **promotion_args
-        ).expand_kwargs(arm_targets(run_plan))
+        classic_list, arm_list = classic_targets(run_plan), arm_targets(run_plan)
+        promotions = [
+            PatchEndpointOperator.partial(task_id=CLASSIC_TASK, **promotion_args).expand_kwargs(classic_list),
+            UpdateWebServiceDefinitionOperator.partial(
+                task_id=ARM_TASK, deferrable=False, **promotion_args
+            ).expand_kwargs(arm_list),
+        ]
 
         @task(**branch_rule)
         def skip_promotion(run: Any, verdict: Any, **context: Any) -> dict[str, Any]:
@@ -582,21 +590,16 @@ def build_dag(config: RetrainingConfig) -> Any:
             a run whose promotions (some or all) failed end failed."""
             end_of_promotions(config, context)
 
-        skipped = skip_promotion(run_plan, verdict)
-        [wait_for_data, run_plan] >> train >> evaluate >> [promote_classic, promote_arm, skipped]
+        reported, finished = report(), all_targets_promoted()
+        promotions >> reported >> finished
+        # The branches' choice: the target lists (whose downstream tasks then run) or skip_promotion;
+        # report and all_targets_promoted are direct downstream tasks so that the latter skips them.
+        branches = [classic_list, arm_list, skip_promotion(run_plan, verdict), reported, finished]
+        [wait_for_data, run_plan] >> train >> evaluate >> branches
         if config.approval is not None:
             from azureml_retrain.approval_operator import PromotionApprovalOperator
 
-            (
-                evaluate
-                >> PromotionApprovalOperator(task_id=APPROVAL_TASK, config=config)
-                >> [
-                    promote_classic,
-                    promote_arm,
-                    skipped,
-                ]
-            )
-        [promote_classic, promote_arm] >> report() >> all_targets_promoted()
+            evaluate >> PromotionApprovalOperator(task_id=APPROVAL_TASK, config=config) >> branches
     return dag
 
 
@@ -605,7 +608,9 @@ class RetrainingEvaluateOperator(EvaluateModelOperator):
     (:func:`choose_branches`)."""
 
     def __init__(self, *, config: RetrainingConfig, **kwargs: Any) -> None:
-        super().__init__(promote_task_ids=[CLASSIC_TASK, ARM_TASK], reject_task_ids=[SKIP_TASK], **kwargs)
+        super().__init__(
+            promote_task_ids=[CLASSIC_TARGETS_TASK, ARM_TARGETS_TASK], reject_task_ids=[SKIP_TASK], **kwargs
+        )
         self.config = config
 
     def choose_branch(self, context: Any, decision: dict[str, Any]) -> list[str]:
@@ -769,7 +774,7 @@ def attempted_targets(config: RetrainingConfig, plan: Any, decision: Any, approv
     if not isinstance(plan, dict) or not isinstance(decision, dict):
         return []
     branches = choose_branches(config, plan, decision, approval if isinstance(approval, dict) else None)
-    kinds = {CLASSIC_TASK: ClassicEndpointTarget, ARM_TASK: ArmWebServiceTarget}
+    kinds = {CLASSIC_TARGETS_TASK: ClassicEndpointTarget, ARM_TARGETS_TASK: ArmWebServiceTarget}
     return [t.name for t in config.targets if any(isinstance(t, kinds[b]) for b in branches if b in kinds)]
 
 

@@ -21,7 +21,7 @@ from azureml_retrain.approval import (
 )
 from azureml_retrain.config import parse_config
 from azureml_retrain.exceptions import ConfigurationError
-from azureml_retrain.factory import CLASSIC_TASK, SKIP_TASK, choose_branches, skip_reason
+from azureml_retrain.factory import CLASSIC_TARGETS_TASK, SKIP_TASK, choose_branches, skip_reason
 from devtools.services import ROOT
 
 CHURN = yaml.safe_load((ROOT / "dags" / "retraining" / "churn.yaml").read_text())
@@ -108,16 +108,16 @@ def test_the_evaluation_branches_to_the_approval_task_then_the_answer_decides() 
     decision = verdict()
     assert choose_branches(config, PLAN, decision) == [APPROVAL_TASK]
     approved = {"outcome": "approved", "by": "admin", "comment": None, "at": "t", "why_needed": "w"}
-    assert choose_branches(config, PLAN, decision, approved) == [CLASSIC_TASK]
+    assert choose_branches(config, PLAN, decision, approved) == [CLASSIC_TARGETS_TASK]
     rejected = approved | {"outcome": "rejected", "comment": "too close"}
     assert choose_branches(config, PLAN, decision, rejected) == [SKIP_TASK]
     assert skip_reason(PLAN, decision, rejected) == "not promoted: admin rejected the promotion: too close"
     timed_out = approved | {"outcome": "timed_out", "by": None}
     assert choose_branches(config, PLAN, decision, timed_out) == [SKIP_TASK]
     promoting = churn_with({"when": {"targets": ["churn-retrain01"]}, "on_timeout": "promote"})
-    assert choose_branches(promoting, PLAN, decision, timed_out) == [CLASSIC_TASK]
+    assert choose_branches(promoting, PLAN, decision, timed_out) == [CLASSIC_TARGETS_TASK]
     # Without approval rules the branches are what they always were.
-    assert choose_branches(parse_config(copy.deepcopy(CHURN), "churn.yaml"), PLAN, decision) == [CLASSIC_TASK]
+    assert choose_branches(parse_config(copy.deepcopy(CHURN), "churn.yaml"), PLAN, decision) == [CLASSIC_TARGETS_TASK]
 
 
 def test_the_answer_says_who_decided_when_and_why() -> None:

@@ -16,7 +16,9 @@ import yaml
 from azureml_retrain.config import load_config, parse_config
 from azureml_retrain.exceptions import ConfigurationError
 from azureml_retrain.factory import (
+    ARM_TARGETS_TASK,
     ARM_TASK,
+    CLASSIC_TARGETS_TASK,
     CLASSIC_TASK,
     ROLLBACK_ARM_TASK,
     ROLLBACK_CLASSIC_TASK,
@@ -78,18 +80,18 @@ REJECT = {"promote": False, "reason": "reject: AUC 0.80 fails threshold >= 0.9"}
 @pytest.mark.parametrize(
     ("run_type", "promote", "promote_backfill", "decision", "branches"),
     [
-        ("scheduled", "auto", False, ACCEPT, [CLASSIC_TASK]),
-        ("manual", "auto", False, ACCEPT, [CLASSIC_TASK]),
+        ("scheduled", "auto", False, ACCEPT, [CLASSIC_TARGETS_TASK]),
+        ("manual", "auto", False, ACCEPT, [CLASSIC_TARGETS_TASK]),
         ("scheduled", "auto", False, REJECT, [SKIP_TASK]),
         ("manual", "never", False, ACCEPT, [SKIP_TASK]),
-        ("manual", "force", False, REJECT, [CLASSIC_TASK]),
+        ("manual", "force", False, REJECT, [CLASSIC_TARGETS_TASK]),
         # Backfill runs (run_type "backfill") do not promote, whatever the evaluation or promote mode says...
         ("backfill", "auto", False, ACCEPT, [SKIP_TASK]),
         ("backfill", "force", False, REJECT, [SKIP_TASK]),
         # ... unless the backfill was asked to (the ledger guard still refuses older windows).
-        ("backfill", "auto", True, ACCEPT, [CLASSIC_TASK]),
+        ("backfill", "auto", True, ACCEPT, [CLASSIC_TARGETS_TASK]),
         ("backfill", "auto", True, REJECT, [SKIP_TASK]),
-        ("backfill", "force", True, REJECT, [CLASSIC_TASK]),
+        ("backfill", "force", True, REJECT, [CLASSIC_TARGETS_TASK]),
         ("backfill", "never", True, ACCEPT, [SKIP_TASK]),
     ],
 )
@@ -98,8 +100,8 @@ def test_choose_branches(run_type, promote, promote_backfill, decision, branches
 
 
 def test_choose_branches_per_target_kind():
-    assert choose_branches(ENERGY, plan(), ACCEPT) == [ARM_TASK]
-    assert choose_branches(mixed_config(), plan(), ACCEPT) == [CLASSIC_TASK, ARM_TASK]
+    assert choose_branches(ENERGY, plan(), ACCEPT) == [ARM_TARGETS_TASK]
+    assert choose_branches(mixed_config(), plan(), ACCEPT) == [CLASSIC_TARGETS_TASK, ARM_TARGETS_TASK]
     assert choose_branches(mixed_config(), plan(), REJECT) == [SKIP_TASK]
 
 
@@ -591,7 +593,18 @@ def test_built_dag_shape():
     # evaluate (which branches), promotion.
     assert dag.task_dict["plan"].upstream_task_ids == set()
     assert dag.task_dict["train"].upstream_task_ids == {"wait_for_data", "plan"}
-    assert set(dag.task_dict["evaluate"].downstream_task_ids) == {CLASSIC_TASK, ARM_TASK, SKIP_TASK}
+    # evaluate branches to the target lists or skip_promotion; every other direct downstream task
+    # (the mapped promotions read its verdict; report and all_targets_promoted wait on it) is skipped
+    # on the path not taken, without being started.
+    assert set(dag.task_dict["evaluate"].downstream_task_ids) == {
+        CLASSIC_TARGETS_TASK,
+        ARM_TARGETS_TASK,
+        CLASSIC_TASK,
+        ARM_TASK,
+        SKIP_TASK,
+        "report",
+        "all_targets_promoted",
+    }
     hook = dag.task_dict["train"]._pre_execute_hook
     assert isinstance(hook, functools.partial) and hook.func is prepare_training and hook.args == (CHURN,)
     assert dag.task_dict["train"].inputs == {"input1": "{{ training_input(ti) }}"}
