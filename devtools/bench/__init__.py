@@ -13,6 +13,7 @@ run, and writes every raw number to a JSON file. One module per measurement, num
 5. ``status_calls``: HTTP calls spent on a 10-minute BES job vs the Studio sample's 1 s loop
 6. ``scale``: a backfill of daily windows, and promotion fan-out to 1, 10, 50 endpoints
 7. ``models``: parse cost per model and the scheduler's loop time with 1, 10 and 100 models
+8. ``backfill``: a real 30-window backfill, four runs at once: overhead per window vs one run's loop latency
 
 ``--smoke`` runs a reduced set in well under two minutes and exits non-zero when a ratio is past its
 target; the test suite runs it (``tests/bench/test_bench_smoke.py``).

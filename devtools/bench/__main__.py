@@ -18,10 +18,19 @@ from devtools.bench.core import Bench, Measurement, cpu_reference_seconds, machi
 from devtools.services import ROOT
 
 # In table order (the numbering).
-MEASUREMENTS = ("parse_cost", "worker_slots", "loop_latency", "sensor_listing", "status_calls", "scale", "models")
+MEASUREMENTS = (
+    "parse_cost",
+    "worker_slots",
+    "loop_latency",
+    "sensor_listing",
+    "status_calls",
+    "scale",
+    "models",
+    "backfill",
+)
 # Those that need no Airflow scheduler: the smoke run, seconds each.
 SMOKE = ("parse_cost", "sensor_listing", "status_calls", "models")
-NEEDS_CLUSTER = frozenset({"worker_slots", "loop_latency", "scale"})  # models starts an Airflow of its own
+NEEDS_CLUSTER = frozenset({"worker_slots", "loop_latency", "scale", "backfill"})  # models starts an Airflow of its own
 
 
 def measure(bench: Bench, names: list[str]) -> list[Measurement]:

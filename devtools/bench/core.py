@@ -233,6 +233,8 @@ class Bench:
         self._cluster: AirflowCluster | None = None
         self._emulator_state: dict[str, Any] | None = None
         self.statsd: StatsdListener | None = None
+        # Figures one measurement leaves for another of the same run (e.g. the loop latency).
+        self.figures: dict[str, float] = {}
 
     # environment of this process (hooks and triggers run in it) --------------------------------
 
