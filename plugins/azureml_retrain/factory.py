@@ -424,8 +424,51 @@ def target_kwargs(
     return items
 
 
+@functools.cache
+def step_operator_class() -> type:
+    """:class:`RetrainingStepOperator`'s class, made when a DAG is first built (Airflow's operator
+    base class is imported then, not when this module is)."""
+    from airflow.sdk import BaseOperator
+
+    class RetrainingStepOperator(BaseOperator):
+        """A retraining DAG's own step: ``step(**inputs, **context)``, its result the task's XCom
+        (``inputs`` is templated, so XComArgs in it resolve, and set the task's upstreams).
+
+        A plain operator rather than ``@task``: when Airflow builds a task it copies the DAG's
+        trigger-form params once per ``__init__`` in the operator's class chain, four times for a
+        ``@task`` and twice here; that was most of what building a retraining DAG cost beyond the
+        same DAG of EmptyOperators (bench 7)."""
+
+        template_fields = ("inputs",)
+        ui_color = "#ffefeb"
+
+        def __init__(self, *, step: Any, inputs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.step = step
+            self.inputs = dict(inputs or {})
+
+        def execute(self, context: Any) -> Any:
+            return self.step(**self.inputs, **context)
+
+    RetrainingStepOperator.__module__ = __name__
+    return RetrainingStepOperator
+
+
+def step(function: Any, *bound: Any, **operator_args: Any) -> Any:
+    """``function`` (with ``bound`` as its first arguments) as a step of the DAG being built: called
+    with keyword XComArgs or values, it adds the task (named after the function unless ``task_id``
+    says otherwise) and returns its output."""
+
+    def add(**inputs: Any) -> Any:
+        operator_args.setdefault("task_id", function.__name__)
+        call = functools.partial(function, *bound) if bound else function
+        return step_operator_class()(step=call, inputs=inputs, **operator_args).output
+
+    return add
+
+
 def build_dag(config: RetrainingConfig) -> Any:
-    from airflow.sdk import DAG, CronDataIntervalTimetable, TriggerRule, XComArg, task
+    from airflow.sdk import DAG, CronDataIntervalTimetable, TriggerRule, XComArg
 
     from azureml_retrain.operators import (
         PatchEndpointOperator,
@@ -476,12 +519,11 @@ def build_dag(config: RetrainingConfig) -> Any:
             timeout=data.timeout_hours * 3600,
         )
 
-        @task(task_id=PLAN_TASK)
         def plan(**context: Any) -> dict[str, Any]:
             return build_plan(config, context)
 
-        # XComArg: indexing it selects a key of the plan at run time.
-        run_plan: Any = plan()
+        # XComArg: indexing it selects a key of the plan (each key is an XCom of its own).
+        run_plan: Any = step(plan, task_id=PLAN_TASK, multiple_outputs=True)()
 
         training = config.training
         train = SubmitBesJobOperator(
@@ -514,12 +556,10 @@ def build_dag(config: RetrainingConfig) -> Any:
             {"trigger_rule": TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS} if config.approval else {}
         )
 
-        @task(task_id=CLASSIC_TARGETS_TASK, **branch_rule)
-        def classic_targets(run: Any) -> list[dict[str, Any]]:
+        def classic_targets(run: Any, **context: Any) -> list[dict[str, Any]]:
             return target_kwargs(config, run, ClassicEndpointTarget)
 
-        @task(task_id=ARM_TARGETS_TASK, **branch_rule)
-        def arm_targets(run: Any) -> list[dict[str, Any]]:
+        def arm_targets(run: Any, **context: Any) -> list[dict[str, Any]]:
             return target_kwargs(config, run, ArmWebServiceTarget)
 
         promotion_args = {
@@ -536,7 +576,8 @@ def build_dag(config: RetrainingConfig) -> Any:
             "verify_poll_interval": 1.0,
             **branch_rule,
         }
-        classic_list, arm_list = classic_targets(run_plan), arm_targets(run_plan)
+        classic_list = step(classic_targets, task_id=CLASSIC_TARGETS_TASK, **branch_rule)(run=run_plan)
+        arm_list = step(arm_targets, task_id=ARM_TARGETS_TASK, **branch_rule)(run=run_plan)
         promotions = [
             PatchEndpointOperator.partial(task_id=CLASSIC_TASK, **promotion_args).expand_kwargs(classic_list),
             UpdateWebServiceDefinitionOperator.partial(
@@ -544,63 +585,65 @@ def build_dag(config: RetrainingConfig) -> Any:
             ).expand_kwargs(arm_list),
         ]
 
-        @task(**branch_rule)
-        def skip_promotion(run: Any, verdict: Any, **context: Any) -> dict[str, Any]:
-            """The no-promotion branch: says why (also in the DAG's decision log)."""
-            approval = run_approval(config, context["ti"], run, verdict)
-            reason = skip_reason(run, verdict, approval)
-            outcomes = {t.name: {"outcome": "skipped", "detail": reason} for t in config.targets}
-            record_decision(
-                config,
-                run_id=context["run_id"],
-                plan=run,
-                verdict=verdict,
-                outcomes=outcomes,
-                failure=None,
-                approval=approval,
-            )
-            return {"promoted": [], "reason": reason}
-
-        @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[asset])
-        def report(**context: Any) -> dict[str, Any]:
-            """Which targets now serve the new model; emits the model's Asset event if any does."""
-            from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-
-            ti = context["ti"]
-            attempted = attempted_targets(config, *plan_and_verdict(ti), approval_answer(config, ti))
-            if not attempted:
-                # The run took the no-promotion branch (or failed before deciding): nothing to report.
-                raise AirflowSkipException("no promotion was attempted in this run")
-            summary = summarise_promotions(config, promotion_results(ti), attempted, promotion_refusals(ti))
-            if not summary["promoted"] and not summary["already_serving"]:
-                failure = promotion_failure(summary)
-                if failure:
-                    raise AirflowFailException(failure)
-                # Every target refused by the ledger's guard: an outcome, but no new model to announce.
-                raise AirflowSkipException(f"no target was promoted: {summary['refused']}")
-            context["outlet_events"][asset].extra = {k: v for k, v in summary.items() if k != "results"}
-            return summary
-
-        @task(trigger_rule=TriggerRule.ALL_DONE)
-        def all_targets_promoted(**context: Any) -> None:
-            """Fails the run when a target's promotion failed, after the others were promoted and reported
-            (skipped, like ``report``, when no promotion was attempted).
-
-            The run's state follows its leaf tasks, and ``report`` is not one: this task is what makes
-            a run whose promotions (some or all) failed end failed."""
-            end_of_promotions(config, context)
-
-        reported, finished = report(), all_targets_promoted()
+        reported = step(report, config, trigger_rule=TriggerRule.ALL_DONE, outlets=[asset])()
+        finished = step(all_targets_promoted, config, trigger_rule=TriggerRule.ALL_DONE)()
+        skipped = step(skip_promotion, config, **branch_rule)(run=run_plan, verdict=verdict)
         promotions >> reported >> finished
         # The branches' choice: the target lists (whose downstream tasks then run) or skip_promotion;
         # report and all_targets_promoted are direct downstream tasks so that the latter skips them.
-        branches = [classic_list, arm_list, skip_promotion(run_plan, verdict), reported, finished]
+        branches = [classic_list, arm_list, skipped, reported, finished]
         [wait_for_data, run_plan] >> train >> evaluate >> branches
         if config.approval is not None:
             from azureml_retrain.approval_operator import PromotionApprovalOperator
 
             evaluate >> PromotionApprovalOperator(task_id=APPROVAL_TASK, config=config) >> branches
     return dag
+
+
+def skip_promotion(config: RetrainingConfig, run: Any, verdict: Any, **context: Any) -> dict[str, Any]:
+    """The no-promotion branch: says why (also in the DAG's decision log)."""
+    approval = run_approval(config, context["ti"], run, verdict)
+    reason = skip_reason(run, verdict, approval)
+    outcomes = {t.name: {"outcome": "skipped", "detail": reason} for t in config.targets}
+    record_decision(
+        config,
+        run_id=context["run_id"],
+        plan=run,
+        verdict=verdict,
+        outcomes=outcomes,
+        failure=None,
+        approval=approval,
+    )
+    return {"promoted": [], "reason": reason}
+
+
+def report(config: RetrainingConfig, **context: Any) -> dict[str, Any]:
+    """Which targets now serve the new model; emits the model's Asset event if any does."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    ti = context["ti"]
+    attempted = attempted_targets(config, *plan_and_verdict(ti), approval_answer(config, ti))
+    if not attempted:
+        # The run took the no-promotion branch (or failed before deciding): nothing to report.
+        raise AirflowSkipException("no promotion was attempted in this run")
+    summary = summarise_promotions(config, promotion_results(ti), attempted, promotion_refusals(ti))
+    if not summary["promoted"] and not summary["already_serving"]:
+        failure = promotion_failure(summary)
+        if failure:
+            raise AirflowFailException(failure)
+        # Every target refused by the ledger's guard: an outcome, but no new model to announce.
+        raise AirflowSkipException(f"no target was promoted: {summary['refused']}")
+    context["outlet_events"][model_asset(config)].extra = {k: v for k, v in summary.items() if k != "results"}
+    return summary
+
+
+def all_targets_promoted(config: RetrainingConfig, **context: Any) -> None:
+    """Fails the run when a target's promotion failed, after the others were promoted and reported
+    (skipped, like ``report``, when no promotion was attempted).
+
+    The run's state follows its leaf tasks, and ``report`` is not one: this task is what makes
+    a run whose promotions (some or all) failed end failed."""
+    end_of_promotions(config, context)
 
 
 class RetrainingEvaluateOperator(EvaluateModelOperator):
