@@ -268,9 +268,7 @@ class Bench:
         self._pids.append(emulator.pid)
 
     def stop(self) -> None:
-        if self._cluster is not None:
-            self._cluster.stop()
-            self._cluster = None
+        self.stop_cluster()
         if self.statsd is not None:
             self.statsd.close()
             self.statsd = None
@@ -356,6 +354,13 @@ class Bench:
             self.write_dags({})
             self._cluster = self.start_cluster(self.home, self.dags_folder)
         return self._cluster
+
+    def stop_cluster(self) -> None:
+        """Stop the shared Airflow (a measurement that needs the machine to itself); the next use of
+        :attr:`cluster` starts it again on the same home and database."""
+        if self._cluster is not None:
+            self._cluster.stop()
+            self._cluster = None
 
     def start_cluster(self, home: Path, dags_folder: Path) -> AirflowCluster:
         """An Airflow of the bench's settings (LocalExecutor, 4 slots, DAGs paused at creation,

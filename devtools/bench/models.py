@@ -183,6 +183,7 @@ def run_cluster(bench: Bench, m: Measurement) -> None:
         if not service.get_container_client(container).exists():
             service.create_container(container)
     folder = prepare_folder(bench, SIZES[0])
+    bench.stop_cluster()  # the shared Airflow's DAG processor would parse beside this one's
     cluster = bench.start_cluster(bench.work / "models-airflow", folder)
     try:
         cluster.wait_for_dag(f"retrain_{model_name(0)}", timeout=300)
