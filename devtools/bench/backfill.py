@@ -106,21 +106,20 @@ def run(bench: Bench) -> Measurement:
     land(bench, days)
     cluster.wait_for_dag(DAG_ID, timeout=180)
     started = time.time()
-    cluster.airflow(
-        "backfill",
-        "create",
-        "--dag-id",
-        DAG_ID,
-        "--from-date",
-        days[0].isoformat(),
-        "--to-date",
-        (days[-1] + timedelta(hours=3)).isoformat(),
-        "--max-active-runs",
-        str(RUNS_AT_ONCE),
-        "--reprocess-behavior",
-        "none",
-        log_name="backfill",
+    command = (
+        *("backfill", "create", "--dag-id", DAG_ID, "--max-active-runs", str(RUNS_AT_ONCE)),
+        *("--from-date", days[0].isoformat(), "--to-date", (days[-1] + timedelta(hours=3)).isoformat()),
+        *("--reprocess-behavior", "none"),
     )
+    # On SQLite the CLI's write can lose the lock to the scheduler's ("database is locked"); such an
+    # attempt wrote nothing (its transaction rolled back).
+    for attempt in range(1, 6):
+        try:
+            cluster.airflow(*command, log_name="backfill")
+            break
+        except RuntimeError as error:
+            if "database is locked" not in str(error) or attempt == 5:
+                raise
     cluster.set_paused(DAG_ID, False)
     runs = backfill_runs(bench, WINDOWS)
     cluster.set_paused(DAG_ID, True)
