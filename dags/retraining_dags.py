@@ -18,7 +18,8 @@ from pathlib import Path
 # re-parse of this file (parsing_pre_import_modules): what the factory's tasks and asset need.
 import airflow.providers.common.io.assets.file
 import airflow.providers.standard.decorators.branch_python
-import airflow.providers.standard.decorators.python  # noqa: F401
+import airflow.providers.standard.decorators.python
+import airflow.providers.standard.operators.empty  # noqa: F401
 
 from azureml_retrain.factory import retraining_dags
 

@@ -39,15 +39,17 @@ def shipped_dag_files() -> list[str]:
 
 
 SAME_SHAPE_TEMPLATE = """\
-\"\"\"Same shape as {name}: its DAGs, task counts and trigger-form params, every task an EmptyOperator.\"\"\"
+\"\"\"Same shape as {name}: its DAGs (schedule, start date, tags, docs, default arguments), task
+counts and trigger-form params, every task an EmptyOperator.\"\"\"
 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 
 SHAPE = json.loads({shape!r})
 
@@ -55,8 +57,25 @@ for spec in SHAPE:
     params = {{
         k: Param(v["default"], description=v["description"], schema=v["schema"]) for k, v in spec["params"].items()
     }}
-    with DAG(dag_id="same_shape_" + spec["dag_id"], schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-             params=params):
+    cron = spec.get("cron")
+    defaults = spec.get("default_args") or {{}}
+    with DAG(
+        dag_id="same_shape_" + spec["dag_id"],
+        schedule=CronDataIntervalTimetable(cron["expression"], timezone=cron["timezone"]) if cron else None,
+        start_date=pendulum.parse(spec["start_date"]) if spec.get("start_date") else pendulum.datetime(2026, 1, 1),
+        catchup=spec.get("catchup", False),
+        max_active_runs=spec.get("max_active_runs") or 16,
+        tags=spec.get("tags") or [],
+        doc_md=spec.get("doc_md"),
+        description=spec.get("description"),
+        default_args={{
+            "owner": defaults.get("owner", "airflow"),
+            "retries": defaults.get("retries", 0),
+            "retry_delay": timedelta(seconds=defaults.get("retry_delay_seconds", 300)),
+            "retry_exponential_backoff": defaults.get("retry_exponential_backoff", False),
+        }},
+        params=params,
+    ):
         for i in range(spec["tasks"]):
             EmptyOperator(task_id=f"task_{{i}}")
 """

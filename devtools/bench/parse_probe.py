@@ -44,7 +44,9 @@ def parse_in_child(path: str, bundle_path: str, log: Any) -> dict[str, Any]:
 
 
 def dag_shape(dag: Any) -> dict[str, Any]:
-    """What a same-shape baseline needs of a DAG: its task count and trigger-form params."""
+    """What a same-shape baseline needs of a DAG: its task count and trigger-form params, and what the
+    DAG itself declares (schedule, start date, tags, docs, default arguments), so that the baseline
+    differs in its tasks only."""
     from airflow.sdk.definitions._internal.types import is_arg_set
 
     params = {}
@@ -54,7 +56,27 @@ def dag_shape(dag: Any) -> dict[str, Any]:
             "description": param.description,
             "schema": param.schema,
         }
-    return {"dag_id": dag.dag_id, "tasks": len(dag.tasks), "params": params}
+    timetable = dag.timetable
+    cron = getattr(timetable, "_expression", None)
+    defaults = dag.default_args or {}
+    return {
+        "dag_id": dag.dag_id,
+        "tasks": len(dag.tasks),
+        "params": params,
+        "cron": {"expression": cron, "timezone": str(timetable._timezone)} if cron else None,
+        "start_date": dag.start_date.isoformat() if dag.start_date else None,
+        "catchup": bool(dag.catchup),
+        "max_active_runs": dag.max_active_runs,
+        "tags": sorted(dag.tags or []),
+        "doc_md": dag.doc_md,
+        "description": dag.description,
+        "default_args": {
+            "owner": defaults.get("owner", "airflow"),
+            "retries": defaults.get("retries", 0),
+            "retry_delay_seconds": defaults["retry_delay"].total_seconds() if "retry_delay" in defaults else 300,
+            "retry_exponential_backoff": bool(defaults.get("retry_exponential_backoff", False)),
+        },
+    }
 
 
 def forked_sample(path: str, bundle_path: str, log: Any) -> dict[str, Any]:

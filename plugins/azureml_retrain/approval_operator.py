@@ -82,7 +82,7 @@ class PromotionApprovalOperator(HITLBranchOperator):
         return super().execute(context)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
-        from azureml_retrain.factory import choose_branches
+        from azureml_retrain.factory import SKIP_TASK, choose_branches, record_skip
 
         # The base class checks the answer (and raises on an error event); its branching is ours.
         HITLOperator.execute_complete(self, context, event)
@@ -90,4 +90,10 @@ class PromotionApprovalOperator(HITLBranchOperator):
         answer = approval_outcome(event, why)
         self.log.info("approval: %s", answer)
         context["ti"].xcom_push(key=APPROVAL_XCOM_KEY, value=answer)
-        return self.do_branch(context, choose_branches(self.config, plan, verdict, answer))
+        branches = choose_branches(self.config, plan, verdict, answer)
+        if branches == [SKIP_TASK]:
+            self.log.info(
+                "not promoted: %s",
+                record_skip(self.config, context["ti"], context["run_id"], plan, verdict, approval=answer),
+            )
+        return self.do_branch(context, branches)

@@ -20,7 +20,9 @@
   each task on the path costs a worker start and a scheduling hop.) The promotion path starts at
   the target lists, and ``report`` and ``all_targets_promoted`` are also directly downstream of
   ``evaluate``: a run that does not promote (every backfill run, by default) skips all of them
-  without starting them, and runs five tasks, not nine.
+  without starting them. ``evaluate`` (or the approval task) then writes the run's decision log
+  entry itself, and ``skip_promotion`` is an EmptyOperator, which the scheduler ends without a
+  worker: such a run starts four tasks, not nine.
 * Promotion is mapped over the config's targets: one failing target does not stop the others, and
   ``report`` lists which were promoted and which failed (it is skipped when no promotion was
   attempted); ``all_targets_promoted`` then writes the run's entry in the ledger container's
@@ -468,6 +470,7 @@ def step(function: Any, *bound: Any, **operator_args: Any) -> Any:
 
 
 def build_dag(config: RetrainingConfig) -> Any:
+    from airflow.providers.standard.operators.empty import EmptyOperator
     from airflow.sdk import DAG, CronDataIntervalTimetable, TriggerRule, XComArg
 
     from azureml_retrain.operators import (
@@ -587,7 +590,9 @@ def build_dag(config: RetrainingConfig) -> Any:
 
         reported = step(report, config, trigger_rule=TriggerRule.ALL_DONE, outlets=[asset])()
         finished = step(all_targets_promoted, config, trigger_rule=TriggerRule.ALL_DONE)()
-        skipped = step(skip_promotion, config, **branch_rule)(run=run_plan, verdict=verdict)
+        # The no-promotion branch: its decision log entry is written by the task that chose it, so
+        # an EmptyOperator (which the scheduler marks done without starting it) ends it.
+        skipped = EmptyOperator(task_id=SKIP_TASK, **branch_rule)
         promotions >> reported >> finished
         # The branches' choice: the target lists (whose downstream tasks then run) or skip_promotion;
         # report and all_targets_promoted are direct downstream tasks so that the latter skips them.
@@ -600,21 +605,19 @@ def build_dag(config: RetrainingConfig) -> Any:
     return dag
 
 
-def skip_promotion(config: RetrainingConfig, run: Any, verdict: Any, **context: Any) -> dict[str, Any]:
-    """The no-promotion branch: says why (also in the DAG's decision log)."""
-    approval = run_approval(config, context["ti"], run, verdict)
-    reason = skip_reason(run, verdict, approval)
+def record_skip(
+    config: RetrainingConfig, ti: Any, run_id: str, plan: Any, verdict: Any, *, approval: dict[str, Any] | None = None
+) -> str:
+    """The run's entry in the decision log when it takes the no-promotion branch: why, for every
+    target. Written by the task that chose the branch (``evaluate``, or the approval task with the
+    person's ``approval``), so the branch itself starts no task. Returns the reason."""
+    approval = approval or run_approval(config, ti, plan, verdict)
+    reason = skip_reason(plan, verdict, approval)
     outcomes = {t.name: {"outcome": "skipped", "detail": reason} for t in config.targets}
     record_decision(
-        config,
-        run_id=context["run_id"],
-        plan=run,
-        verdict=verdict,
-        outcomes=outcomes,
-        failure=None,
-        approval=approval,
+        config, run_id=run_id, plan=plan, verdict=verdict, outcomes=outcomes, failure=None, approval=approval
     )
-    return {"promoted": [], "reason": reason}
+    return reason
 
 
 def report(config: RetrainingConfig, **context: Any) -> dict[str, Any]:
@@ -657,10 +660,16 @@ class RetrainingEvaluateOperator(EvaluateModelOperator):
         self.config = config
 
     def choose_branch(self, context: Any, decision: dict[str, Any]) -> list[str]:
-        # The decision log is written once the run knows what happened to each target: by
-        # skip_promotion, or by all_targets_promoted after the promotions. A result that needs a
-        # person goes to the approval task, which then branches the same way.
-        return choose_branches(self.config, context["ti"].xcom_pull(task_ids=PLAN_TASK), decision)
+        # The decision log is written once the run knows what happened to each target: here when
+        # the run does not promote, or by all_targets_promoted after the promotions. A result that
+        # needs a person goes to the approval task, which then branches the same way.
+        plan = context["ti"].xcom_pull(task_ids=PLAN_TASK)
+        branches = choose_branches(self.config, plan, decision)
+        if branches == [SKIP_TASK]:
+            self.log.info(
+                "not promoted: %s", record_skip(self.config, context["ti"], context["run_id"], plan, decision)
+            )
+        return branches
 
 
 def plan_and_verdict(ti: Any) -> tuple[Any, Any]:
