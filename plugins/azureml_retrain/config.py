@@ -156,8 +156,8 @@ class ArmWebServiceTarget(_Strict):
 
 Target = Annotated[ClassicEndpointTarget | ArmWebServiceTarget, Field(discriminator="kind")]
 
-#: Targets one promotion task instance promotes (concurrently): 50 targets take 2 task instances.
-DEFAULT_PROMOTION_BATCH_SIZE = 25
+#: Targets one promotion task instance promotes (concurrently): up to 50 targets take one task instance.
+DEFAULT_PROMOTION_BATCH_SIZE = 50
 MAX_PROMOTION_BATCH_SIZE = 200
 
 

@@ -321,7 +321,8 @@ class _PromoteBase(BaseOperator):
             return self.promote(context)
         from azureml_retrain.ledger import PromotionLedger
 
-        ledger = PromotionLedger(self.wasb_conn_id, self.ledger_container)
+        # A batch's targets share one ledger object (its storage client); each has its own lock and record.
+        ledger = getattr(self, "_batch_ledger", None) or PromotionLedger(self.wasb_conn_id, self.ledger_container)
         return self._promote_guarded(context, ledger, self.target_name or self.default_target_name)
 
     # --- a batch of targets ----------------------------------------------------------------------
@@ -364,6 +365,12 @@ class _PromoteBase(BaseOperator):
         members = self.batch_members()
         if not members:
             return []
+        if self.ledger_container:
+            from azureml_retrain.ledger import PromotionLedger
+
+            ledger = PromotionLedger(self.wasb_conn_id, self.ledger_container)
+            for member in members:
+                member._batch_ledger = ledger
 
         def promote_one(member: _PromoteBase) -> tuple[str, Any]:
             try:
