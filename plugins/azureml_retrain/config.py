@@ -166,8 +166,9 @@ class PromotionConfig(_Strict):
 
     batch_size: int = Field(
         default=DEFAULT_PROMOTION_BATCH_SIZE,
-        description="targets of one kind promoted by one task instance, concurrently; each keeps its own "
-        "ledger lock, guard and record, and a failing one does not stop the others",
+        description="Targets of one kind that one promotion task instance promotes, concurrently (1 to 200; 1: "
+        "a task instance per target). Each keeps its own ledger lock, guard and record, and a failing one does "
+        "not stop the others.",
     )
 
     @field_validator("batch_size")
@@ -215,7 +216,7 @@ class RetrainingConfig(_Strict):
     targets: list[Target] = Field(min_length=1)
     """The serving targets a better model is promoted to; the first one's ledger holds the champion."""
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
-    """How the promotion to the targets is spread over task instances (``batch_size``)."""
+    """How the promotion to the targets is spread over task instances (`batch_size`)."""
     smoke_test_rows: list[dict[str, Any]] = Field(default_factory=list)
     """Rows scored through a target after its promotion; a failure puts the previous model back; empty: none."""
     ledger_container: str = DEFAULT_LEDGER_CONTAINER
