@@ -179,6 +179,8 @@ def default_text(model: type[BaseModel], name: str, schema: dict[str, Any], requ
         return code(schema["default"])
     # A default_factory leaves no default in the schema: the value it makes.
     value = model.model_fields[name].get_default(call_default_factory=True)
+    if isinstance(value, BaseModel):  # a section with defaults of its own: its fields' values
+        value = value.model_dump(mode="json")
     return code(value)
 
 

@@ -11,7 +11,8 @@ run, and writes every raw number to a JSON file. One module per measurement, num
 3. ``loop_latency``: data lands -> the endpoint serves the new model, minus the BES job's own time
 4. ``sensor_listing``: list requests and time per check as unrelated blobs pile up
 5. ``status_calls``: HTTP calls spent on a 10-minute BES job vs the Studio sample's 1 s loop
-6. ``scale``: a backfill of daily windows, and promotion fan-out to 1, 10, 50 endpoints
+6. ``scale``: a backfill of daily windows, and promotion fan-out to 1, 10, 50 endpoints (in the smoke
+   run: the promotion task instances for 50 targets, and one task's batch of 10 endpoints vs 1)
 7. ``models``: parse cost per model and the scheduler's loop time with 1, 10 and 100 models
 8. ``backfill``: a real 30-window backfill, four runs at once: overhead per window vs one run's loop latency
 

@@ -28,9 +28,10 @@ MEASUREMENTS = (
     "models",
     "backfill",
 )
-# Those that need no Airflow scheduler: the smoke run, seconds each.
-SMOKE = ("parse_cost", "sensor_listing", "status_calls", "models")
+# Those that need no Airflow scheduler: the smoke run, seconds each (scale's smoke part runs in process).
+SMOKE = ("parse_cost", "sensor_listing", "status_calls", "scale", "models")
 NEEDS_CLUSTER = frozenset({"worker_slots", "loop_latency", "scale", "backfill"})  # models starts an Airflow of its own
+NEEDS_CLUSTER_IN_SMOKE = NEEDS_CLUSTER - {"scale"}
 
 
 def measure(bench: Bench, names: list[str]) -> list[Measurement]:
@@ -43,7 +44,7 @@ def measure(bench: Bench, names: list[str]) -> list[Measurement]:
             prepare = getattr(module, "prepare", None)
             if prepare is not None:
                 prepare(bench)
-        if NEEDS_CLUSTER.intersection(names):
+        if (NEEDS_CLUSTER_IN_SMOKE if bench.smoke else NEEDS_CLUSTER).intersection(names):
             bench.cluster  # noqa: B018  (start it now, so its start-up is not billed to one measurement)
         for name, module in modules.items():
             print(f"[{MEASUREMENTS.index(name) + 1}] {module.TITLE}")

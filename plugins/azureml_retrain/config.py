@@ -156,6 +156,31 @@ class ArmWebServiceTarget(_Strict):
 
 Target = Annotated[ClassicEndpointTarget | ArmWebServiceTarget, Field(discriminator="kind")]
 
+#: Targets one promotion task instance promotes (concurrently): up to 50 targets take one task instance.
+DEFAULT_PROMOTION_BATCH_SIZE = 50
+MAX_PROMOTION_BATCH_SIZE = 200
+
+
+class PromotionConfig(_Strict):
+    """How the promotion to the targets is spread over task instances."""
+
+    batch_size: int = Field(
+        default=DEFAULT_PROMOTION_BATCH_SIZE,
+        description="Targets of one kind that one promotion task instance promotes, concurrently (1 to 200; 1: "
+        "a task instance per target). Each keeps its own ledger lock, guard and record, and a failing one does "
+        "not stop the others.",
+    )
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size(cls, value: int) -> int:
+        if not 1 <= value <= MAX_PROMOTION_BATCH_SIZE:
+            raise ValueError(
+                f"must be 1 to {MAX_PROMOTION_BATCH_SIZE} targets per promotion task instance, got {value} "
+                f"(1: one task instance per target; default {DEFAULT_PROMOTION_BATCH_SIZE})"
+            )
+        return value
+
 
 class RetrainingConfig(_Strict):
     """One retrained model."""
@@ -190,6 +215,8 @@ class RetrainingConfig(_Strict):
     """How the trained model is judged against the model in service."""
     targets: list[Target] = Field(min_length=1)
     """The serving targets a better model is promoted to; the first one's ledger holds the champion."""
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    """How the promotion to the targets is spread over task instances (`batch_size`)."""
     smoke_test_rows: list[dict[str, Any]] = Field(default_factory=list)
     """Rows scored through a target after its promotion; a failure puts the previous model back; empty: none."""
     ledger_container: str = DEFAULT_LEDGER_CONTAINER

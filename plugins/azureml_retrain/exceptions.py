@@ -75,3 +75,13 @@ class EvaluationError(AzureMLRetrainError):
 
 class PromotionVerificationError(AzureMLRetrainError):
     """A promotion was sent but reading the target back does not show the new model serving."""
+
+
+class PromotionBatchError(AzureMLRetrainError):
+    """Some targets of a batch promotion failed (the others were promoted); the message names each
+    failed target with its error. Retried: a retry redoes only the failed targets."""
+
+
+class PromotionBatchRejectedError(PromotionBatchError, AirflowFailException):
+    """Every failed target of a batch promotion failed in a way a retry cannot help with (a
+    configuration error, a rejected request, a refusal with ``on_refusal="fail"``); no retries."""

@@ -23,13 +23,15 @@
   without starting them. ``evaluate`` (or the approval task) then writes the run's decision log
   entry itself, and ``skip_promotion`` is an EmptyOperator, which the scheduler ends without a
   worker: such a run starts four tasks, not nine.
-* Promotion is mapped over the config's targets: one failing target does not stop the others, and
-  ``report`` lists which were promoted and which failed (it is skipped when no promotion was
-  attempted); ``all_targets_promoted`` then writes the run's entry in the ledger container's
-  decision log (what happened to each target) and fails the run if any target failed. Each
-  promotion holds the target's ledger lock and applies only if the target still serves the model
-  the run evaluated against, and only if its window is not older than the serving model's; a
-  refusal skips the promotion with the reason, an outcome rather than a failure.
+* Promotion is mapped over batches of the config's targets (``promotion.batch_size`` targets per
+  task instance, promoted concurrently: a task instance costs a worker start, a target a few
+  requests): one failing target does not stop the others, and ``report`` lists which were
+  promoted and which failed (it is skipped when no promotion was attempted);
+  ``all_targets_promoted`` then writes the run's entry in the ledger container's decision log
+  (what happened to each target) and fails the run if any target failed. Each promotion holds the
+  target's ledger lock and applies only if the target still serves the model the run evaluated
+  against, and only if its window is not older than the serving model's; a refusal skips the
+  promotion with the reason, an outcome rather than a failure.
 """
 
 from __future__ import annotations
@@ -426,6 +428,14 @@ def target_kwargs(
     return items
 
 
+def target_batches(config: RetrainingConfig, plan: dict[str, Any], kind: type) -> list[dict[str, Any]]:
+    """The mapped promotion task's arguments of ``kind``: ``{"targets": [...]}`` per batch of at most
+    ``promotion.batch_size`` targets (their :func:`target_kwargs`), in the config's order."""
+    items = target_kwargs(config, plan, kind)
+    size = config.promotion.batch_size
+    return [{"targets": items[start : start + size]} for start in range(0, len(items), size)]
+
+
 @functools.cache
 def step_operator_class() -> type:
     """:class:`RetrainingStepOperator`'s class, made when a DAG is first built (Airflow's operator
@@ -560,10 +570,10 @@ def build_dag(config: RetrainingConfig) -> Any:
         )
 
         def classic_targets(run: Any, **context: Any) -> list[dict[str, Any]]:
-            return target_kwargs(config, run, ClassicEndpointTarget)
+            return target_batches(config, run, ClassicEndpointTarget)
 
         def arm_targets(run: Any, **context: Any) -> list[dict[str, Any]]:
-            return target_kwargs(config, run, ArmWebServiceTarget)
+            return target_batches(config, run, ArmWebServiceTarget)
 
         promotion_args = {
             "model": train.output,
@@ -705,16 +715,29 @@ def stop_a_dry_run(context: Any) -> None:
         raise AirflowSkipException("dry run: the plan is ready; nothing is trained or promoted")
 
 
+def _flat_dicts(values: Any) -> list[dict[str, Any]]:
+    """The dicts in an XCom pull over mapped tasks: one value, a list per map index, or lists of lists
+    (a batch's value is a list of per-target dicts)."""
+    if isinstance(values, dict):
+        return [values]
+    if isinstance(values, list | tuple):
+        return [item for value in values for item in _flat_dicts(value)]
+    return []
+
+
 def promotion_results(ti: Any) -> list[dict[str, Any]]:
-    """Return values of every promotion that succeeded (mapped over targets)."""
-    results: list[dict[str, Any]] = []
+    """Per-target results of every promotion that succeeded: the batches' return values, and the
+    ``target_results`` of a batch that failed for some of its targets (one result per target)."""
+    from azureml_retrain.operators.promote import TARGET_RESULTS_XCOM_KEY
+
+    by_target: dict[str, dict[str, Any]] = {}
     for task_id in (CLASSIC_TASK, ARM_TASK):
-        # map_indexes left unset: every map index's value.
-        values = ti.xcom_pull(task_ids=task_id, default=None)
-        if isinstance(values, dict):
-            values = [values]
-        results.extend(v for v in values or [] if isinstance(v, dict))
-    return results
+        # map_indexes left unset: every map index's value. A task's return value wins over the
+        # partial results an earlier try of it left.
+        for key in (TARGET_RESULTS_XCOM_KEY, "return_value"):
+            for value in _flat_dicts(ti.xcom_pull(task_ids=task_id, key=key, default=None)):
+                by_target[str(value.get("target"))] = value
+    return list(by_target.values())
 
 
 def promotion_refusals(ti: Any) -> dict[str, str]:
@@ -723,11 +746,8 @@ def promotion_refusals(ti: Any) -> dict[str, str]:
 
     refusals: dict[str, str] = {}
     for task_id in (CLASSIC_TASK, ARM_TASK):
-        values = ti.xcom_pull(task_ids=task_id, key=REFUSAL_XCOM_KEY, default=None)
-        if isinstance(values, dict):
-            values = [values]
-        for value in values or []:
-            if isinstance(value, dict) and "target" in value:
+        for value in _flat_dicts(ti.xcom_pull(task_ids=task_id, key=REFUSAL_XCOM_KEY, default=None)):
+            if "target" in value:
                 refusals[str(value["target"])] = str(value.get("reason", ""))
     return refusals
 
@@ -839,8 +859,9 @@ def summarise_promotions(
     """``{"promoted", "already_serving", "failed"}`` target names and ``"refused"`` ``{target: why}``;
     a target is failed when its promotion was attempted (default: every target), returned no result
     and was not refused by the ledger's guard."""
-    promoted = sorted(r["target"] for r in results if r.get("changed"))
-    unchanged = sorted(r["target"] for r in results if not r.get("changed"))
+    # A retry finds the targets its earlier try promoted already serving: promoted by this run all the same.
+    promoted = sorted(r["target"] for r in results if r.get("changed") or r.get("promoted_by_earlier_try"))
+    unchanged = sorted(r["target"] for r in results if not (r.get("changed") or r.get("promoted_by_earlier_try")))
     expected = {t.name for t in config.targets} if attempted is None else set(attempted)
     refusals = {name: why for name, why in (refused or {}).items() if name in expected}
     failed = sorted(expected - set(promoted) - set(unchanged) - set(refusals))

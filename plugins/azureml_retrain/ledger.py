@@ -113,8 +113,11 @@ class PromotionLedger:
     def _ensure_container(self) -> None:
         from azure.core.exceptions import ResourceExistsError
 
+        if self.__dict__.get("_container_ready"):
+            return  # seen to exist by this ledger object (one task's promotions: one request, not one per write)
         with contextlib.suppress(ResourceExistsError):
             self._client.create_container()
+        self.__dict__["_container_ready"] = True
 
     def _records_blob(self, target: str) -> Any:
         return self._client.get_blob_client(f"records/{target_blob_stem(target)}.jsonl")

@@ -40,6 +40,7 @@ def test_the_page_has_a_section_for_every_model_and_a_row_for_every_field():
         "Guard",
         "ClassicEndpointTarget",
         "ArmWebServiceTarget",
+        "PromotionConfig",
         "ApprovalRules",
         "ApprovalWhen",
     ]

@@ -9,20 +9,35 @@ With ``ledger_container`` set, a promotion also goes through the target's promot
 (:mod:`azureml_retrain.ledger`): it holds the target's lock, applies only if the ledger still shows
 ``expected_model_uri`` and the new model's window is not older than the serving one's, and records
 the change (with the metrics, window and run) once it is verified.
+
+Either operator promotes one target (its addressing arguments), or a batch of them (``targets``):
+each target of a batch goes, in a thread of its own, through the same sequence and ledger steps as a
+single one (its own lock, guard, record and put-back), so one target's failure does not stop the
+others; the task fails afterwards naming the failed targets, and its retry finds the others
+already serving the model and leaves them as they are. A batch keeps the number of task instances
+(each costing a worker start) low when a model is promoted to many targets.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context, conf
 
 from azureml_retrain.blobs import BlobLocation, parse_structured, resolve_output
-from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError, PromotionVerificationError
+from azureml_retrain.exceptions import (
+    AzureMLServiceError,
+    ConfigurationError,
+    PromotionBatchError,
+    PromotionBatchRejectedError,
+    PromotionVerificationError,
+)
 from azureml_retrain.hooks.classic_management import (
     DEFAULT_ENDPOINT,
     AzureMLClassicManagementHook,
@@ -72,8 +87,14 @@ def location_uri(location: Mapping[str, str | None]) -> str:
     return f"{location.get('base_location') or ''}{(location.get('relative_location') or '').lstrip('/')}"
 
 
-#: XCom key of a promotion the ledger's guard refused: ``{"target", "reason"}`` (the task is skipped).
+#: XCom key of a promotion the ledger's guard refused: ``{"target", "reason"}`` (the task is skipped),
+#: or a list of them for the refused targets of a batch.
 REFUSAL_XCOM_KEY = "refusal"
+#: XCom key of a batch whose task failed: the results of its targets that were promoted (or already
+#: served the model) all the same; a task that succeeds returns them as its value instead.
+TARGET_RESULTS_XCOM_KEY = "target_results"
+#: The most targets of a batch promoted at the same time (each in a thread).
+DEFAULT_MAX_PARALLEL_TARGETS = 16
 
 
 def _challenger_metrics(value: Any) -> dict[str, Any]:
@@ -149,15 +170,31 @@ class _PromoteBase(BaseOperator):
     :param on_refusal: what a refusal by the ledger's guard does: ``"skip"`` skips the task (the
         reason goes to the ``refusal`` XCom), ``"fail"`` fails it without retries; anything else is a
         ConfigurationError when the DAG is parsed.
+    :param targets: promote to a batch of targets instead of one: a list of mappings, each with the
+        arguments that address one target (the subclass's addressing arguments, plus
+        ``target_name``, ``trained_model_name`` and ``expected_model_uri``); every other argument is
+        shared. Each target goes through the whole single-target sequence, with its own ledger lock,
+        guard and record, up to ``max_parallel_targets`` at a time; a failing target does not stop
+        the others. The task then returns the list of the targets' results; it is skipped when the
+        ledger's guard refused every target, and fails when any target failed, naming them, after
+        pushing the others' results to the ``target_results`` XCom (its retry finds those already
+        serving the model and leaves them as they are). The extra link opens the first target.
+        None: the single target the addressing arguments name. (templated)
+    :param max_parallel_targets: how many targets of ``targets`` are promoted at the same time.
     :xcom azureml_link: the URL the task's "Azure ML" extra link opens (:class:`AzureMLLink`), pushed
-        before anything changes.
+        before anything changes (a batch's first target).
     :xcom refusal: ``{"target", "reason"}`` when the ledger's guard refused the promotion and
-        ``on_refusal="skip"``.
+        ``on_refusal="skip"``; a list of them for a batch.
+    :xcom target_results: a failed batch's results of the targets that were promoted or already
+        served the model.
     :raises AirflowSkipException: the ledger's guard refused the promotion (``on_refusal="skip"``):
         the target keeps its model; the reason is in the ``refusal`` XCom.
     :raises PromotionRefusedError: the same refusal with ``on_refusal="fail"``; no retries.
     :raises PromotionConflictError: another run held the target's ledger lock too long or wrote the
         ledger at the same time; retried.
+    :raises PromotionBatchError: a target of ``targets`` failed (the message names each with its
+        error); retried, unless every failure was one that fails without retries
+        (``PromotionBatchRejectedError``).
     :raises AzureMLServiceError: a service call failed after the hook's own retries; a request the
         service rejected (``AzureMLRequestRejectedError``: a 4xx other than 408 and 429) fails
         without Airflow's retries.
@@ -175,12 +212,16 @@ class _PromoteBase(BaseOperator):
         "window",
         "metrics",
         "training_inputs",
+        "targets",
     )
+    #: The arguments a mapping of ``targets`` may set: what addresses one target.
+    target_fields: ClassVar[tuple[str, ...]] = ("target_name", "trained_model_name", "expected_model_uri")
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "model": "json",
         "smoke_test_rows": "json",
         "window": "json",
         "metrics": "json",
+        "targets": "json",
     }
     ui_color = "#d4edda"
     operator_extra_links = (AzureMLLink(),)
@@ -204,6 +245,8 @@ class _PromoteBase(BaseOperator):
         allow_older_window: bool = False,
         record_kind: str = "promotion",
         on_refusal: str = "skip",
+        targets: Sequence[Mapping[str, Any]] | None = None,
+        max_parallel_targets: int = DEFAULT_MAX_PARALLEL_TARGETS,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -227,6 +270,13 @@ class _PromoteBase(BaseOperator):
         if on_refusal not in ("skip", "fail"):
             raise ConfigurationError(f"on_refusal: expected 'skip' or 'fail', got {on_refusal!r}")
         self.on_refusal = on_refusal
+        self.targets = targets
+        if max_parallel_targets < 1:
+            raise ConfigurationError(f"max_parallel_targets: expected at least 1, got {max_parallel_targets!r}")
+        self.max_parallel_targets = max_parallel_targets
+        if isinstance(targets, Sequence) and not isinstance(targets, str):
+            for index, spec in enumerate(targets):  # a literal list is checked when the DAG is parsed
+                self._check_target_spec(spec, index)
 
     def model_location(self) -> BlobLocation:
         location = resolve_output(self.model, self.output_name, field="model")
@@ -247,15 +297,14 @@ class _PromoteBase(BaseOperator):
 
     # --- the ledger ------------------------------------------------------------------------------
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        if not self.ledger_container:
-            return self.promote(context)
-        from azureml_retrain.ledger import PromotionLedger, PromotionRefusedError
+    def execute(self, context: Context) -> Any:
+        if self.targets is not None:
+            return self._execute_batch(context)
+        from azureml_retrain.ledger import PromotionRefusedError
 
-        ledger = PromotionLedger(self.wasb_conn_id, self.ledger_container)
         target = self.target_name or self.default_target_name
         try:
-            return self._promote_guarded(context, ledger, target)
+            return self._promote_target(context)
         except PromotionRefusedError as refusal:
             # The ledger's guard said no before anything changed: the target keeps its model. That is
             # an outcome of the run (recorded with why), not a failure to retry.
@@ -265,6 +314,123 @@ class _PromoteBase(BaseOperator):
 
             context["ti"].xcom_push(key=REFUSAL_XCOM_KEY, value={"target": target, "reason": str(refusal)})
             raise AirflowSkipException(f"not promoted: {refusal}") from None
+
+    def _promote_target(self, context: Context) -> dict[str, Any]:
+        """This operator's one target, through its ledger when it has one (a refusal raises)."""
+        if not self.ledger_container:
+            return self.promote(context)
+        from azureml_retrain.ledger import PromotionLedger
+
+        # A batch's targets share one ledger object (its storage client); each has its own lock and record.
+        ledger = getattr(self, "_batch_ledger", None) or PromotionLedger(self.wasb_conn_id, self.ledger_container)
+        return self._promote_guarded(context, ledger, self.target_name or self.default_target_name)
+
+    # --- a batch of targets ----------------------------------------------------------------------
+
+    def _check_target_spec(self, spec: Any, index: int) -> Mapping[str, Any]:
+        if not isinstance(spec, Mapping):
+            raise ConfigurationError(f"targets[{index}]: expected a mapping of a target's arguments, got {spec!r}")
+        unknown = sorted(set(spec) - set(self.target_fields))
+        if unknown:
+            raise ConfigurationError(
+                f"targets[{index}]: {unknown} cannot differ between targets of a batch; a target sets only "
+                f"{list(self.target_fields)}"
+            )
+        return spec
+
+    def batch_members(self) -> list[Any]:
+        """One copy of this operator per mapping of ``targets``, addressing that target alone."""
+        if isinstance(self.targets, str) or not isinstance(self.targets, Sequence):
+            raise ConfigurationError(f"targets: expected a list of targets' arguments, got {self.targets!r}")
+        members = []
+        for index, given in enumerate(self.targets):
+            spec = self._check_target_spec(given, index)
+            member = copy.copy(self)
+            member._lock_for_execution = True  # a plain copy: no DAG bookkeeping on the assignments below
+            member.__dict__.pop("hook", None)  # its own hook (and HTTP session) per thread
+            member.targets = None
+            member._link_owner = index == 0
+            for key, value in spec.items():
+                setattr(member, key, value)
+            members.append(member)
+        names = [m.target_name or m.default_target_name for m in members]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigurationError(f"targets: each target of a batch must be another one; repeated: {repeated}")
+        return members
+
+    def _execute_batch(self, context: Context) -> list[dict[str, Any]]:
+        from azureml_retrain.ledger import PromotionRefusedError
+
+        members = self.batch_members()
+        if not members:
+            return []
+        if self.ledger_container:
+            from azureml_retrain.ledger import PromotionLedger
+
+            ledger = PromotionLedger(self.wasb_conn_id, self.ledger_container)
+            for member in members:
+                member._batch_ledger = ledger
+
+        def promote_one(member: _PromoteBase) -> tuple[str, Any]:
+            try:
+                return "done", member._promote_target(context)
+            except PromotionRefusedError as refusal:
+                return "refused", refusal
+            except Exception as error:  # one target's failure must not stop the others
+                return "failed", error
+
+        workers = min(self.max_parallel_targets, len(members))
+        self.log.info("Promoting to %d target(s), %d at a time", len(members), workers)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="promote") as pool:
+            outcomes = list(pool.map(promote_one, members))
+        results: list[dict[str, Any]] = []
+        refusals: list[dict[str, str]] = []
+        failures: dict[str, BaseException] = {}
+        for member, (kind, value) in zip(members, outcomes, strict=True):
+            name = member.target_name or member.default_target_name
+            if kind == "done":
+                results.append(value)
+            elif kind == "refused" and self.on_refusal == "skip":
+                self.log.warning("Not promoted to %s: %s", name, value)
+                refusals.append({"target": name, "reason": str(value)})
+            else:
+                self.log.error("Promotion to %s failed: %s", name, value, exc_info=value)
+                failures[name] = value
+        promoted = sorted(r["target"] for r in results if r.get("changed"))
+        self.log.info(
+            "Batch of %d: promoted %s, already serving %s, refused %s, failed %s",
+            len(members),
+            promoted,
+            sorted(r["target"] for r in results if not r.get("changed")),
+            [r["target"] for r in refusals],
+            sorted(failures),
+        )
+        if refusals:
+            context["ti"].xcom_push(key=REFUSAL_XCOM_KEY, value=refusals)
+        if failures:
+            if results:
+                context["ti"].xcom_push(key=TARGET_RESULTS_XCOM_KEY, value=results)
+            from airflow.sdk.exceptions import AirflowFailException
+
+            detail = "; ".join(f"{name}: {type(error).__name__}: {error}" for name, error in sorted(failures.items()))
+            message = (
+                f"{len(failures)} of {len(members)} target(s) failed: {detail} "
+                f"(the other targets were promoted or already served the model: a retry redoes only these)"
+            )
+            if all(isinstance(error, AirflowFailException) for error in failures.values()):
+                raise PromotionBatchRejectedError(message)
+            raise PromotionBatchError(message)
+        if not results:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(f"not promoted: {'; '.join(r['reason'] for r in refusals)}")
+        return results
+
+    def _push_link(self, context: Context, url: str) -> None:
+        """The extra link's URL (a batch pushes its first target's)."""
+        if getattr(self, "_link_owner", True):
+            context["ti"].xcom_push(key=LINK_XCOM_KEY, value=url)
 
     def _promote_guarded(self, context: Context, ledger: Any, target: str) -> dict[str, Any]:
         from azureml_retrain.ledger import LedgerRecord
@@ -283,9 +449,17 @@ class _PromoteBase(BaseOperator):
         ) as guard:
             result = self.promote(context)
             result["target"] = target
+            head = guard.head
+            if (
+                not result["changed"]
+                and head is not None
+                and head.model_uri == result["model_uri"]
+                and (head.dag_id, head.run_id) == (self.dag_id, run_id)
+            ):
+                # An earlier try of this run promoted it (and recorded it): this try found it serving.
+                result["promoted_by_earlier_try"] = True
             # Also record a change the ledger missed: a retry after the PATCH landed but before it was
             # recorded (an empty ledger included: the first promotion of a target can die there too).
-            head = guard.head
             behind = head.model_uri != result["model_uri"] if head is not None else not result["changed"]
             if result["changed"] or behind:
                 if result["changed"]:
@@ -329,8 +503,10 @@ class _PromoteBase(BaseOperator):
         from azureml_retrain.lineage import model_dataset, operator_lineage
 
         storage = StorageAccount(self.wasb_conn_id)
+        members = self.batch_members() if self.targets is not None else [self]
         return operator_lineage(
-            inputs=[model_dataset(storage.account_name, self.target_model(storage))], outputs=[self.target_dataset()]
+            inputs=[model_dataset(storage.account_name, self.target_model(storage))],
+            outputs=[member.target_dataset() for member in members],
         )
 
     def get_openlineage_facets_on_failure(self, task_instance: Any) -> Lineage:
@@ -362,9 +538,10 @@ class PatchEndpointOperator(_PromoteBase):
     reads it back, then fails the task. An endpoint that already serves the model is left as it is
     (``changed`` is False).
 
-    :param web_service_id: the predictive web service's id in the connection's workspace. (templated)
+    :param web_service_id: the predictive web service's id in the connection's workspace; with
+        ``targets``, the one its targets share unless they name their own. (templated)
     :param endpoint_name: a non-default endpoint (``default`` cannot be patched): 1-24 lowercase
-        letters and digits. (templated)
+        letters and digits; with ``targets``, each target names its own. (templated)
     :param create_endpoint: add the endpoint when it does not exist (else that is a ConfigurationError).
     :param endpoint_description: the description of an endpoint ``create_endpoint`` adds.
     :param management_conn_id: ``azureml_classic_management`` connection of the workspace (its
@@ -388,12 +565,19 @@ class PatchEndpointOperator(_PromoteBase):
         "endpoint_name",
         "management_conn_id",
     )
+    target_fields: ClassVar[tuple[str, ...]] = (
+        *_PromoteBase.target_fields,
+        "web_service_id",
+        "endpoint_name",
+        "create_endpoint",
+        "management_conn_id",
+    )
 
     def __init__(
         self,
         *,
-        web_service_id: str,
-        endpoint_name: str,
+        web_service_id: str = "",
+        endpoint_name: str = "",
         create_endpoint: bool = False,
         endpoint_description: str = "Retrained model endpoint",
         management_conn_id: str = AzureMLClassicManagementHook.default_conn_name,
@@ -401,6 +585,10 @@ class PatchEndpointOperator(_PromoteBase):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if self.targets is None and not (web_service_id and endpoint_name):
+            raise ConfigurationError(
+                "web_service_id and endpoint_name: name the endpoint to promote to, or pass targets"
+            )
         self.web_service_id = web_service_id
         self.endpoint_name = endpoint_name
         self.create_endpoint = create_endpoint
@@ -484,11 +672,9 @@ class PatchEndpointOperator(_PromoteBase):
 
     def promote(self, context: Context) -> dict[str, Any]:
         self._check_endpoint_name()
-        context["ti"].xcom_push(
-            key=LINK_XCOM_KEY,
-            value=classic_endpoint_link(
-                self.hook.base_url, self.hook.workspace_id, self.web_service_id, self.endpoint_name
-            ),
+        self._push_link(
+            context,
+            classic_endpoint_link(self.hook.base_url, self.hook.workspace_id, self.web_service_id, self.endpoint_name),
         )
         storage = StorageAccount(self.wasb_conn_id)
         current = self.target_model(storage)
@@ -666,7 +852,8 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
     does with files. A service that already serves the model is left as it is (``changed`` is False).
 
     :param web_service_name: the ``Microsoft.MachineLearning/webServices`` resource, in the
-        connection's subscription and resource group. (templated)
+        connection's subscription and resource group; with ``targets``, each target names its own.
+        (templated)
     :param arm_conn_id: ``azureml_resource_manager`` connection (a service principal, or the default
         Azure credential chain; subscription and resource group in its extras). (templated)
     :param export_to: ``"container/prefix"`` in ``wasb_conn_id``'s account to write the definition
@@ -699,11 +886,12 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
         "arm_conn_id",
         "export_to",
     )
+    target_fields: ClassVar[tuple[str, ...]] = (*_PromoteBase.target_fields, "web_service_name", "arm_conn_id")
 
     def __init__(
         self,
         *,
-        web_service_name: str,
+        web_service_name: str = "",
         arm_conn_id: str = AzureMLResourceManagerHook.default_conn_name,
         export_to: str | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=True),
@@ -712,6 +900,8 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if self.targets is None and not web_service_name:
+            raise ConfigurationError("web_service_name: name the web service to promote to, or pass targets")
         self.web_service_name = web_service_name
         self.arm_conn_id = arm_conn_id
         self.export_to = export_to
@@ -755,9 +945,8 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
         return arm_web_service_dataset(hook.base_url, hook.subscription_id, hook.resource_group, self.web_service_name)
 
     def promote(self, context: Context) -> dict[str, Any]:
-        context["ti"].xcom_push(
-            key=LINK_XCOM_KEY,
-            value=resource_manager_link(self.hook.base_url, self.hook.resource_id(self.web_service_name)),
+        self._push_link(
+            context, resource_manager_link(self.hook.base_url, self.hook.resource_id(self.web_service_name))
         )
         storage = StorageAccount(self.wasb_conn_id)
         new_uri = location_uri(self.target_model(storage))

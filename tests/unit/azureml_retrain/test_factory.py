@@ -39,6 +39,7 @@ from azureml_retrain.factory import (
     skip_reason,
     stop_a_dry_run,
     summarise_promotions,
+    target_batches,
     target_kwargs,
     target_outcomes,
     training_input,
@@ -171,6 +172,65 @@ def test_target_kwargs_for_arm_web_services():
             "arm_conn_id": "arm",
         }
     ]
+
+
+def many_targets(count: int, **promotion: Any) -> Any:
+    """Churn's config with ``count`` classic endpoint targets (and ``promotion`` settings)."""
+    data = yaml.safe_load((CONFIG_DIR / "churn.yaml").read_text())
+    template = data["targets"][0]
+    data["targets"] = [{**template, "name": f"t{i:02d}", "endpoint_name": f"ep{i:02d}"} for i in range(count)]
+    if promotion:
+        data["promotion"] = promotion
+    return parse_config(data, "many.yaml")
+
+
+def test_target_batches_split_the_targets_in_order_by_batch_size():
+    from azureml_retrain.config import ArmWebServiceTarget, ClassicEndpointTarget
+
+    config = many_targets(50)
+    expected = {f"t{i:02d}": "uri" for i in range(60)}
+    run = {**plan(), "expected_models": expected}
+    batches = target_batches(config, run, ClassicEndpointTarget)
+    assert [len(b["targets"]) for b in batches] == [50]  # the default batch size: 50 targets, 1 task
+    assert [t for b in batches for t in b["targets"]] == target_kwargs(config, run, ClassicEndpointTarget)
+    assert target_batches(config, run, ArmWebServiceTarget) == []
+    assert [len(b["targets"]) for b in target_batches(many_targets(60), run, ClassicEndpointTarget)] == [50, 10]
+    small = many_targets(5, batch_size=2)
+    assert [[t["target_name"] for t in b["targets"]] for b in target_batches(small, run, ClassicEndpointTarget)] == [
+        ["t00", "t01"],
+        ["t02", "t03"],
+        ["t04"],
+    ]
+
+
+@pytest.mark.parametrize("size", [0, -1, 201])
+def test_promotion_batch_size_out_of_range_is_a_clear_error(size):
+    with pytest.raises(ConfigurationError, match=r"promotion\.batch_size.*must be 1 to 200 targets per promotion task"):
+        many_targets(2, batch_size=size)
+
+
+def test_promotion_results_flatten_batches_and_prefer_a_tasks_value_over_an_earlier_try():
+    from azureml_retrain.factory import promotion_refusals, promotion_results
+
+    class BatchTi:
+        def xcom_pull(self, task_ids: str, key: str = "return_value", default: Any = None) -> Any:
+            values = {
+                (CLASSIC_TASK, "return_value"): [[result("a", True), result("b", False)], [result("c", True)]],
+                (CLASSIC_TASK, "target_results"): [[result("c", False)]],
+                (CLASSIC_TASK, "refusal"): [[{"target": "d", "reason": "changed"}], {"target": "e", "reason": "old"}],
+                (ARM_TASK, "return_value"): result("f", True),
+            }
+            return values.get((task_ids, key), default)
+
+    results = {r["target"]: r["changed"] for r in promotion_results(BatchTi())}
+    assert results == {"a": True, "b": False, "c": True, "f": True}
+    assert promotion_refusals(BatchTi()) == {"d": "changed", "e": "old"}
+
+
+def test_a_target_an_earlier_try_of_the_run_promoted_counts_as_promoted():
+    earlier = {"target": "churn-retrain01", "changed": False, "promoted_by_earlier_try": True}
+    summary = summarise_promotions(CHURN, [earlier, result("churn-retrain02", False)])
+    assert summary["promoted"] == ["churn-retrain01"] and summary["already_serving"] == ["churn-retrain02"]
 
 
 @pytest.mark.parametrize(
