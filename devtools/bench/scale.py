@@ -1,20 +1,12 @@
-"""6. Scale of work: a backfill of daily windows, and promotion fan-out to 1, 10 and 50 endpoints.
+"""6. Scale of work: promotion fan-out to 1, 10 and 50 endpoints (backfills: measurement 8).
 
-Backfill: a copy of the shipped churn config (tiny data: 60 rows a day) is backfilled over daily
-windows with ``POST /api/v2/backfills`` (what ``airflow backfill create`` does), four runs at a time;
-backfill runs train and evaluate and do not promote. Reported: the wall time, the time per window, and
-each run's orchestration overhead (run duration minus its BES job). The 90-window figure is measured
-when it fits the time budget, otherwise computed from the measured windows' throughput (marked).
-
-Fan-out: the same config with 1, 10 and 50 classic endpoint targets (created by the run), one forced
-promotion each; promotion time is the first promotion task's start to the last one's end (the
-promotion tasks are mapped over batches of targets). ``BENCH_SCALE_BACKFILL=0`` in the environment
-leaves the backfill out (to time the fan-out alone).
+A copy of the shipped churn config with 1, 10 and 50 classic endpoint targets (created by the run),
+one forced promotion each; promotion time is the first promotion task's start to the last one's end
+(the promotion tasks are mapped over batches of targets).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,10 +16,6 @@ from devtools.bench.loop_latency import loop_config
 
 TITLE = "Scale of work"
 DATA_CONTAINER = "bench-scale-data"
-BACKFILL_DAG = "retrain_bench_backfill"
-FIRST_DAY = datetime(2026, 8, 1, tzinfo=UTC)
-WINDOWS_ASKED = 90
-BACKFILL_RUNS_AT_ONCE = 4
 # Smoke limits: promotion task instances for 50 targets, and a batch of 10 vs 1 in one task.
 SMOKE_TASKS_TARGETS = 50
 TARGET_TASKS = 2
@@ -39,10 +27,7 @@ TARGET_FANOUT_RATIO = 3.0
 
 
 def settings(smoke: bool) -> dict[str, Any]:
-    backfill = os.environ.get("BENCH_SCALE_BACKFILL", "1") != "0"
-    if smoke:
-        return {"windows": 2 if backfill else 0, "fanout": [1, 3]}
-    return {"windows": 5 if backfill else 0, "fanout": [1, 10, 50]}
+    return {"fanout": [1, 3]} if smoke else {"fanout": [1, 10, 50]}
 
 
 def fanout_dag(k: int) -> str:
@@ -55,25 +40,6 @@ def prepare(bench: Bench) -> None:
     plan = settings(bench.smoke)
     base = loop_config()
     service_id = base["targets"][0]["web_service_id"]
-    backfill = {
-        **base,
-        "model": "bench_backfill",
-        "schedule": "0 2 * * *",
-        "start_date": FIRST_DAY.isoformat(),
-        "data": {**base["data"], "container": DATA_CONTAINER, "prefix": "backfill/{window_start:%Y-%m-%d}/"},
-        "outputs": {"container": "bench-models", "prefix": "backfill"},
-        "ledger_container": "bench-ledger-backfill",
-        "targets": [
-            {
-                "kind": "classic_endpoint",
-                "name": "bench-backfill",
-                "web_service_id": service_id,
-                "endpoint_name": "backfill",
-                "create_endpoint": True,
-            }
-        ],
-    }
-    bench.write_config("bench_backfill", backfill)
     for k in plan["fanout"]:
         bench.write_config(f"bench_fanout_{k}", fanout_config(k, service_id))
 
@@ -87,65 +53,6 @@ def land(bench: Bench, prefix: str, rows: int, window: int) -> None:
     data = generate_csv("churn", rows=rows, window=window).encode()
     container.upload_blob(f"{prefix}part-0.csv", data, overwrite=True)
     container.upload_blob(f"{prefix}_SUCCESS", b"", overwrite=True)
-
-
-def run_backfill(bench: Bench, windows: int) -> dict[str, Any]:
-    cluster = bench.cluster
-    days = [FIRST_DAY + timedelta(days=i) for i in range(windows)]
-    for i, day in enumerate(days):
-        land(bench, f"backfill/{day:%Y-%m-%d}/", rows=60, window=1 + i % 3)
-    cluster.wait_for_dag(BACKFILL_DAG, timeout=180)
-    known_jobs = bench.job_ids()
-    started = time.time()
-    body = {
-        "dag_id": BACKFILL_DAG,
-        "from_date": days[0].isoformat(),
-        "to_date": (days[-1] + timedelta(hours=3)).isoformat(),
-        "max_active_runs": BACKFILL_RUNS_AT_ONCE,
-        "run_backwards": False,
-        "dag_run_conf": {},
-        "reprocess_behavior": "none",
-    }
-    for attempt in range(1, 11):
-        try:
-            backfill = cluster.api("POST", "backfills", json=body)
-            break
-        except RuntimeError as error:
-            # On SQLite the API refuses to create a backfill while another process holds the lock.
-            if "-> 503" not in str(error) or attempt == 10:
-                raise
-            time.sleep(2)
-    cluster.set_paused(BACKFILL_DAG, False)
-    deadline = time.monotonic() + 900
-    runs: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        runs = [
-            r
-            for r in cluster.api("GET", f"dags/{BACKFILL_DAG}/dagRuns", params={"limit": 1000})["dag_runs"]
-            if r["run_type"] == "backfill"
-        ]
-        if len(runs) == windows and all(r["state"] in ("success", "failed") for r in runs):
-            break
-        time.sleep(2)
-    else:
-        raise TimeoutError(f"backfill not done after 900s: {[r['state'] for r in runs]}")
-    cluster.set_paused(BACKFILL_DAG, True)
-    failed = [r["dag_run_id"] for r in runs if r["state"] != "success"]
-    if failed:
-        raise RuntimeError(f"backfill runs failed: {failed}")
-    ended = max(parse_time(r["end_date"]) or 0.0 for r in runs)
-    jobs = bench.jobs_since(known_jobs)
-    job_seconds = [(parse_time(j["ended_at"]) or 0.0) - (parse_time(j["started_at"]) or 0.0) for j in jobs]
-    durations = [(parse_time(r["end_date"]) or 0.0) - (parse_time(r["start_date"]) or 0.0) for r in runs]
-    return {
-        "backfill_id": backfill.get("id"),
-        "windows": windows,
-        "wall_seconds": round(ended - started, 1),
-        "seconds_per_window": round((ended - started) / windows, 2),
-        "run_seconds": [round(d, 1) for d in durations],
-        "job_seconds": [round(s, 2) for s in job_seconds],
-        "overhead_per_run_seconds": round(median(durations) - median(job_seconds), 2),
-    }
 
 
 def run_fanout(bench: Bench, k: int) -> dict[str, Any]:
@@ -296,47 +203,13 @@ def run(bench: Bench) -> Measurement:
         return run_smoke(bench)
     plan = settings(bench.smoke)
     m = Measurement("scale", TITLE)
-    backfill: dict[str, Any] | None = None
-    if plan["windows"]:
-        bench.log(f"  backfill of {plan['windows']} daily windows")
-        backfill = run_backfill(bench, plan["windows"])
     fanout: dict[int, dict[str, Any]] = {}
     for k in plan["fanout"]:
         bench.log(f"  promotion fan-out to {k} endpoint(s)")
         fanout[k] = run_fanout(bench, k)
-    m.raw = {"backfill": backfill, "fanout": fanout}
-    if backfill is not None:
-        backfill_checks(m, backfill)
+    m.raw = {"fanout": fanout}
     fanout_checks(m, fanout)
     return m
-
-
-def backfill_checks(m: Measurement, backfill: dict[str, Any]) -> None:
-    measured = backfill["windows"]
-    projected = backfill["seconds_per_window"] * WINDOWS_ASKED
-    m.checks.append(
-        Check(
-            case=f"backfill of {WINDOWS_ASKED} daily windows (train + evaluate): wall",
-            value=round(projected, 1),
-            unit="s",
-            target=None,
-            ours=f"{fmt_seconds(backfill['wall_seconds'])} for {measured} windows, "
-            f"{fmt_seconds(backfill['seconds_per_window'])} per window",
-            note=""
-            if measured >= WINDOWS_ASKED
-            else f"computed from {measured} measured windows, {BACKFILL_RUNS_AT_ONCE} runs at once",
-        )
-    )
-    m.checks.append(
-        Check(
-            case="backfill: orchestration overhead per run (run minus its BES job)",
-            value=backfill["overhead_per_run_seconds"],
-            unit="s",
-            target=None,
-            ours=f"run {fmt_seconds(median(backfill['run_seconds']))}, "
-            f"job {fmt_seconds(median(backfill['job_seconds']))}",
-        )
-    )
 
 
 def fanout_checks(m: Measurement, fanout: dict[int, dict[str, Any]]) -> None:
