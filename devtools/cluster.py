@@ -499,8 +499,22 @@ class AirflowCluster:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def airflow(self, *args: str, log_name: str = "cli", timeout: float = 300.0) -> str:
-        """Run an ``airflow`` CLI command against this installation; returns its stdout."""
+    def airflow(self, *args: str, log_name: str = "cli", timeout: float = 300.0, lock_retries: int = 0) -> str:
+        """Run an ``airflow`` CLI command against this installation; returns its stdout.
+
+        :param lock_retries: tries again, up to this many times, when SQLite refused the command's
+            write ("database is locked": another component held the lock); such an attempt wrote
+            nothing, its transaction rolled back.
+        """
+        for attempt in range(lock_retries + 1):
+            try:
+                return self._airflow(*args, log_name=log_name, timeout=timeout)
+            except RuntimeError as error:
+                if "database is locked" not in str(error) or attempt == lock_retries:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _airflow(self, *args: str, log_name: str, timeout: float) -> str:
         result = subprocess.run(
             [self._airflow_binary(), *args],
             cwd=ROOT,

@@ -111,15 +111,8 @@ def run(bench: Bench) -> Measurement:
         *("--from-date", days[0].isoformat(), "--to-date", (days[-1] + timedelta(hours=3)).isoformat()),
         *("--reprocess-behavior", "none"),
     )
-    # On SQLite the CLI's write can lose the lock to the scheduler's ("database is locked"); such an
-    # attempt wrote nothing (its transaction rolled back).
-    for attempt in range(1, 6):
-        try:
-            cluster.airflow(*command, log_name="backfill")
-            break
-        except RuntimeError as error:
-            if "database is locked" not in str(error) or attempt == 5:
-                raise
+    # On SQLite the CLI's write can lose the lock to the scheduler's.
+    cluster.airflow(*command, log_name="backfill", lock_retries=4)
     cluster.set_paused(DAG_ID, False)
     runs = backfill_runs(bench, WINDOWS)
     cluster.set_paused(DAG_ID, True)

@@ -190,14 +190,8 @@ def test_demo_runs_leave_every_window_to_the_scheduler_and_to_backfills(
     )
     # This installation shares one SQLite file with `dags test` (as the demo and `make airflow` do
     # only on its SQLite fallback), where the CLI's write can lose the lock to the scheduler's:
-    # "database is locked", the reason `make airflow` runs PostgreSQL. Such an attempt wrote nothing.
-    for attempt in range(1, 4):
-        try:
-            cluster.airflow(*backfill, log_name="backfill")
-            break
-        except RuntimeError as error:
-            if "database is locked" not in str(error) or attempt == 3:
-                raise
+    # "database is locked", the reason `make airflow` runs PostgreSQL.
+    cluster.airflow(*backfill, log_name="backfill", lock_retries=2)
     runs = inst.runs("backfill")
     assert sorted(interval(r) for r in runs) == backfilled, runs
     assert {r["state"] for r in runs} == {"queued"}, runs
