@@ -79,6 +79,7 @@ class Backend:
         self.control = control
         self.urls = urls
         self.lock = threading.RLock()
+        self._parsing = threading.Lock()
         self.state = State()
         self._loaded_models: dict[str, learning.TrainedModel] = {}
         # Parsed models by the digest of their bytes: one model promoted to many endpoints is read
@@ -248,16 +249,19 @@ class Backend:
     def _parse_model(self, data: bytes, keep: int = 16) -> learning.TrainedModel:
         """The model in ``data`` (an ``.ilearner``), parsed once for the same bytes (the last ``keep``)."""
         digest = hashlib.sha256(data).hexdigest()
-        with self.lock:
-            parsed = self._parsed_models.get(digest)
-            if parsed is not None:
-                self._parsed_models.move_to_end(digest)
-                return parsed
-        model = learning.load_ilearner(data)
-        with self.lock:
-            self._parsed_models[digest] = model
-            while len(self._parsed_models) > keep:
-                self._parsed_models.popitem(last=False)
+        # One parse at a time (see learning.load_ilearner): requests for the same bytes that arrive
+        # together wait for the first one's parse and then find it here.
+        with self._parsing:
+            with self.lock:
+                parsed = self._parsed_models.get(digest)
+                if parsed is not None:
+                    self._parsed_models.move_to_end(digest)
+                    return parsed
+            model = learning.load_ilearner(data)
+            with self.lock:
+                self._parsed_models[digest] = model
+                while len(self._parsed_models) > keep:
+                    self._parsed_models.popitem(last=False)
         return model
 
     def install_model(self, source: BlobTarget | str, experiment: Experiment) -> str:

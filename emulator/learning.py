@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import math
+import threading
 import zipfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -47,6 +48,10 @@ ILEARNER_FORMAT = "azureml-emulator-ilearner/1"
 # Types skops does not trust by default that our pipelines contain; nothing else is loaded.
 TRUSTED_MODEL_TYPES = ["sklearn.tree._tree.Tree"]
 MAX_MODEL_BYTES = 64 * 1024 * 1024
+# skops parses with ``ast``, whose constructor can fail spuriously when threads parse at once
+# ("AST constructor recursion depth mismatch", seen on Python 3.11; see CPython gh-106905): one model
+# load at a time, as 50 concurrent PATCHes of endpoints otherwise fail one now and then.
+_MODEL_LOAD = threading.Lock()
 
 BINARY_EVALUATION_COLUMNS = (
     "Accuracy",
@@ -487,12 +492,13 @@ def load_ilearner(data: bytes) -> TrainedModel:
         raise ModelFormatError(f"Unsupported .ilearner format; expected '{ILEARNER_FORMAT}'.")
     metadata = ModelMetadata.from_json(header.get("metadata") or {})
     try:
-        untrusted = set(skops_io.get_untrusted_types(data=serialized))
-        if untrusted - set(TRUSTED_MODEL_TYPES):
-            raise ModelFormatError(
-                f"The model contains untrusted types: {sorted(untrusted - set(TRUSTED_MODEL_TYPES))}."
-            )
-        pipeline = skops_io.loads(serialized, trusted=TRUSTED_MODEL_TYPES)
+        with _MODEL_LOAD:
+            untrusted = set(skops_io.get_untrusted_types(data=serialized))
+            if untrusted - set(TRUSTED_MODEL_TYPES):
+                raise ModelFormatError(
+                    f"The model contains untrusted types: {sorted(untrusted - set(TRUSTED_MODEL_TYPES))}."
+                )
+            pipeline = skops_io.loads(serialized, trusted=TRUSTED_MODEL_TYPES)
     except ModelFormatError:
         raise
     except Exception as exc:  # skops raises many types on corrupt input

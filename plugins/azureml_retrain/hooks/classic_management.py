@@ -31,6 +31,11 @@ def validate_endpoint_name(name: str, field: str = "endpoint_name") -> str:
 class AzureMLClassicManagementHook(AzureMLHttpHook):
     """List, create, patch, refresh and delete endpoints of classic web services in one workspace.
 
+    Endpoints come back without their keys (``PrimaryKey``, ``SecondaryKey``): ask
+    ``endpoint_api_key(web_service_id, endpoint_name)`` for the one you use, which registers it with
+    Airflow's secrets masker as it hands it out. Keys nobody uses are never registered, so reading
+    many endpoints costs the masker nothing.
+
     :param conn_id: ``azureml_classic_management`` connection: Host the management host (e.g.
         ``https://management.azureml.net``), Schema the workspace id, Password the workspace
         authorization token.
@@ -46,6 +51,8 @@ class AzureMLClassicManagementHook(AzureMLHttpHook):
     def __init__(self, conn_id: str = default_conn_name, *, workspace_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(conn_id, **kwargs)
         self._workspace_id = workspace_id
+        # (web service, endpoint) -> the endpoint's keys from its last read; never returned in an endpoint.
+        self._endpoint_keys: dict[tuple[str, str], dict[str, Any]] = {}
 
     @cached_property
     def base_url(self) -> str:
@@ -70,14 +77,41 @@ class AzureMLClassicManagementHook(AzureMLHttpHook):
     def _url(self, *parts: str) -> str:
         return "/".join([self.base_url, "workspaces", self.workspace_id, "webservices", *parts])
 
-    @staticmethod
-    def _mask_keys(endpoint: Any) -> Any:
-        """Register endpoint keys with the masker as soon as we see them."""
-        if isinstance(endpoint, Mapping):
-            for key_field in KEY_FIELDS:
-                if endpoint.get(key_field):
-                    mask_once(str(endpoint[key_field]))
+    def _keep_keys(self, web_service_id: str, endpoint: dict[str, Any], name: Any = None) -> dict[str, Any]:
+        """The endpoint without its keys, which the hook keeps to itself (see :meth:`endpoint_api_key`).
+
+        Keys are not registered with the masker here: each registration rebuilds the masker's pattern
+        of every secret, in the task and in its supervisor, so registering the two keys of every
+        endpoint read made a batch of promotions quadratic in its endpoints. A key that is never
+        returned needs no mask; the one a caller asks for is masked before it is handed out.
+        """
+        keys = {field: endpoint.pop(field) for field in KEY_FIELDS if field in endpoint}
+        name = endpoint.get("Name") if name is None else name
+        if isinstance(name, str) and name:
+            self._endpoint_keys[(web_service_id, name)] = keys
         return endpoint
+
+    def endpoint_api_key(self, web_service_id: str, endpoint_name: str, *, field: str = "PrimaryKey") -> str:
+        """The endpoint's API key (``PrimaryKey`` or ``SecondaryKey``), registered with the masker.
+
+        Endpoints returned by :meth:`get_endpoint` and :meth:`list_endpoints` carry no keys; this
+        returns the key from the last read of the endpoint (reading it if the hook has not).
+        """
+        if field not in KEY_FIELDS:
+            raise ConfigurationError(f"field: {field!r} is not an endpoint key; one of {list(KEY_FIELDS)}")
+        if (web_service_id, endpoint_name) not in self._endpoint_keys:
+            self.get_endpoint(web_service_id, endpoint_name)
+        key = self._endpoint_keys.get((web_service_id, endpoint_name), {}).get(field)
+        if not isinstance(key, str) or not key:
+            raise AzureMLServiceError(
+                "get endpoint key",
+                f"endpoint {endpoint_name} of web service {web_service_id}",
+                status=200,
+                code="MalformedResponse",
+                message=f"the endpoint has no {field}",
+            )
+        mask_once(key)
+        return key
 
     # --- web services --------------------------------------------------------------------------
 
@@ -99,14 +133,16 @@ class AzureMLClassicManagementHook(AzureMLHttpHook):
     # --- endpoints -----------------------------------------------------------------------------
 
     def list_endpoints(self, web_service_id: str) -> list[dict[str, Any]]:
+        """The web service's endpoints, without their keys (see :meth:`endpoint_api_key`)."""
         resource = f"web service {web_service_id}"
         body = self.request_json("list endpoints", resource, "GET", self._url(web_service_id, "endpoints"))
-        return [self._mask_keys(e) for e in expect_objects("list endpoints", resource, body)]
+        return [self._keep_keys(web_service_id, e) for e in expect_objects("list endpoints", resource, body)]
 
     def get_endpoint(self, web_service_id: str, endpoint_name: str) -> dict[str, Any]:
+        """The endpoint, without its keys (see :meth:`endpoint_api_key`)."""
         resource = f"endpoint {endpoint_name} of web service {web_service_id}"
         body = self.request_json("get endpoint", resource, "GET", self._url(web_service_id, "endpoints", endpoint_name))
-        return dict(self._mask_keys(expect_object("get endpoint", resource, body)))
+        return self._keep_keys(web_service_id, expect_object("get endpoint", resource, body), endpoint_name)
 
     def find_endpoint(self, web_service_id: str, endpoint_name: str) -> dict[str, Any] | None:
         """The endpoint, or None if the web service has no endpoint by that name."""

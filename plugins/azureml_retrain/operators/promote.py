@@ -735,8 +735,10 @@ class PatchEndpointOperator(_PromoteBase):
         previous: Mapping[str, str | None],
         result: Mapping[str, Any],
     ) -> dict[str, Any]:
-        scoring = AzureMLWebServiceHook.for_endpoint(str(endpoint["ApiLocation"]), str(endpoint["PrimaryKey"]))
         try:
+            # The one key the promotion uses: registered with the masker now, not when the endpoint was read.
+            api_key = self.hook.endpoint_api_key(self.web_service_id, self.endpoint_name)
+            scoring = AzureMLWebServiceHook.for_endpoint(str(endpoint["ApiLocation"]), api_key)
             return smoke_test(scoring, self.smoke_test_rows or [])
         except (AzureMLServiceError, PromotionVerificationError) as error:
             failed = f"smoke test failed after promoting to {self.endpoint_name}: {error}"

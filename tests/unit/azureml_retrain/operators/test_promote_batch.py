@@ -258,3 +258,45 @@ def test_a_batch_has_lineage_outputs_per_target():
     names = [d.name for d in lineage.outputs]
     assert len(names) == 2 and names[0].endswith("retrain01") and names[1].endswith("retrain02")
     assert len(lineage.inputs) == 1
+
+
+def test_a_batch_of_50_registers_one_secret_per_endpoint_it_scores_and_none_per_read(monkeypatch):
+    """Each secret registered with the masker rebuilds its pattern of every secret, in the task and in
+    its supervisor: registering both keys of every endpoint read made a batch quadratic in its size."""
+    from azureml_retrain import redaction
+    from azureml_retrain.operators import promote
+
+    registered: list[Any] = []
+    monkeypatch.setattr("airflow.sdk.log.mask_secret", lambda secret, name=None: registered.append(secret))
+    monkeypatch.setattr(redaction, "_registered", set())
+    scored: dict[str, str] = {}
+
+    def fake_smoke_test(hook: Any, rows: Any) -> dict[str, Any]:
+        scored[hook.api_location] = hook._api_key
+        return {"rows": len(rows), "predictions": []}
+
+    monkeypatch.setattr(promote, "smoke_test", fake_smoke_test)
+    names = [f"fan{i:02d}" for i in range(50)]
+
+    def keyed(reply: Reply) -> Reply:
+        name = reply.body["Name"]
+        keys = {"PrimaryKey": f"primary-key-of-{name}-0123456789", "SecondaryKey": f"secondary-key-of-{name}-0123"}
+        return Reply(200, {**reply.body, **keys})
+
+    route(monkeypatch, EndpointRouter({n: [r if r.body is None else keyed(r) for r in promoted(n)] for n in names}))
+    op = batch(*names, smoke_test_rows=[{"tenure": 1}])
+    op.hook.auth_headers()  # the connection's token and the SAS signing key: once per task, whatever its size
+    StorageAccount(op.wasb_conn_id)._account_key  # noqa: B018
+    registered.clear()
+    results = op.execute(make_context())
+    assert all(r["changed"] and r["smoke_test"] for r in results) and len(results) == 50
+    primary = {f"primary-key-of-{n}-0123456789" for n in names}
+    assert set(scored.values()) == primary  # each endpoint scored with its own key
+    endpoint_keys = [s for s in registered if "key-of-" in str(s)]
+    assert sorted(endpoint_keys) == sorted(primary)  # one per endpoint (was two per endpoint read)
+    # Besides, whatever the batch's size: the storage connection (registered by Airflow each time a
+    # target reads it; a secret already in the masker's pattern does not rebuild it) and the model's
+    # one read-only SAS, shared by the batch.
+    others = {json.dumps(s, sort_keys=True) for s in registered if s not in endpoint_keys}
+    assert len(others) <= 3, others
+    assert not any(k in json.dumps(results) for k in primary)
