@@ -48,6 +48,7 @@ from support.retraining import (
     endpoint_scoring,
     land_window,
     run_as_backfill,
+    started_tasks,
     task_states,
     train_churn_model,
     xcom,
@@ -236,6 +237,10 @@ def assert_nothing_promoted(emulator: Any, retraining: Retraining, run: Any, see
     assert states["skip_promotion"] == "success"
     assert states["promote_classic_endpoints"] == "skipped"
     assert states["report"] == states["all_targets_promoted"] == "skipped"
+    # The branch not taken costs no task start: the promotion path, report and all_targets_promoted
+    # are skipped by the branching task itself (what keeps a backfill run cheap, measurement 8).
+    not_started = {"classic_targets", "arm_targets", "promote_classic_endpoints", "report", "all_targets_promoted"}
+    assert not started_tasks(run) & not_started, started_tasks(run)
     assert served_models(emulator) == {"churn-retrain01": seed_model, "churn-retrain02": None}
     assert all(retraining.ledger.records(t) == [] for t in CHURN_TARGETS)
     assert asset_events(f"azureml_model_{retraining.config.model}") == []

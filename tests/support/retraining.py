@@ -136,6 +136,15 @@ def task_states(run: Any) -> dict[str, str]:
         return states
 
 
+def started_tasks(run: Any) -> set[str]:
+    """Task ids of ``run`` that were started at least once (a task skipped by a branch, or ended by
+    the scheduler without a worker, never was)."""
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return {ti.task_id for ti in run.get_task_instances(session=session) if ti.try_number > 0}
+
+
 def xcoms(run: Any, task_id: str, key: str = "return_value") -> list[Any]:
     """Values of ``task_id``'s XCom ``key`` in ``run``, by map index."""
     from airflow.models.xcom import XComModel
