@@ -533,15 +533,24 @@ class AirflowCluster:
     # -- REST API ----------------------------------------------------------------------------
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Call the public REST API (``/api/v2/...``) as the admin user; returns the JSON body."""
+        """Call the public REST API (``/api/v2/...``) as the admin user; returns the JSON body.
+
+        A request that may be repeated (not a POST) and gets no answer in time is sent once more: on
+        SQLite the API server can wait for the write lock while the scheduler and the DAG processor
+        write (a PATCH of ``is_paused`` once waited over 60 s under a loaded suite)."""
         for attempt in (1, 2):
-            response = requests.request(
-                method,
-                f"{self.url}/api/v2/{path.lstrip('/')}",
-                headers={"Authorization": f"Bearer {self.token()}"},
-                timeout=60,
-                **kwargs,
-            )
+            try:
+                response = requests.request(
+                    method,
+                    f"{self.url}/api/v2/{path.lstrip('/')}",
+                    headers={"Authorization": f"Bearer {self.token()}"},
+                    timeout=60,
+                    **kwargs,
+                )
+            except requests.Timeout:
+                if method.upper() == "POST" or attempt == 2:
+                    raise
+                continue
             if response.status_code == 401 and attempt == 1:
                 self._token = None
                 continue

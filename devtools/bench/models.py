@@ -134,15 +134,15 @@ def activate(cluster: Any, models: int, timeout: float = 900.0) -> float:
     dag_ids = [f"retrain_{model_name(i)}" for i in range(models)]
     cluster.wait_for_dag(dag_ids[-1], timeout=300)
     # One request for all (a request per DAG waits on SQLite's lock while the scheduler writes).
-    api_with_retries(cluster, "PATCH", "dags", params={"dag_id_pattern": "retrain_models_%"}, json={"is_paused": False})
+    cluster.api("PATCH", "dags", params={"dag_id_pattern": "retrain_models_%"}, json={"is_paused": False})
     deadline = time.monotonic() + timeout
     waiting: list[str] = dag_ids
     while time.monotonic() < deadline:
         deferred = {
             ti["dag_id"]
-            for ti in api_with_retries(
-                cluster, "GET", "dags/~/dagRuns/~/taskInstances", params={"state": "deferred", "limit": 1000}
-            )["task_instances"]
+            for ti in cluster.api("GET", "dags/~/dagRuns/~/taskInstances", params={"state": "deferred", "limit": 1000})[
+                "task_instances"
+            ]
             if ti["task_id"] == "wait_for_data"
         }
         waiting = [d for d in dag_ids if d not in deferred]
@@ -150,19 +150,6 @@ def activate(cluster: Any, models: int, timeout: float = 900.0) -> float:
             return time.monotonic() - started
         time.sleep(3)
     raise TimeoutError(f"{models} models: sensors not deferred after {timeout:.0f}s: {waiting[:5]}")
-
-
-def api_with_retries(cluster: Any, method: str, path: str, attempts: int = 5, **kwargs: Any) -> Any:
-    """A REST call that may time out while the scheduler holds SQLite's write lock: tried again."""
-    import requests
-
-    for attempt in range(1, attempts + 1):
-        try:
-            return cluster.api(method, path, **kwargs)
-        except requests.Timeout:
-            if attempt == attempts:
-                raise
-    raise AssertionError("unreachable")
 
 
 def loop_times(bench: Bench, seconds: float = LOOP_SECONDS) -> list[float]:
