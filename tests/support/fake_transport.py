@@ -121,3 +121,13 @@ def install_async_arm(hook: Any, transport: FakeTransport) -> FakeTransport:
     hook._async_transport = AsyncioRequestsTransport(session=_session_over(transport), session_owner=False)
     hook._async_credential = FakeAsyncCredential()
     return transport
+
+
+CLASSIC_MANAGEMENT_HOST = "https://management.azureml.net"
+
+
+def set_classic_management_connection(monkeypatch: Any, host: str = CLASSIC_MANAGEMENT_HOST) -> None:
+    """The default classic management connection (workspace ``ws1``, a 24-character token) as its
+    environment variable, for hooks whose HTTP the test fakes."""
+    connection = {"conn_type": "azureml_classic_management", "host": host, "schema": "ws1", "password": "t" * 24}
+    monkeypatch.setenv("AIRFLOW_CONN_AZUREML_CLASSIC_MANAGEMENT_DEFAULT", json.dumps(connection))

@@ -10,7 +10,7 @@ from azureml_retrain.exceptions import AzureMLRequestRejectedError, AzureMLServi
 from azureml_retrain.hooks.base import RetryPolicy, parse_retry_after
 from azureml_retrain.hooks.classic_management import AzureMLClassicManagementHook
 from azureml_retrain.hooks.web_service import AzureMLWebServiceHook
-from support.fake_transport import FakeTransport, Reply, install
+from support.fake_transport import FakeTransport, Reply, install, set_classic_management_connection
 
 API = "https://ussouthcentral.services.azureml.net/workspaces/ws1/services/svc1"
 KEY = "bes-api-key-0123456789abcdef"
@@ -118,17 +118,7 @@ def test_timeouts_throttling_and_server_errors_are_retried_by_the_hook_then_by_a
 
 @pytest.fixture
 def management_hook(monkeypatch):
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_AZUREML_CLASSIC_MANAGEMENT_DEFAULT",
-        json.dumps(
-            {
-                "conn_type": "azureml_classic_management",
-                "host": "https://management.azureml.net",
-                "schema": "ws1",
-                "password": "t" * 24,
-            }
-        ),
-    )
+    set_classic_management_connection(monkeypatch)
     sleeps: list[float] = []
     hook = AzureMLClassicManagementHook(retry_policy=RetryPolicy(max_attempts=3, base_delay=0), sleep=sleeps.append)
     return hook, sleeps

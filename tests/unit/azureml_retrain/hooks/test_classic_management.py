@@ -11,7 +11,7 @@ import pytest
 from azureml_retrain import redaction
 from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
 from azureml_retrain.hooks.classic_management import KEY_FIELDS, AzureMLClassicManagementHook
-from support.fake_transport import FakeTransport, Reply
+from support.fake_transport import FakeTransport, Reply, set_classic_management_connection
 
 SERVICE = "predictive1"
 N = 50
@@ -19,17 +19,7 @@ N = 50
 
 @pytest.fixture(autouse=True)
 def connection(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_AZUREML_CLASSIC_MANAGEMENT_DEFAULT",
-        json.dumps(
-            {
-                "conn_type": "azureml_classic_management",
-                "host": "https://management.azureml.net",
-                "schema": "ws1",
-                "password": "t" * 24,
-            }
-        ),
-    )
+    set_classic_management_connection(monkeypatch)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from azureml_retrain.operators.promote import (
 from azureml_retrain.storage import StorageAccount
 from azureml_retrain.triggers.arm_operation import ArmOperationTrigger
 from support.airflow_context import make_context
-from support.fake_transport import FakeTransport, Reply, install_arm
+from support.fake_transport import FakeTransport, Reply, install_arm, set_classic_management_connection
 
 MGMT = "https://management.azureml.net"
 RESOURCE = "Customer Churn [trained model]"
@@ -24,10 +24,7 @@ MODEL = "models/run7/model.ilearner"
 
 @pytest.fixture(autouse=True)
 def connections(monkeypatch):
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_AZUREML_CLASSIC_MANAGEMENT_DEFAULT",
-        json.dumps({"conn_type": "azureml_classic_management", "host": MGMT, "schema": "ws1", "password": "t" * 24}),
-    )
+    set_classic_management_connection(monkeypatch, MGMT)
     monkeypatch.setenv(
         "AIRFLOW_CONN_AZUREML_RESOURCE_MANAGER_DEFAULT",
         json.dumps(

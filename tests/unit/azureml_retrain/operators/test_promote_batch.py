@@ -28,7 +28,7 @@ from azureml_retrain.operators.promote import (
 )
 from azureml_retrain.storage import StorageAccount
 from support.airflow_context import make_context
-from support.fake_transport import FakeTransport, Reply
+from support.fake_transport import FakeTransport, Reply, set_classic_management_connection
 
 # Not an azureml.net host: the extra link then names the endpoint (the emulator's view of it).
 MGMT = "https://management.example.test"
@@ -40,10 +40,7 @@ SERVICE = "predictive1"
 
 @pytest.fixture(autouse=True)
 def connection(monkeypatch):
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_AZUREML_CLASSIC_MANAGEMENT_DEFAULT",
-        json.dumps({"conn_type": "azureml_classic_management", "host": MGMT, "schema": "ws1", "password": "t" * 24}),
-    )
+    set_classic_management_connection(monkeypatch, MGMT)
 
 
 class EndpointRouter(BaseAdapter):
