@@ -19,7 +19,9 @@ from pathlib import Path
 import airflow.providers.common.io.assets.file
 import airflow.providers.standard.decorators.branch_python
 import airflow.providers.standard.decorators.python
-import airflow.providers.standard.operators.empty  # noqa: F401
+import airflow.providers.standard.operators.empty
+import airflow.sdk.bases.sensor
+import airflow.triggers.base  # noqa: F401
 
 from azureml_retrain.factory import retraining_dags
 

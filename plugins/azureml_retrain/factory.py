@@ -1016,7 +1016,7 @@ def plan_ledger_rollback(
 def build_rollback_dag(configs: list[RetrainingConfig]) -> Any:
     """A manual DAG that re-points a target at an earlier model from its ledger, verifies, records:
     a target of one of ``configs``, or any other target with a ledger (a hand-written DAG's)."""
-    from airflow.sdk import DAG, task
+    from airflow.sdk import DAG
 
     from azureml_retrain.ledger import DEFAULT_LEDGER_CONTAINER
     from azureml_retrain.operators import PatchEndpointOperator, UpdateWebServiceDefinitionOperator
@@ -1071,38 +1071,36 @@ def build_rollback_dag(configs: list[RetrainingConfig]) -> Any:
             "retry_delay": timedelta(seconds=10),
         },
     ) as dag:
-
-        @task
-        def plan(**context: Any) -> dict[str, Any]:
-            params = context["params"]
-            target, to_model_uri = params["target"], params.get("to_model_uri")
-            if target in by_target:
-                return plan_rollback(by_target[target], target, to_model_uri)
-            return plan_ledger_rollback(
-                target,
-                to_model_uri,
-                wasb_conn_id=params.get("wasb_conn_id") or "wasb_default",
-                ledger_container=params.get("ledger_container") or DEFAULT_LEDGER_CONTAINER,
-            )
-
-        @task.branch
-        def route(rollback: Any) -> str:
-            return str(rollback["task_id"])
-
-        @task
-        def classic_args(rollback: Any) -> list[dict[str, Any]]:
-            return [rollback["kwargs"]] if rollback["task_id"] == ROLLBACK_CLASSIC_TASK else []
-
-        @task
-        def arm_args(rollback: Any) -> list[dict[str, Any]]:
-            return [rollback["kwargs"]] if rollback["task_id"] == ROLLBACK_ARM_TASK else []
-
-        rollback: Any = plan()
-        classic = PatchEndpointOperator.partial(
+        # Steps, not @task (see RetrainingStepOperator); no branch: the kind not chosen maps over no
+        # arguments, and Airflow skips a mapped task with nothing to map.
+        rollback: Any = step(rollback_plan, by_target, task_id="plan")()
+        PatchEndpointOperator.partial(
             task_id=ROLLBACK_CLASSIC_TASK, record_kind="rollback", verify_poll_interval=1.0
-        ).expand_kwargs(classic_args(rollback))
-        arm = UpdateWebServiceDefinitionOperator.partial(
+        ).expand_kwargs(step(rollback_arguments, ROLLBACK_CLASSIC_TASK, task_id="classic_args")(rollback=rollback))
+        UpdateWebServiceDefinitionOperator.partial(
             task_id=ROLLBACK_ARM_TASK, record_kind="rollback", deferrable=False, verify_poll_interval=1.0
-        ).expand_kwargs(arm_args(rollback))
-        route(rollback) >> [classic, arm]
+        ).expand_kwargs(step(rollback_arguments, ROLLBACK_ARM_TASK, task_id="arm_args")(rollback=rollback))
     return dag
+
+
+def rollback_plan(by_target: dict[str, RetrainingConfig], **context: Any) -> dict[str, Any]:
+    """The rollback DAG's plan: which target, promotion task and arguments (a config's target through
+    its config, any other through its ledger)."""
+    from azureml_retrain.ledger import DEFAULT_LEDGER_CONTAINER
+
+    params = context["params"]
+    target, to_model_uri = params["target"], params.get("to_model_uri")
+    if target in by_target:
+        return plan_rollback(by_target[target], target, to_model_uri)
+    return plan_ledger_rollback(
+        target,
+        to_model_uri,
+        wasb_conn_id=params.get("wasb_conn_id") or "wasb_default",
+        ledger_container=params.get("ledger_container") or DEFAULT_LEDGER_CONTAINER,
+    )
+
+
+def rollback_arguments(task_id: str, rollback: dict[str, Any], **context: Any) -> list[dict[str, Any]]:
+    """The arguments of the rollback's promotion task ``task_id``: one set when the plan chose it, none
+    (so Airflow skips it) when not."""
+    return [rollback["kwargs"]] if rollback["task_id"] == task_id else []

@@ -56,7 +56,6 @@ from azureml_retrain.lazy import cached_property
 from azureml_retrain.links import LINK_XCOM_KEY, AzureMLLink, classic_endpoint_link, resource_manager_link
 from azureml_retrain.redaction import strip_query
 from azureml_retrain.storage import StorageAccount
-from azureml_retrain.triggers.arm_operation import ArmOperationTrigger
 
 if TYPE_CHECKING:
     from openlineage.client.event_v2 import Dataset
@@ -975,6 +974,9 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
         operation = self._patch_asset(definition, asset_id, new_uri)
         # Under the ledger's lock the wait stays in the worker, so the lock covers the whole change.
         if not operation.done and self.deferrable and not self.ledger_container:
+            # Imported here: a DAG that only uses this operator need not import triggers to parse.
+            from azureml_retrain.triggers.arm_operation import ArmOperationTrigger
+
             self.defer(
                 trigger=ArmOperationTrigger(
                     arm_conn_id=self.arm_conn_id,

@@ -26,10 +26,12 @@ from azureml_retrain.lazy import cached_property
 from azureml_retrain.lineage import BES_JOB_FACET
 from azureml_retrain.links import LINK_XCOM_KEY, AzureMLLink, bes_job_link
 from azureml_retrain.storage import StorageAccount
-from azureml_retrain.triggers.bes_job import BesJobTrigger, BesSubmitTrigger, is_transient, next_poll_interval
 
 if TYPE_CHECKING:
     from azureml_retrain.lineage import Lineage
+
+# The triggers module (and Airflow's trigger base) is imported where a trigger is made or its poll
+# schedule is used, not when a DAG file that uses this operator is parsed.
 
 # Key in the task-instance state store (it survives retries, unlike XCom).
 JOB_STATE_KEY = "bes_job"
@@ -169,6 +171,8 @@ class SubmitBesJobOperator(BaseOperator):
         from airflow.sdk.definitions.xcom_arg import XComArg
         from airflow.triggers.base import StartTriggerArgs
 
+        from azureml_retrain.triggers.bes_job import BesSubmitTrigger
+
         for field in ("inputs", "outputs", "global_parameters"):
             if any(True for _ in XComArg.iter_xcom_references(getattr(self, field))):
                 raise ConfigurationError(
@@ -251,6 +255,8 @@ class SubmitBesJobOperator(BaseOperator):
         job, interval = self._wait(job_id, progress, deadline, hand_over_after=self.defer_after)
         if job is not None and job.status in BesJobStatus.TERMINAL:
             return self._finish(context, job, record)
+        from azureml_retrain.triggers.bes_job import BesJobTrigger
+
         remaining = max(0.0, deadline - time.time())
         self.defer(
             trigger=BesJobTrigger(
@@ -412,6 +418,8 @@ class SubmitBesJobOperator(BaseOperator):
         With ``hand_over_after``, stop instead once the next poll would come later than that many
         seconds after the first wait began (the trigger then goes on with the schedule).
         """
+        from azureml_retrain.triggers.bes_job import is_transient, next_poll_interval
+
         interval, planned = self.poll_interval, 0.0
         job: BesJob | None = None
         while job is None or job.status not in BesJobStatus.TERMINAL:
