@@ -152,29 +152,31 @@ class PromotionLedger:
 
     # --- writing -------------------------------------------------------------------------------
 
-    def append(self, record: LedgerRecord, *, etag: str | None) -> None:
-        """Append ``record``, only if the ledger is still at ``etag`` (None: only if it is empty).
+    def append(self, record: LedgerRecord, *, etag: str | None, before: tuple[LedgerRecord, ...] = ()) -> str:
+        """Append ``before`` and then ``record`` in one block, only if the ledger is still at ``etag``
+        (None: only if it is empty); returns the ledger's new etag.
 
-        Safe to retry: when an attempt landed but its answer was lost, the storage client's retry
-        meets the changed etag; the ledger is then read back, and ending with ``record`` counts as
-        written.
+        One block is atomic: a reader sees all of its records or none. Safe to retry: when an attempt
+        landed but its answer was lost, the storage client's retry meets the changed etag; the ledger
+        is then read back, and ending with ``record`` counts as written.
         """
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
 
         blob = self._records_blob(record.target)
-        line = (json.dumps(record.to_dict(), sort_keys=True) + "\n").encode()
+        lines = b"".join((json.dumps(r.to_dict(), sort_keys=True) + "\n").encode() for r in (*before, record))
         try:
             with self._call(f"writing the ledger of {record.target}"):
                 self._ensure_container()
                 if etag is None:
-                    blob.create_append_blob(match_condition=MatchConditions.IfMissing)
-                    etag = str(blob.get_blob_properties().etag)
-                blob.append_block(line, etag=etag, match_condition=MatchConditions.IfNotModified)
+                    # The service answers with the new blob's etag: no read-back needed.
+                    etag = str(blob.create_append_blob(match_condition=MatchConditions.IfMissing)["etag"])
+                answer = blob.append_block(lines, etag=etag, match_condition=MatchConditions.IfNotModified)
+                return str(answer["etag"])
         except (ResourceModifiedError, ResourceExistsError) as error:
             if self._last_record_is(record):
                 log.warning("Ledger of %s: an earlier attempt of this append had landed", record.target)
-                return
+                return str(self.read(record.target)[1])
             raise PromotionConflictError(
                 f"ledger of {record.target} changed while this run was writing to it; nothing was recorded"
             ) from error
@@ -336,20 +338,21 @@ class PromotionGuard:
     etag: str | None
 
     def record(self, record: LedgerRecord, *, baseline_uri: str | None = None) -> None:
-        """Append ``record``; on an empty ledger, first record what served before (``baseline_uri``)."""
-        etag = self.etag
+        """Append ``record``; on an empty ledger, first record what served before (``baseline_uri``),
+        in the same block."""
+        before: tuple[LedgerRecord, ...] = ()
         if self.head is None and baseline_uri:
-            baseline = LedgerRecord(
-                kind="baseline",
-                target=self.target,
-                model_uri=baseline_uri,
-                # Written by this run: its retry must not take it for a change by someone else.
-                dag_id=record.dag_id,
-                run_id=record.run_id,
-                reason="serving before",
-                recorded_at=record.recorded_at,
+            before = (
+                LedgerRecord(
+                    kind="baseline",
+                    target=self.target,
+                    model_uri=baseline_uri,
+                    # Written by this run: its retry must not take it for a change by someone else.
+                    dag_id=record.dag_id,
+                    run_id=record.run_id,
+                    reason="serving before",
+                    recorded_at=record.recorded_at,
+                ),
             )
-            self.ledger.append(baseline, etag=etag)
-            etag = self.ledger.read(self.target)[1]
-        self.ledger.append(record, etag=etag)
-        self.etag = self.ledger.read(self.target)[1]
+        self.etag = self.ledger.append(record, etag=self.etag, before=before)
+        self.head = record

@@ -15,6 +15,7 @@ retry takes over instead of a sleeping worker, and a final error built from the 
 
 from __future__ import annotations
 
+import copy
 import email.utils
 import enum
 import json
@@ -22,7 +23,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from airflow.sdk import BaseHook
 
@@ -228,6 +229,15 @@ class AzureMLBaseHook(BaseHook):
         if conn.password:
             mask_once(conn.password)
         return conn
+
+    def sibling(self) -> Self:
+        """This hook for another thread of the same task: the connection is read once and shared
+        (one lookup and one secret registration for a batch, not one per target), and whatever else
+        this hook has built and may share; an HTTP session is each thread's own."""
+        self.connection  # noqa: B018  (read now, so that every sibling shares it)
+        twin = copy.copy(self)
+        twin.__dict__.pop("session", None)
+        return twin
 
     @cached_property
     def extras(self) -> dict[str, Any]:

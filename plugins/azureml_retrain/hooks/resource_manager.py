@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import urlsplit
 
 from azureml_retrain.exceptions import AzureMLServiceError, ConfigurationError
@@ -242,6 +242,12 @@ class AzureMLResourceManagerHook(AzureMLBaseHook):
             arguments["workload_identity_tenant_id"] = str(tenant_id)
             arguments["additionally_allowed_tenants"] = [str(tenant_id)]
         return arguments
+
+    def sibling(self) -> Self:
+        """Also one credential (so one token) and one pipeline client, which azure-core makes safe to
+        share between threads."""
+        self.client  # noqa: B018
+        return super().sibling()
 
     @cached_property
     def credential(self) -> Any:

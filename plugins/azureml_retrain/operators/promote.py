@@ -215,6 +215,10 @@ class _PromoteBase(BaseOperator):
     )
     #: The arguments a mapping of ``targets`` may set: what addresses one target.
     target_fields: ClassVar[tuple[str, ...]] = ("target_name", "trained_model_name", "expected_model_uri")
+    # The argument naming the connection of :attr:`hook` (targets of a batch sharing it share the hook's).
+    hook_conn_id_field: ClassVar[str]
+    if TYPE_CHECKING:
+        hook: AzureMLClassicManagementHook | AzureMLResourceManagerHook
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "model": "json",
         "smoke_test_rows": "json",
@@ -276,6 +280,11 @@ class _PromoteBase(BaseOperator):
         if isinstance(targets, Sequence) and not isinstance(targets, str):
             for index, spec in enumerate(targets):  # a literal list is checked when the DAG is parsed
                 self._check_target_spec(spec, index)
+
+    @cached_property
+    def storage(self) -> StorageAccount:
+        """The storage account of ``wasb_conn_id`` (one per task: a batch's targets share it)."""
+        return StorageAccount(self.wasb_conn_id)
 
     def model_location(self) -> BlobLocation:
         location = resolve_output(self.model, self.output_name, field="model")
@@ -341,16 +350,22 @@ class _PromoteBase(BaseOperator):
         """One copy of this operator per mapping of ``targets``, addressing that target alone."""
         if isinstance(self.targets, str) or not isinstance(self.targets, Sequence):
             raise ConfigurationError(f"targets: expected a list of targets' arguments, got {self.targets!r}")
+        specs = [self._check_target_spec(given, index) for index, given in enumerate(self.targets)]
+        if specs:
+            # Built once, before the copies: the storage client (thread-safe) and the connection are
+            # shared by every target of the batch instead of looked up again for each.
+            self.storage.client  # noqa: B018
         members = []
-        for index, given in enumerate(self.targets):
-            spec = self._check_target_spec(given, index)
+        for index, spec in enumerate(specs):
             member = copy.copy(self)
             member._lock_for_execution = True  # a plain copy: no DAG bookkeeping on the assignments below
-            member.__dict__.pop("hook", None)  # its own hook (and HTTP session) per thread
+            member.__dict__.pop("hook", None)
             member.targets = None
             member._link_owner = index == 0
             for key, value in spec.items():
                 setattr(member, key, value)
+            if getattr(member, self.hook_conn_id_field) == getattr(self, self.hook_conn_id_field):
+                member.__dict__["hook"] = self.hook.sibling()  # its own HTTP session per thread
             members.append(member)
         names = [m.target_name or m.default_target_name for m in members]
         repeated = sorted({n for n in names if names.count(n) > 1})
@@ -501,7 +516,7 @@ class _PromoteBase(BaseOperator):
         """The model as input, the target that serves it as output (see docs/lineage.md)."""
         from azureml_retrain.lineage import model_dataset, operator_lineage
 
-        storage = StorageAccount(self.wasb_conn_id)
+        storage = self.storage
         members = self.batch_members() if self.targets is not None else [self]
         return operator_lineage(
             inputs=[model_dataset(storage.account_name, self.target_model(storage))],
@@ -564,6 +579,7 @@ class PatchEndpointOperator(_PromoteBase):
         "endpoint_name",
         "management_conn_id",
     )
+    hook_conn_id_field = "management_conn_id"
     target_fields: ClassVar[tuple[str, ...]] = (
         *_PromoteBase.target_fields,
         "web_service_id",
@@ -675,7 +691,7 @@ class PatchEndpointOperator(_PromoteBase):
             context,
             classic_endpoint_link(self.hook.base_url, self.hook.workspace_id, self.web_service_id, self.endpoint_name),
         )
-        storage = StorageAccount(self.wasb_conn_id)
+        storage = self.storage
         current = self.target_model(storage)
         model = location_uri(current)
         endpoint = self._endpoint()
@@ -888,6 +904,7 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
         "export_to",
     )
     target_fields: ClassVar[tuple[str, ...]] = (*_PromoteBase.target_fields, "web_service_name", "arm_conn_id")
+    hook_conn_id_field = "arm_conn_id"
 
     def __init__(
         self,
@@ -922,7 +939,7 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
         target = BlobLocation(
             prefix.container, f"{prefix.blob_name[:-1]}{self.web_service_name}/{run_id}/{suffix}.json"
         )
-        storage = StorageAccount(self.wasb_conn_id)
+        storage = self.storage
         with storage.call(f"exporting the definition to {target}"):
             storage.hook.load_string(
                 json.dumps(definition, indent=2, sort_keys=True),
@@ -949,7 +966,7 @@ class UpdateWebServiceDefinitionOperator(_PromoteBase):
         self._push_link(
             context, resource_manager_link(self.hook.base_url, self.hook.resource_id(self.web_service_name))
         )
-        storage = StorageAccount(self.wasb_conn_id)
+        storage = self.storage
         new_uri = location_uri(self.target_model(storage))
         model = new_uri
         definition = self._settled_definition()

@@ -297,3 +297,23 @@ def test_a_batch_of_50_registers_one_secret_per_endpoint_it_scores_and_none_per_
     others = {json.dumps(s, sort_keys=True) for s in registered if s not in endpoint_keys}
     assert len(others) <= 3, others
     assert not any(k in json.dumps(results) for k in primary)
+
+
+def test_a_batch_looks_each_connection_up_once_whatever_its_size(monkeypatch):
+    """In a task, each lookup goes through the supervisor and registers the connection's secrets again:
+    the targets of a batch share the storage account and the management connection."""
+    from airflow.sdk import BaseHook
+
+    lookups: list[str] = []
+    real = BaseHook.get_connection.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type, conn_id: str) -> Any:
+        lookups.append(conn_id)
+        return real(cls, conn_id)
+
+    names = [f"fan{i:02d}" for i in range(20)]
+    route(monkeypatch, EndpointRouter({n: promoted(n) for n in names}))
+    monkeypatch.setattr(BaseHook, "get_connection", classmethod(counted))
+    results = batch(*names).execute(make_context())
+    assert all(r["changed"] for r in results) and len(results) == 20
+    assert sorted(lookups) == ["azureml_classic_management_default", "wasb_default"]
