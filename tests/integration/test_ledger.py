@@ -107,3 +107,33 @@ def test_lock_gives_up_with_a_clear_error(ledger, azurite):
         other.lock("ws/retrain01"),
     ):
         pytest.fail("must not enter")
+
+
+def test_a_guarded_promotion_costs_few_storage_requests(ledger, monkeypatch):
+    """A batch promotes to many targets at once, each through its ledger: the record is written with
+    the etag the service returned (no read-back), a first record with its baseline in one block."""
+    import requests
+
+    sent: list[str] = []
+    real_send = requests.Session.send
+
+    def counted(session: requests.Session, request: requests.PreparedRequest, **kwargs):  # type: ignore[no-untyped-def]
+        sent.append(str(request.method))
+        return real_send(session, request, **kwargs)
+
+    ledger._ensure_container()
+    monkeypatch.setattr(requests.Session, "send", counted)
+    with ledger.guard("ws/retrain01", expected_model_uri=NO_MODEL, window=WINDOW_1) as guard:
+        guard.record(promotion("m1", window=WINDOW_1, previous_model_uri="m0"), baseline_uri="m0")
+    # Lock blob, lease; read (none yet); create the ledger, append both records; release.
+    assert sorted(sent) == ["GET", "PUT", "PUT", "PUT", "PUT", "PUT"]
+    sent.clear()
+    with ledger.guard("ws/retrain01", expected_model_uri="m1", window=WINDOW_2) as guard:
+        guard.record(promotion("m2", previous_model_uri="m1"))
+    # Lock blob (exists), lease; read; append; release.
+    assert sorted(sent) == ["GET", "PUT", "PUT", "PUT", "PUT"]
+    assert [(r.kind, r.model_uri) for r in ledger.records("ws/retrain01")] == [
+        ("baseline", "m0"),
+        ("promotion", "m1"),
+        ("promotion", "m2"),
+    ]
