@@ -99,13 +99,28 @@ def run_slug(run_id: str) -> str:
 PARAM_SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
 
 
+class SharedSchema(dict[str, Any]):
+    """A trigger-form param's JSON Schema, shared by every copy of the param rather than copied.
+
+    Airflow deep-copies the DAG's params for each task it builds (twice for most operators), and the
+    schemas were most of what it copied: the rules' alone is 1.5 KB of JSON. Nothing changes a schema
+    once the DAG is built (Airflow only reads it to validate and to serialise)."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SharedSchema:
+        return self
+
+
 def form_param(default: Any, *, title: str, description: str | None, **schema: Any) -> Any:
     """A trigger-form param: ``schema`` holds its JSON Schema keywords (type, enum, ...) and the form's
     own (``section``, ``values_display``, ``description_md``: the form renders it when ``description``
     is ``None``)."""
     from airflow.sdk import Param
 
-    return Param(default, description=description, schema={"$schema": PARAM_SCHEMA_DIALECT, "title": title, **schema})
+    return Param(
+        default,
+        description=description,
+        schema=SharedSchema({"$schema": PARAM_SCHEMA_DIALECT, "title": title, **schema}),
+    )
 
 
 #: The form's section of the ``window`` param: the usual window is the run's data interval.

@@ -809,3 +809,22 @@ def test_the_config_errors_file_names_every_broken_config_and_nothing_else(tmp_p
 def test_run_slug():
     assert run_slug("manual__2026-11-27T13:38:28.203617+00:00") == "manual__2026-11-27T13-38-28.203617-00-00"
     assert run_slug("scheduled__2026-11-19T02:00:00+00:00") == "scheduled__2026-11-19T02-00-00-00-00"
+
+
+def test_tasks_share_the_form_schemas_instead_of_copying_them(monkeypatch):
+    """Airflow deep-copies the DAG's params into every task it builds; the schemas are shared (they
+    were most of the copying), the values are each task's own, and the serialised DAG is the same as
+    with plain schemas."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    from azureml_retrain import factory
+
+    dag = build_dag(CHURN)
+    task = dag.get_task("evaluate")
+    assert task.params.get_param("rules").schema is dag.params.get_param("rules").schema
+    assert task.params.get_param("rules") is not dag.params.get_param("rules")
+    shared = json.dumps(DagSerialization.to_dict(dag), sort_keys=True)
+    monkeypatch.setattr(factory, "SharedSchema", dict)
+    plain = build_dag(CHURN)
+    assert plain.get_task("evaluate").params.get_param("rules").schema is not plain.params.get_param("rules").schema
+    assert json.dumps(DagSerialization.to_dict(plain), sort_keys=True) == shared
