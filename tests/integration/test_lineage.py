@@ -87,15 +87,20 @@ def run_churn(
         "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")]),
     }
     logical_date = shipped.run_date(day + timedelta(days=1)).isoformat()
-    done = subprocess.run(
-        [sys.executable, "-m", "support.lineage_run", logical_date],
-        cwd=TESTS.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "support.lineage_run", logical_date],
+            cwd=TESTS.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            # Below the test's own timeout, so that a run that hangs fails with what it logged so far.
+            timeout=240,
+        )
+    except subprocess.TimeoutExpired as hung:
+        logged = hung.stderr.decode(errors="replace") if isinstance(hung.stderr, bytes) else str(hung.stderr or "")
+        pytest.fail(f"the lineage run did not end within {hung.timeout:.0f}s; it logged:\n{logged[-8000:]}")
     assert done.returncode == 0, done.stderr[-4000:]
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
     events = [json.loads(line) for line in events_file.read_text().splitlines() if line.strip()]
