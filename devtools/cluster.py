@@ -408,6 +408,12 @@ class AirflowCluster:
             },
         )
 
+    def start_triggerer(self, name: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Another triggerer, ``name``: on one host each needs its own trigger log server port (in
+        containers each has its own network)."""
+        port = {"AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self._port_for(f"{name}_log_server"))}
+        return self.start_component("triggerer", name=name, env={**port, **(env or {})})
+
     @staticmethod
     def worker_name(index: int) -> str:
         return f"worker-{index}"
