@@ -33,7 +33,7 @@ import pytest
 
 from devtools.cluster import AirflowCluster
 from devtools.services import LocalPorts
-from support.clusters import running_cluster
+from support.clusters import running_cluster, triggerer_of
 from support.dags import install_retraining_config
 from support.emulator import RunningEmulator
 from support.held_jobs import (
@@ -186,9 +186,7 @@ def wait_until_trigger_runs(cluster: AirflowCluster, dag_id: str, run_id: str, t
     """Until a triggerer runs the task's trigger. Before that, Airflow drops the trigger of a task a
     user marks or clears without ever starting it, so no trigger code can cancel the job (a window
     of about a second; docs/known-limits.md names it)."""
-    wait_until(
-        lambda: cluster.task_instance(dag_id, run_id, task_id).get("triggerer_job"), "a triggerer to take the trigger"
-    )
+    wait_until(lambda: triggerer_of(cluster.task_instance(dag_id, run_id, task_id)), "a triggerer to take the trigger")
 
 
 def parent_pid(pid: int) -> int:

@@ -23,7 +23,7 @@ import pytest
 
 from devtools.cluster import AirflowCluster
 from devtools.services import LocalPorts
-from support.clusters import running_cluster
+from support.clusters import running_cluster, triggerer_of
 from support.emulator import RunningEmulator
 from support.held_jobs import (
     job_ids,
@@ -112,14 +112,8 @@ def cluster(
 
 
 def holders(cluster: AirflowCluster, run_id: str) -> dict[str, int | None]:
-    """Task (``task_id[map_index]``) → job id of the triggerer holding its trigger (None: none).
-
-    The trigger's ``triggerer_id``: the task instance's ``triggerer_job`` in the REST API is the
-    scheduler job that queued it (Airflow 3.3 maps ``queued_by_job`` to that name)."""
-    return {
-        f"{ti['task_id']}[{ti['map_index']}]": (ti.get("trigger") or {}).get("triggerer_id")
-        for ti in cluster.task_instances(DAG_ID, run_id)
-    }
+    """Task (``task_id[map_index]``) → job id of the triggerer holding its trigger (None: none)."""
+    return {f"{ti['task_id']}[{ti['map_index']}]": triggerer_of(ti) for ti in cluster.task_instances(DAG_ID, run_id)}
 
 
 def held_by_one(cluster: AirflowCluster, run_id: str) -> int | None:
