@@ -680,12 +680,12 @@ class AirflowCluster:
             json={"dry_run": False, "dag_run_id": run_id, "task_ids": [task_id], "only_failed": False},
         )
 
-    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
         """The task's log for one try as the UI shows it (trigger lines included), one event per line."""
         body = self.api(
             "GET",
             f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
-            params={"full_content": "true"},
+            params={"full_content": "true", "map_index": map_index},
         )
         content = body.get("content") or []
         if isinstance(content, str):

@@ -3,7 +3,8 @@ and two triggerers; LocalExecutor), against the emulator and Azurite: one is SIG
 process tree) while both hold BES jobs, deferred from a worker and started in the triggerer
 (``start_from_trigger``). The survivor takes its triggers over once the dead one's heartbeat is older
 than ``[triggerer] triggerer_health_check_threshold``; every job was submitted once, no task took a
-second try, and every run succeeds.
+second try, and every run succeeds. And a triggerer only taken for dead (SIGSTOPped past the
+threshold) that goes on again drops the triggers it lost without cancelling their jobs.
 
 Which triggerer holds which trigger is forced, not left to timing: the first triggerer's capacity is
 one run's triggers, and the second starts once the first holds a whole run, so it gets the next run.
@@ -31,10 +32,11 @@ from support.held_jobs import (
     jobs_per_output,
     new_jobs,
     release_once_read_since,
+    requests_on_job_since,
     service_of,
     upload_training_inputs,
 )
-from support.retrain import job_fault, route_count
+from support.retrain import job_fault, requests_log, route_count
 from support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
@@ -49,6 +51,8 @@ HEALTH_CHECK_THRESHOLD = 15
 # From the kill to the survivor holding every trigger: the threshold, one heartbeat interval, and
 # room for the survivor's loop on a busy machine.
 TAKEOVER_BOUND = HEALTH_CHECK_THRESHOLD + 45
+# What BesJobTrigger.on_kill logs when it leaves the job of a still-deferred task running.
+KEPT_RUNNING = "not cancelling it: the task is still deferred"
 
 FAILOVER_DAG = textwrap.dedent(
     """
@@ -188,3 +192,68 @@ def test_killed_triggerer_hands_its_triggers_to_the_other_and_every_job_runs_onc
     # The task the dead triggerer had started found its job in its claim instead of submitting again.
     started = cluster.task_log(DAG_ID, first_run, "started", 1)
     assert started.count("Submitting BES job") == 1 and "Reattaching to BES job" in started, started
+
+
+def test_a_triggerer_taken_for_dead_that_comes_back_leaves_the_jobs_it_lost_running(
+    cluster: AirflowCluster, fresh_emulator: RunningEmulator
+):
+    """A live triggerer held back past the threshold (SIGSTOP: a stopped container, a long pause)
+    loses its triggers to the other; when it goes on, Airflow 3.3 cancels them there and calls their
+    ``on_kill`` as if a user had killed the tasks (apache/airflow#73454). The tasks are still
+    deferred, so their jobs must go on under the new owner, not be cancelled and submitted again."""
+    emulator = fresh_emulator
+    job_fault(emulator, "hang", service_id=service_of(emulator, "churn"))
+    known = job_ids(emulator)
+    # The other test leaves the second triggerer alone; this one does not depend on it.
+    if "triggerer" in cluster.processes:
+        cluster.stop_component("triggerer")
+    if "triggerer-2" not in cluster.processes:
+        cluster.start_triggerer("triggerer-2", env={"AIRFLOW__TRIGGERER__CAPACITY": "1000"})
+
+    run_id = cluster.trigger(DAG_ID, conf={"tag": uuid.uuid4().hex[:10]})
+    held_back = wait_until(lambda: held_by_one(cluster, run_id), "a triggerer to hold the run")
+    running = wait_until(
+        lambda: (
+            (created := new_jobs(emulator, known))
+            and len(created) == TRIGGERS_PER_RUN
+            and all(job["status"] == "Running" for job in created)
+            and created
+        ),
+        "every job to run",
+    )
+    cluster.start_component("triggerer")  # capacity for exactly this run
+
+    with cluster.paused_component("triggerer-2"):
+        taker = wait_until(
+            lambda: (owner := held_by_one(cluster, run_id)) != held_back and owner,
+            "the other triggerer to take the held-back one's triggers",
+            timeout=TAKEOVER_BOUND,
+        )
+        moved_at = datetime.now(UTC)
+        for job in running:
+            wait_until(
+                lambda job_id=job["id"]: requests_on_job_since(emulator, "bes.status", job_id, moved_at),
+                f"the new owner to poll job {job['id']}",
+            )
+
+    # Back, the held-back triggerer drops the triggers it lost and calls their on_kill: each says so.
+    def cancelled() -> str | None:
+        deletes = requests_log(emulator, "bes.delete")
+        return f"jobs cancelled: {deletes}" if deletes else None
+
+    for ti in cluster.task_instances(DAG_ID, run_id):
+        wait_until(
+            lambda ti=ti: KEPT_RUNNING in cluster.task_log(DAG_ID, run_id, ti["task_id"], 1, ti["map_index"]),
+            f"{ti['task_id']}[{ti['map_index']}]'s trigger to be dropped by the held-back triggerer",
+            abort=cancelled,
+        )
+    assert held_by_one(cluster, run_id) == taker
+    for job in running:
+        emulator.admin("POST", f"jobs/{job['id']}/release")
+
+    assert cluster.wait_for_run(DAG_ID, run_id, timeout=180) == "success", cluster.task_instances(DAG_ID, run_id)
+    for ti in cluster.task_instances(DAG_ID, run_id):
+        assert (ti["state"], ti["try_number"]) == ("success", 1), ti
+    created = new_jobs(emulator, known)
+    assert {job["id"] for job in created} == {job["id"] for job in running}, "a job was submitted again"
+    assert route_count(emulator, "bes.delete") == 0
