@@ -204,7 +204,7 @@ def test_a_triggerer_taken_for_dead_that_comes_back_leaves_the_jobs_it_lost_runn
     emulator = fresh_emulator
     job_fault(emulator, "hang", service_id=service_of(emulator, "churn"))
     known = job_ids(emulator)
-    # The other test leaves the second triggerer alone; this one does not depend on it.
+    # Only the second triggerer runs, as the first test leaves it (and whatever that test's end was).
     if "triggerer" in cluster.processes:
         cluster.stop_component("triggerer")
     if "triggerer-2" not in cluster.processes:
