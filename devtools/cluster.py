@@ -408,6 +408,12 @@ class AirflowCluster:
             },
         )
 
+    def start_triggerer(self, name: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Another triggerer, ``name``: on one host each needs its own trigger log server port (in
+        containers each has its own network)."""
+        port = {"AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self._port_for(f"{name}_log_server"))}
+        return self.start_component("triggerer", name=name, env={**port, **(env or {})})
+
     @staticmethod
     def worker_name(index: int) -> str:
         return f"worker-{index}"
@@ -674,12 +680,12 @@ class AirflowCluster:
             json={"dry_run": False, "dag_run_id": run_id, "task_ids": [task_id], "only_failed": False},
         )
 
-    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
         """The task's log for one try as the UI shows it (trigger lines included), one event per line."""
         body = self.api(
             "GET",
             f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
-            params={"full_content": "true"},
+            params={"full_content": "true", "map_index": map_index},
         )
         content = body.get("content") or []
         if isinstance(content, str):

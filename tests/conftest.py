@@ -54,6 +54,7 @@ AIRFLOW_INSTALLATION_MODULES = (
     "tests/devtools/test_make_airflow.py",
     "tests/e2e/",
     "tests/reliability/test_process_faults.py",
+    "tests/reliability/test_triggerer_failover.py",
     "tests/ui/",
 )
 

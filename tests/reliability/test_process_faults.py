@@ -18,14 +18,13 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import textwrap
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,20 @@ import psutil
 import pytest
 
 from devtools.cluster import AirflowCluster
-from devtools.services import ROOT, LocalPorts
+from devtools.services import LocalPorts
+from support.clusters import running_cluster, triggerer_of
 from support.dags import install_retraining_config
 from support.emulator import RunningEmulator
-from support.retrain import job_fault, jobs, requests_log, route_count
+from support.held_jobs import (
+    job_ids,
+    job_status,
+    new_jobs,
+    release_once_read_since,
+    requests_on_job_since,
+    service_of,
+    upload_training_inputs,
+)
+from support.retrain import job_fault, requests_log, route_count
 from support.retraining import DATA_CONTAINER, endpoint_model, shipped_config_data
 from support.secrets import assert_no_secret, emulator_secrets, result_sas_signatures
 from support.waiting import wait_until
@@ -127,15 +136,7 @@ def cluster(
     tmp_path_factory: pytest.TempPathFactory,
     model_id: str,
 ) -> Iterator[AirflowCluster]:
-    from emulator.datasets import generate_csv
-
-    container = blob_service.get_container_client(CONTAINER)
-    if not container.exists():
-        container.create_container()
-    for model in ("churn", "energy"):
-        data = generate_csv(model, rows=200, window=1, seed=4).encode()
-        container.upload_blob(f"input/{model}.csv", data, overwrite=True)
-
+    upload_training_inputs(blob_service, CONTAINER, ("churn", "energy"))
     home = tmp_path_factory.mktemp("cluster")
     dags = home / "dags"
     (dags / "retraining").mkdir(parents=True)
@@ -156,16 +157,8 @@ def cluster(
             "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "15",
         },
     )
-    try:
-        cluster.start()
-        for dag_id in (*FAULT_DAG_IDS, f"retrain_{model_id}"):
-            cluster.wait_for_dag(dag_id)
+    with running_cluster(cluster, (*FAULT_DAG_IDS, f"retrain_{model_id}"), "cluster-logs"):
         yield cluster
-    finally:
-        cluster.stop()
-        target = ROOT / "test-artifacts" / "cluster-logs"
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(cluster.log_dir, target, dirs_exist_ok=True)
 
 
 def fast_churn_config(model_id: str) -> dict[str, Any]:
@@ -182,36 +175,7 @@ def fast_churn_config(model_id: str) -> dict[str, Any]:
     return data
 
 
-@pytest.fixture
-def fresh_emulator(emulator_session: RunningEmulator) -> Iterator[RunningEmulator]:
-    """The emulator with no faults or knobs; the request log cleared (jobs of earlier runs stay)."""
-    emulator_session.admin("DELETE", "faults")
-    emulator_session.admin("DELETE", "requests")
-    emulator_session.admin("PATCH", "settings", json={"job_min_duration_seconds": 0})
-    yield emulator_session
-    emulator_session.admin("DELETE", "faults")
-    emulator_session.admin("PATCH", "settings", json={"job_min_duration_seconds": 0})
-
-
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def new_jobs(emulator: RunningEmulator, known: set[str]) -> list[dict[str, Any]]:
-    return [job for job in jobs(emulator) if job["id"] not in known]
-
-
-def job_ids(emulator: RunningEmulator) -> set[str]:
-    return {job["id"] for job in jobs(emulator)}
-
-
-def service_of(emulator: RunningEmulator, model: str) -> str:
-    if model == "churn":
-        return str(emulator.classic_endpoint("training")["service_id"])
-    return str(emulator.arm_service("training")["data_plane_id"])
-
-
-def job_status(emulator: RunningEmulator, job_id: str) -> str:
-    return str(next(job["status"] for job in jobs(emulator) if job["id"] == job_id))
 
 
 def trigger(cluster: AirflowCluster, dag_id: str, **conf: Any) -> str:
@@ -222,27 +186,7 @@ def wait_until_trigger_runs(cluster: AirflowCluster, dag_id: str, run_id: str, t
     """Until a triggerer runs the task's trigger. Before that, Airflow drops the trigger of a task a
     user marks or clears without ever starting it, so no trigger code can cancel the job (a window
     of about a second; docs/known-limits.md names it)."""
-    wait_until(
-        lambda: cluster.task_instance(dag_id, run_id, task_id).get("triggerer_job"), "a triggerer to take the trigger"
-    )
-
-
-def requests_on_job_since(emulator: RunningEmulator, route: str, job_id: str, moment: datetime) -> list[datetime]:
-    """When each ``route`` request on ``job_id`` that began after ``moment`` began (the service's clock)."""
-    began = []
-    for entry in requests_log(emulator, route):
-        if entry["path"].endswith(f"/jobs/{job_id}"):
-            start = datetime.fromisoformat(entry["time"]) - timedelta(milliseconds=entry["duration_ms"])
-            if start > moment:
-                began.append(start)
-    return began
-
-
-def release_once_read_since(emulator: RunningEmulator, job_id: str, moment: datetime, what: str) -> None:
-    """Release a held job once its status has been read by a request that began after ``moment``
-    (after a kill: by the process that took over, not by the one that died mid-request)."""
-    wait_until(lambda: requests_on_job_since(emulator, "bes.status", job_id, moment), what, timeout=240)
-    emulator.admin("POST", f"jobs/{job_id}/release")
+    wait_until(lambda: triggerer_of(cluster.task_instance(dag_id, run_id, task_id)), "a triggerer to take the trigger")
 
 
 def parent_pid(pid: int) -> int:

@@ -32,6 +32,9 @@ from azureml_retrain.redaction import redact
 from azureml_retrain.storage import StorageAccount
 from azureml_retrain.triggers.blocking import run_blocking
 
+# The on_kill work under way, held so that it is not collected while it runs unawaited.
+_KILLS: set[asyncio.Future[None]] = set()
+
 
 def next_poll_interval(current: float, maximum: float) -> float:
     """Poll less often the longer a job runs: doubling per poll, capped.
@@ -225,9 +228,49 @@ class BesJobTrigger(BaseTrigger):
             self.log.error("BES job %s: cancel failed: %s", job_id, error)
 
     async def on_kill(self) -> None:
-        """A user marked the deferred task failed/success or cleared it: stop the remote job."""
-        if self.cancel_on_kill and self.job_id:
-            await self._cancel(self._hook(), self.job_id, reason="task killed by a user")
+        """A user marked the deferred task failed/success or cleared it: stop the remote job.
+
+        Airflow 3.3 also calls it on a triggerer that lost this trigger to another while it seemed
+        dead (its heartbeat older than ``[triggerer] triggerer_health_check_threshold``, e.g. a long
+        pause), as if a user had acted (apache/airflow#73454). The task is then still deferred and
+        the new owner follows the job: cancelling it would cost the task a retry and a second job.
+
+        Airflow cancels the trigger again at each exchange with its supervisor (about every second)
+        until it has ended, which would cut this short: the work goes on in a task of its own."""
+        work = asyncio.ensure_future(self._on_kill())
+        _KILLS.add(work)
+        work.add_done_callback(_KILLS.discard)
+        await asyncio.shield(work)
+
+    async def _on_kill(self) -> None:
+        if not (self.cancel_on_kill and self.job_id):
+            return
+        if await run_blocking(self._task_still_deferred):
+            self.log.info(
+                "BES job %s: not cancelling it: the task is still deferred (another triggerer took it)", self.job_id
+            )
+            return
+        await self._cancel(self._hook(), self.job_id, reason="task killed by a user")
+
+    def _task_still_deferred(self) -> bool:
+        """Whether the task is still deferred (no user acted on it); False when that cannot be known."""
+        ti = self.task_instance
+        if ti is None:
+            return False
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        try:
+            count = RuntimeTaskInstance.get_ti_count(
+                dag_id=ti.dag_id,
+                run_ids=[ti.run_id],
+                task_ids=[ti.task_id],
+                map_index=ti.map_index,
+                states=["deferred"],
+            )
+        except Exception as error:
+            self.log.warning("BES job %s: task state unavailable (%s); taking it as killed", self.job_id, error)
+            return False
+        return count > 0
 
 
 class BesSubmitTrigger(BesJobTrigger):

@@ -197,3 +197,63 @@ def test_a_long_running_job_logs_its_progress_at_a_bounded_rate():
     assert changes == ["? -> NotStarted", "NotStarted -> Running", "Running -> Finished"]
     assert all(line.endswith("see https://services.azureml.net/") for _, line in progress)  # the Studio portal
     assert "next check in 1m 00s" in progress[-2][1] and "no further checks" in progress[-1][1]
+
+
+class StubTaskInstance:
+    dag_id, run_id, task_id, map_index = "retrain", "manual__1", "train", -1
+
+
+@pytest.mark.parametrize(
+    ("deferred_count", "methods"),
+    [
+        (0, ["DELETE"]),  # a user marked or cleared the task: stop its job
+        (1, []),  # still deferred: the trigger moved to another triggerer, which follows the job
+        (RuntimeError("supervisor unreachable"), ["DELETE"]),  # unknown: as a user kill
+    ],
+)
+def test_on_kill_cancels_only_when_the_task_is_no_longer_deferred(monkeypatch, deferred_count, methods):
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    asked = []
+
+    def get_ti_count(**criteria):
+        asked.append(criteria)
+        if isinstance(deferred_count, Exception):
+            raise deferred_count
+        return deferred_count
+
+    monkeypatch.setattr(RuntimeTaskInstance, "get_ti_count", staticmethod(get_ti_count))
+    trigger, transport = make_trigger(Reply(200))
+    trigger.task_instance = StubTaskInstance()  # type: ignore[assignment]
+    asyncio.run(trigger.on_kill())
+    assert [r.method for r in transport.requests] == methods
+    assert asked == [
+        {"dag_id": "retrain", "run_ids": ["manual__1"], "task_ids": ["train"], "map_index": -1, "states": ["deferred"]}
+    ]
+
+
+def test_on_kill_finishes_when_airflow_cancels_it_again(monkeypatch):
+    """Airflow 3.3 cancels a trigger again at each sync with its supervisor until it has ended."""
+    import threading
+
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    from azureml_retrain.triggers import bes_job
+
+    answer = threading.Event()
+    monkeypatch.setattr(RuntimeTaskInstance, "get_ti_count", staticmethod(lambda **_: answer.wait(5) and 0))
+    trigger, transport = make_trigger(Reply(200))
+    trigger.task_instance = StubTaskInstance()  # type: ignore[assignment]
+
+    async def scenario() -> None:
+        kill = asyncio.ensure_future(trigger.on_kill())
+        while not bes_job._KILLS:
+            await asyncio.sleep(0)
+        kill.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await kill
+        answer.set()
+        await asyncio.gather(*bes_job._KILLS)
+
+    asyncio.run(scenario())
+    assert [r.method for r in transport.requests] == ["DELETE"]
