@@ -134,10 +134,17 @@ def main(argv: list[str] | None = None) -> int:
         help="Airflow's metadata database for the measurements that run on Airflow (2, 3, 6, 7, 8); "
         "both: SQLite, then PostgreSQL (default: sqlite)",
     )
+    parser.add_argument(
+        "--airflow-only",
+        action="store_true",
+        help="only the measurements that run on Airflow (2, 3, 6, 7, 8; in the smoke set: those that start it)",
+    )
     parser.add_argument("--work-dir", type=Path, help="scratch folder (default: a new temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (logs, Airflow home)")
     args = parser.parse_args(argv)
     names = [n for n in MEASUREMENTS if n in (args.only or (SMOKE if args.smoke else MEASUREMENTS))]
+    if args.airflow_only:
+        names = [n for n in names if n in on_airflow(args.smoke)]
     out = args.out or ROOT / "test-artifacts" / ("bench-smoke.json" if args.smoke else "bench.json")
 
     started = time.monotonic()

@@ -21,7 +21,7 @@ JOB_TYPES = {"SchedulerJob", "TriggererJob", "DagProcessorJob"}
 
 
 @pytest.mark.timeout(240)
-def test_bench_cluster_keeps_its_metadata_in_postgresql():
+def test_bench_cluster_keeps_its_metadata_in_postgresql() -> None:
     # A new temp dir (not pytest's tmp_path, whose parents PostgreSQL's own user may not enter as root).
     bench = Bench(smoke=True, database="postgresql", log=lambda _: None)
     try:
@@ -33,7 +33,7 @@ def test_bench_cluster_keeps_its_metadata_in_postgresql():
         try:
             with engine.connect() as connection:
                 running = connection.execute(sqlalchemy.text("SELECT job_type FROM job WHERE state = 'running'"))
-                assert JOB_TYPES <= {row.job_type for row in running}
+                assert {row.job_type for row in running} >= JOB_TYPES
         finally:
             engine.dispose()
         assert not list(bench.home.glob("*.db")), "a SQLite database was created beside PostgreSQL"
