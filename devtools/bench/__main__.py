@@ -139,7 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the measurements that run on Airflow (2, 3, 6, 7, 8; in the smoke set: those that start it)",
     )
-    parser.add_argument("--work-dir", type=Path, help="scratch folder (default: a new temp dir)")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        help="scratch folder (default: a new temp dir); on PostgreSQL as root, the folders above it must be "
+        "open to the postgres user",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (logs, Airflow home)")
     args = parser.parse_args(argv)
     names = [n for n in MEASUREMENTS if n in (args.only or (SMOKE if args.smoke else MEASUREMENTS))]
