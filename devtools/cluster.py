@@ -5,7 +5,8 @@ group, started and stopped by pid, so a test can SIGKILL one (a worker, the trig
 scheduler) and start it again while a run is in flight. The reliability suite and the benchmarks
 run against it; ``airflow standalone`` hides the components behind one parent and cannot do that.
 
-By default it is LocalExecutor on SQLite. With ``executor="CeleryExecutor"`` it also runs its own
+By default it is LocalExecutor on SQLite; given a ``database`` (:class:`PostgresServer`), on that
+PostgreSQL instead. With ``executor="CeleryExecutor"`` it also runs its own
 PostgreSQL (:class:`PostgresServer`) and Redis (:class:`RedisServer`) on free loopback ports and
 ``celery_workers`` Celery workers, each its own process group with its own Celery node name and
 log server port, as `docker compose up --scale airflow-worker=N` would.
@@ -265,10 +266,11 @@ class AirflowCluster:
     :param dags_folder: the DAG bundle (default: the project's ``dags/``).
     :param parallelism: LocalExecutor worker slots.
     :param settings: extra ``AIRFLOW__*`` variables (they win over the defaults below).
-    :param executor: ``LocalExecutor`` (SQLite) or ``CeleryExecutor``.
+    :param executor: ``LocalExecutor`` or ``CeleryExecutor``.
     :param celery_workers: Celery workers :meth:`start` runs (CeleryExecutor only).
-    :param database: PostgreSQL for the metadata and the Celery results; CeleryExecutor makes one
-        under ``home`` when not given. Started and stopped with the cluster.
+    :param database: PostgreSQL for the metadata (and the Celery results); without it LocalExecutor
+        uses a SQLite file in ``home``, CeleryExecutor makes one under ``home``. Started and stopped
+        with the cluster.
     :param broker: the Celery broker; CeleryExecutor makes one when not given.
     :param worker_command: the ``airflow`` subcommand of a Celery worker.
     :param component_env: ``airflow`` subcommand → variables only that component gets.

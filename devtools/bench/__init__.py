@@ -1,10 +1,13 @@
 """Benchmarks: what orchestration costs, side by side with what users would otherwise run.
 
-``python -m devtools.bench [--smoke] [--out FILE] [--only NAME ...]`` (``make bench``, ``make bench-smoke``)
-starts fresh local services (Azurite and the emulator, in memory) and, for the measurements that need
-it, an Airflow installation with separate scheduler, triggerer, DAG processor and API server
-(LocalExecutor, 4 worker slots). It prints a table of ratios against baselines measured in the same
-run, and writes every raw number to a JSON file. One module per measurement, numbered as in the table:
+``python -m devtools.bench [--smoke] [--out FILE] [--only NAME ...] [--database sqlite|postgresql|both]``
+(``make bench``, ``make bench-postgres``, ``make bench-smoke``) starts fresh local services (Azurite and
+the emulator, in memory) and, for the measurements that need it, an Airflow installation with separate
+scheduler, triggerer, DAG processor and API server (LocalExecutor, 4 worker slots) whose metadata
+database is SQLite (the default) or a PostgreSQL server of its own from Debian's packages; ``both``
+runs the measurements on Airflow (2, 3, 6, 7, 8) on each in turn, the others once. It prints a table of
+ratios against baselines measured in the same run, each row with the database it ran on, and writes
+every raw number to a JSON file. One module per measurement, numbered as in the table:
 
 1. ``parse_cost``: DAG parse cost of each shipped DAG file against a one-task EmptyOperator DAG
 2. ``worker_slots``: N concurrent 30 s BES jobs, deferrable vs the Studio sample's polling loop

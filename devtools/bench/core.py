@@ -2,7 +2,9 @@
 
 Each benchmark module exposes ``run(bench: Bench) -> Measurement``. A measurement holds its raw
 numbers (everything that was timed or counted, for the JSON file) and its checks: one number each,
-compared with a target (``value <= target``), against a baseline measured in the same run.
+compared with a target (``value <= target``), against a baseline measured in the same run. Airflow's
+metadata database is SQLite or PostgreSQL (:data:`DATABASES`); a measurement that ran on Airflow
+names the one it ran on.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 
 import requests
 
-from devtools.cluster import AirflowCluster
+from devtools.cluster import POSTGRES_PACKAGE, AirflowCluster, PostgresServer, ensure_system_packages, postgres_bin_dir
 from devtools.services import (
     ROOT,
     LocalPorts,
@@ -42,6 +44,8 @@ from devtools.services import (
 DAG_TEMPLATES = Path(__file__).parent / "dags"
 PARAMS_FILE = "bench_params.json"
 STATSD_PREFIX = "airflow"
+# Airflow's metadata database: the name on the command line and in the JSON -> the table's label.
+DATABASES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 
 @dataclass
@@ -75,6 +79,13 @@ class Check:
 
 @dataclass
 class Measurement:
+    """One measurement's results.
+
+    :param database: the metadata database of the Airflow it ran on (a key of :data:`DATABASES`);
+        None when it needed no Airflow
+    :param load_average: the machine's 1-minute load average when it began and when it ended
+    """
+
     key: str
     title: str
     checks: list[Check] = field(default_factory=list)
@@ -82,17 +93,30 @@ class Measurement:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     error: str | None = None
+    database: str | None = None
+    load_average: list[float] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
         return self.error is None and all(c.passed is not False for c in self.checks)
 
+    @property
+    def id(self) -> str:
+        """Its key in the JSON file: the same measurement may run on each database in one run."""
+        return self.key if self.database is None else f"{self.key}@{self.database}"
+
+    @property
+    def database_label(self) -> str:
+        return "-" if self.database is None else DATABASES[self.database]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "title": self.title,
+            "database": self.database,
             "passed": self.passed,
             "error": self.error,
             "seconds": round(self.seconds, 1),
+            "load_average": self.load_average,
             "checks": [c.to_json() for c in self.checks],
             "notes": self.notes,
             "raw": self.raw,
@@ -120,18 +144,18 @@ def fmt_value(value: float, unit: str) -> str:
 
 def render_table(measurements: list[Measurement], numbers: Mapping[str, int] | None = None) -> str:
     """The results as a Markdown table (it reads the same in a terminal and in the README)."""
-    header = ["#", "measurement", "case", "ours", "baseline", "value", "target", "result"]
+    header = ["#", "measurement", "database", "case", "ours", "baseline", "value", "target", "result"]
     rows: list[list[str]] = []
     for index, m in enumerate(measurements, 1):
-        number = (numbers or {}).get(m.key, index)
+        first = [str((numbers or {}).get(m.key, index)), m.title, m.database_label]
         if m.error:
-            rows.append([str(number), m.title, "error", m.error.splitlines()[0][:80], "-", "-", "-", "ERROR"])
+            rows.append([*first, "error", m.error.splitlines()[0][:80], "-", "-", "-", "ERROR"])
             continue
         for c in m.checks:
             target = "report" if c.target is None else f"<= {fmt_value(c.target, c.unit)}"
             result = "-" if c.passed is None else ("pass" if c.passed else "FAIL")
             case = f"{c.case} ({c.note})" if c.note else c.case
-            rows.append([str(number), m.title, case, c.ours, c.baseline, fmt_value(c.value, c.unit), target, result])
+            rows.append([*first, case, c.ours, c.baseline, fmt_value(c.value, c.unit), target, result])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -212,11 +236,23 @@ class Bench:
     """The local services, an Airflow installation and a scratch folder, shared by all benchmarks.
 
     Azurite and the emulator are fresh (in memory) for every run: nothing is cached between runs.
-    The Airflow cluster starts on first use, with every bench DAG in its DAG folder.
+    The Airflow cluster starts on first use, with every bench DAG in its DAG folder. Every Airflow
+    of the bench keeps its metadata in ``database`` (a key of :data:`DATABASES`): PostgreSQL is
+    installed from Debian's packages if missing, and each Airflow home gets a server of its own.
     """
 
-    def __init__(self, *, smoke: bool, work_dir: Path | None = None, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        *,
+        smoke: bool,
+        work_dir: Path | None = None,
+        database: str = "sqlite",
+        log: Callable[[str], None] = print,
+    ) -> None:
+        if database not in DATABASES:
+            raise ValueError(f"database {database!r} is not one of {sorted(DATABASES)}")
         self.smoke = smoke
+        self.database = database
         self.log = log
         self.work = work_dir or Path(tempfile.mkdtemp(prefix="azureml-bench-"))
         self.work.mkdir(parents=True, exist_ok=True)
@@ -231,6 +267,7 @@ class Bench:
         self.params: dict[str, Any] = {}
         self._pids: list[int] = []
         self._cluster: AirflowCluster | None = None
+        self._database_servers: dict[Path, PostgresServer] = {}
         self._emulator_state: dict[str, Any] | None = None
         self.statsd: StatsdListener | None = None
         # Figures one measurement leaves for another of the same run (e.g. the loop latency).
@@ -362,9 +399,26 @@ class Bench:
             self._cluster.stop()
             self._cluster = None
 
+    def database_server(self, home: Path) -> PostgresServer | None:
+        """The PostgreSQL of the Airflow in ``home`` (None on SQLite), started and stopped with its
+        cluster. One per home, kept across restarts: its password is set when its data is created."""
+        if self.database == "sqlite":
+            return None
+        if home not in self._database_servers:
+            installed = ensure_system_packages({POSTGRES_PACKAGE: postgres_bin_dir() is not None})
+            if installed:
+                self.log(f"  setup: installed {', '.join(installed)} from Debian's packages")
+            # As root, PostgreSQL runs as the postgres user, which must reach its data directory.
+            for folder in (self.work, home):
+                folder.mkdir(parents=True, exist_ok=True)
+                folder.chmod(0o755)
+            self._database_servers[home] = PostgresServer(home / "postgres")
+        return self._database_servers[home]
+
     def start_cluster(self, home: Path, dags_folder: Path) -> AirflowCluster:
         """An Airflow of the bench's settings (LocalExecutor, 4 slots, DAGs paused at creation,
-        StatsD metrics to :attr:`statsd`) on ``dags_folder``; the caller stops it."""
+        StatsD metrics to :attr:`statsd`, metadata in :attr:`database`) on ``dags_folder``; the
+        caller stops it."""
         if self.statsd is None:
             self.statsd = StatsdListener()
         cluster = AirflowCluster(
@@ -372,6 +426,7 @@ class Bench:
             self.ports,
             dags_folder=dags_folder,
             parallelism=4,
+            database=self.database_server(home),
             settings={
                 # DAGs run only when a benchmark unpauses them (the shipped DAG copies never do).
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
@@ -391,7 +446,10 @@ class Bench:
         except BaseException:
             cluster.stop()
             raise
-        self.log(f"  airflow: up in {time.monotonic() - started:.0f}s ({cluster.url}, logs {cluster.log_dir})")
+        self.log(
+            f"  airflow on {DATABASES[self.database]}: up in {time.monotonic() - started:.0f}s"
+            f" ({cluster.url}, logs {cluster.log_dir})"
+        )
         return cluster
 
     def run_dag(self, dag_id: str, conf: Mapping[str, Any] | None = None, timeout: float = 600.0) -> dict[str, Any]:
