@@ -15,6 +15,7 @@ from the measured N's time per wave (and marked extrapolated).
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from typing import Any
@@ -25,6 +26,10 @@ from devtools.bench.core import Bench, Check, Measurement, parse_time
 from devtools.cluster import descendants
 
 SLOTS = 4
+# The deferrable jobs' DAGs have this many tasks each (a retraining DAG has one job): with
+# start_from_trigger the triggerer receives and builds a task's whole DAG for each of its triggers,
+# so N jobs in one DAG would cost it N copies of an N-task DAG (at N=500 about 5 MB per trigger).
+JOBS_PER_DAG = 10
 TARGET_RATIO = 2.0
 TRAINING_ROWS = 60
 GLOBAL_PARAMETERS = {"Number of trees": "5"}
@@ -32,10 +37,15 @@ GLOBAL_PARAMETERS = {"Number of trees": "5"}
 TITLE = "Worker slots during long jobs"
 
 
+# Job counts of the full run, replaceable (comma-separated) to measure one size on its own, e.g. "100".
+SIZES_VARIABLE = "BENCH_WORKER_SLOTS_SIZES"
+
+
 def settings(smoke: bool) -> dict[str, Any]:
     if smoke:
         return {"job_seconds": 8.0, "deferrable_sizes": [8], "polling_sizes": [4], "gated_size": 8}
-    return {"job_seconds": 30.0, "deferrable_sizes": [10, 50, 100], "polling_sizes": [10], "gated_size": 100}
+    sizes = [int(n) for n in os.environ.get(SIZES_VARIABLE, "10,50,100").split(",") if n.strip()]
+    return {"job_seconds": 30.0, "deferrable_sizes": sizes, "polling_sizes": [10], "gated_size": 100}
 
 
 def dag_params(bench: Bench) -> dict[str, Any]:
@@ -48,6 +58,11 @@ def dag_params(bench: Bench) -> dict[str, Any]:
             "global_parameters": GLOBAL_PARAMETERS,
             "deferrable_sizes": plan["deferrable_sizes"],
             "polling_sizes": plan["polling_sizes"],
+            "deferrable_dags": {
+                dag_id: [n, part * JOBS_PER_DAG, min(n, (part + 1) * JOBS_PER_DAG)]
+                for n in plan["deferrable_sizes"]
+                for part, dag_id in enumerate(deferrable_dag_ids(n))
+            },
         }
     }
 
@@ -64,6 +79,27 @@ def process_memory(pid: int) -> int:
         return 0
 
 
+def deferrable_dag_ids(n: int) -> list[str]:
+    """The DAGs of the N deferrable jobs (as the bench DAG file names them)."""
+    return [f"bench_slots_deferrable_{n}_{part}" for part in range(math.ceil(n / JOBS_PER_DAG))]
+
+
+def process_names(sizes: dict[int, int], supervisor: int) -> dict[str, float]:
+    """MB per process of the triggerer's tree, named: the supervisor, and each child by pid and thread
+    count (the trigger runner has its thread pool; the log server, serve-logs, has few)."""
+    named = {}
+    for pid, size in sizes.items():
+        if pid == supervisor:
+            name = f"supervisor {pid}"
+        else:
+            try:
+                name = f"child {pid} ({psutil.Process(pid).num_threads()} threads)"
+            except psutil.Error:
+                name = f"child {pid}"
+        named[name] = round(size / 2**20, 1)
+    return named
+
+
 class MemorySampler:
     """PSS (else RSS) of a process tree, sampled every ``interval`` seconds in a thread."""
 
@@ -71,11 +107,16 @@ class MemorySampler:
         self.pid = pid
         self.interval = interval
         self.samples: list[int] = []
+        # Peak of each process of the tree (the triggerer's supervisor and its trigger runner child).
+        self.peaks: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="memory-sampler")
 
     def measure(self) -> int:
-        return sum(process_memory(pid) for pid in (self.pid, *descendants(self.pid)))
+        sizes = {pid: process_memory(pid) for pid in (self.pid, *descendants(self.pid))}
+        for pid, size in sizes.items():
+            self.peaks[pid] = max(size, self.peaks.get(pid, 0))
+        return sum(sizes.values())
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -91,15 +132,39 @@ class MemorySampler:
         self._thread.join(timeout=10)
 
 
+def run_dags(bench: Bench, dag_ids: list[str], timeout: float) -> dict[str, Any]:
+    """Trigger ``dag_ids`` together, wait for every run to end; returns the earliest run start
+    (``start_date``) and the wall time from the first trigger to the last run's end."""
+    if len(dag_ids) == 1:
+        return bench.run_dag(dag_ids[0], timeout=timeout)
+    cluster = bench.cluster
+    for dag_id in dag_ids:
+        cluster.wait_for_dag(dag_id, timeout=180)
+        cluster.set_paused(dag_id, False)
+    started = time.monotonic()
+    runs = {dag_id: cluster.trigger(dag_id) for dag_id in dag_ids}
+    failed = []
+    for dag_id, run_id in runs.items():
+        if cluster.wait_for_run(dag_id, run_id, timeout=max(60.0, timeout - (time.monotonic() - started))) != "success":
+            failed.append(dag_id)
+    wall = time.monotonic() - started
+    if failed:
+        raise RuntimeError(f"runs of {failed} did not succeed")
+    starts = [str(cluster.api("GET", f"dags/{d}/dagRuns/{r}")["start_date"]) for d, r in runs.items()]
+    return {"start_date": min(starts, key=lambda value: parse_time(value) or 0.0), "wall_seconds": wall}
+
+
 def run_size(bench: Bench, mode: str, n: int, job_seconds: float) -> dict[str, Any]:
-    dag_id = f"bench_slots_{mode}_{n}"
+    dag_ids = deferrable_dag_ids(n) if mode == "deferrable" else [f"bench_slots_{mode}_{n}"]
     bench.admin("DELETE", "requests")
     known_jobs = bench.job_ids()
     triggerer = bench.cluster.processes["triggerer"]
     sampler = MemorySampler(triggerer.pid)
     idle = sampler.measure()
+    idle_per_process = dict(sampler.peaks)
+    sampler.peaks.clear()
     with sampler:
-        run = bench.run_dag(dag_id, timeout=max(900.0, job_seconds * n))
+        run = run_dags(bench, dag_ids, timeout=max(900.0, job_seconds * n))
     started = parse_time(run["start_date"]) or 0.0
     jobs = bench.jobs_since(known_jobs)
     starts = sorted(parse_time(j["started_at"]) or 0.0 for j in jobs)
@@ -119,6 +184,9 @@ def run_size(bench: Bench, mode: str, n: int, job_seconds: float) -> dict[str, A
         "status_calls_per_job": round(status_calls / max(len(jobs), 1), 2),
         "triggerer_pss_idle_mb": round(idle / 2**20, 1),
         "triggerer_pss_peak_mb": round(max([idle, *sampler.samples]) / 2**20, 1),
+        # The triggerer's tree: its supervisor, the trigger runner and the log server (serve-logs).
+        "triggerer_pss_idle_mb_per_process": process_names(idle_per_process, triggerer.pid),
+        "triggerer_pss_peak_mb_per_process": process_names(sampler.peaks, triggerer.pid),
     }
 
 
