@@ -51,7 +51,7 @@ def service() -> Iterator[str]:
         server.server_close()
 
 
-def test_many_hooks_share_one_pool_and_keep_their_own_keys(service: str, monkeypatch: pytest.MonkeyPatch):
+def test_many_hooks_share_one_pool_and_keep_their_own_keys(service: str, monkeypatch: pytest.MonkeyPatch) -> None:
     pools: list[object] = []
     original = urllib3.HTTPConnectionPool.__init__
 
@@ -75,7 +75,7 @@ def test_many_hooks_share_one_pool_and_keep_their_own_keys(service: str, monkeyp
     assert sorted(set(_JobStatus.authorizations)) == sorted(f"Bearer key-{i:04d}-0123456789" for i in range(100))
 
 
-def test_a_hook_can_still_mount_its_own_transport():
+def test_a_hook_can_still_mount_its_own_transport() -> None:
     """Tests (and a user's get_conn()) may mount a transport on one hook's session: the others keep theirs."""
     from requests.adapters import BaseAdapter
 
