@@ -30,7 +30,7 @@ from azureml_retrain.hooks.web_service import AzureMLWebServiceHook, BesJobStatu
 from azureml_retrain.links import LINK_XCOM_KEY, bes_job_link
 from azureml_retrain.redaction import redact
 from azureml_retrain.storage import StorageAccount
-from azureml_retrain.triggers.blocking import run_blocking
+from azureml_retrain.triggers.blocking import run_blocking, run_status_call
 
 
 def next_poll_interval(current: float, maximum: float) -> float:
@@ -172,7 +172,7 @@ class BesJobTrigger(BaseTrigger):
         while True:
             job = None
             try:
-                job = await run_blocking(hook.get_job, job_id)
+                job = await run_status_call(hook.get_job, job_id)
                 polls += 1
             except AzureMLServiceError as error:
                 if not is_transient(error):
@@ -220,7 +220,7 @@ class BesJobTrigger(BaseTrigger):
     async def _cancel(self, hook: AzureMLWebServiceHook, job_id: str, *, reason: str) -> None:
         self.log.warning("BES job %s: cancelling (%s)", job_id, reason)
         try:
-            await run_blocking(hook.cancel_job, job_id)
+            await run_status_call(hook.cancel_job, job_id)
         except AzureMLServiceError as error:
             self.log.error("BES job %s: cancel failed: %s", job_id, error)
 
