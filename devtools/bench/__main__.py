@@ -28,10 +28,11 @@ MEASUREMENTS = (
     "models",
     "backfill",
 )
-# Those that need no Airflow scheduler: the smoke run, seconds each (scale's smoke part runs in process).
-SMOKE = ("parse_cost", "sensor_listing", "status_calls", "scale", "models")
+# Those that need no Airflow scheduler: the smoke run, seconds each (scale's and worker_slots' smoke parts
+# run in process).
+SMOKE = ("parse_cost", "worker_slots", "sensor_listing", "status_calls", "scale", "models")
 NEEDS_CLUSTER = frozenset({"worker_slots", "loop_latency", "scale", "backfill"})  # models starts an Airflow of its own
-NEEDS_CLUSTER_IN_SMOKE = NEEDS_CLUSTER - {"scale"}
+NEEDS_CLUSTER_IN_SMOKE = NEEDS_CLUSTER - {"scale", "worker_slots"}
 
 
 def measure(bench: Bench, names: list[str]) -> list[Measurement]:

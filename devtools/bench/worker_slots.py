@@ -105,10 +105,11 @@ def process_names(sizes: dict[int, int], supervisor: int) -> dict[str, float]:
 
 
 class MemorySampler:
-    """PSS (else RSS) of a process tree, sampled every ``interval`` seconds in a thread."""
+    """PSS (else RSS) of a process tree (or of the process alone), sampled every ``interval`` seconds in a thread."""
 
-    def __init__(self, pid: int, interval: float = 1.0) -> None:
+    def __init__(self, pid: int, interval: float = 1.0, *, tree: bool = True) -> None:
         self.pid = pid
+        self.tree = tree
         self.interval = interval
         self.samples: list[int] = []
         # Peak of each process of the tree (the triggerer's supervisor and its trigger runner child).
@@ -117,7 +118,8 @@ class MemorySampler:
         self._thread = threading.Thread(target=self._loop, daemon=True, name="memory-sampler")
 
     def measure(self) -> int:
-        sizes = {pid: process_memory(pid) for pid in (self.pid, *descendants(self.pid))}
+        pids = (self.pid, *descendants(self.pid)) if self.tree else (self.pid,)
+        sizes = {pid: process_memory(pid) for pid in pids}
         for pid, size in sizes.items():
             self.peaks[pid] = max(size, self.peaks.get(pid, 0))
         return sum(sizes.values())
@@ -194,7 +196,101 @@ def run_size(bench: Bench, mode: str, n: int, job_seconds: float) -> dict[str, A
     }
 
 
+# The smoke run's part (no scheduler): SMOKE_JOBS start_from_trigger jobs followed in this process
+# by the trigger the triggerer runs, on one event loop as its trigger runner does.
+SMOKE_JOBS = 40
+SMOKE_JOB_SECONDS = 5.0
+# Regression limits, not the targets: 40 jobs took 1.7x the wall time of one (the same trigger, its
+# polls included), 0.23 MB per trigger (2-core machine, load average 12); a pool, a connection or a
+# TLS context per trigger, or triggers queueing behind each other, would pass them.
+SMOKE_RATIO_LIMIT = 2.5
+SMOKE_MB_PER_TRIGGER_LIMIT = 1.0
+
+
+async def follow_jobs(first: int, count: int) -> list[Any]:
+    """Start and follow ``count`` BES jobs with BesSubmitTrigger at once; the event each one ends with."""
+    import asyncio
+
+    from azureml_retrain.triggers.bes_job import BesSubmitTrigger
+
+    async def one(i: int) -> Any:
+        trigger = BesSubmitTrigger(
+            inputs={"input1": "bench-slots/input/churn.csv"},
+            outputs={"output1": f"bench-slots/smoke/{i}/model.ilearner", "output2": f"bench-slots/smoke/{i}/e.csv"},
+            global_parameters=GLOBAL_PARAMETERS,
+            azureml_conn_id="azureml_churn_training",
+        )
+        async for event in trigger.run():
+            return event
+        raise RuntimeError("the trigger ended without an event")
+
+    return list(await asyncio.gather(*(one(i) for i in range(first, first + count))))
+
+
+def run_smoke(bench: Bench) -> Measurement:
+    """Measurement 2 without a scheduler: the triggers' own share of the triggerer's time and memory."""
+    import asyncio
+    import uuid
+
+    from airflow.triggers.base import TaskSuccessEvent
+
+    m = Measurement("worker_slots", TITLE)
+    from emulator.datasets import generate_csv
+
+    bench.upload("bench-slots", "input/churn.csv", generate_csv("churn", rows=TRAINING_ROWS, window=1).encode())
+    bench.set_job_duration(SMOKE_JOB_SECONDS)
+    first = int(uuid.uuid4().int % 10**6) * 1000  # fresh output blobs (and claims) on every run
+    try:
+        started = time.monotonic()
+        events = asyncio.run(follow_jobs(first, 1))  # also imports and builds what every trigger shares
+        one_wall = time.monotonic() - started
+        sampler = MemorySampler(os.getpid(), tree=False)
+        idle = sampler.measure()
+        with sampler:
+            started = time.monotonic()
+            events += asyncio.run(follow_jobs(first + 1, SMOKE_JOBS))
+            wall = time.monotonic() - started
+    finally:
+        bench.set_job_duration(0)
+    ended = [e for e in events if not isinstance(e, TaskSuccessEvent)]
+    if ended:
+        raise RuntimeError(f"{len(ended)} job(s) did not end the task: {ended[0].payload}")
+    per_trigger = (max([idle, *sampler.samples]) - idle) / SMOKE_JOBS / 2**20
+    m.raw = {
+        "jobs": SMOKE_JOBS,
+        "job_seconds": SMOKE_JOB_SECONDS,
+        "one_job_wall_seconds": round(one_wall, 2),
+        "wall_seconds": round(wall, 2),
+        "pss_idle_mb": round(idle / 2**20, 1),
+        "pss_peak_mb": round(max([idle, *sampler.samples]) / 2**20, 1),
+    }
+    m.checks.append(
+        Check(
+            case=f"{SMOKE_JOBS} jobs of {SMOKE_JOB_SECONDS:g}s started and followed in one process: wall / one job's",
+            value=round(wall / one_wall, 3),
+            unit="x",
+            target=SMOKE_RATIO_LIMIT,
+            ours=f"{wall:.1f} s",
+            baseline=f"1 job: {one_wall:.1f} s",
+            note="regression limit (no scheduler; the full run measures the triggerer)",
+        )
+    )
+    m.checks.append(
+        Check(
+            case=f"the same: memory (PSS) per trigger while {SMOKE_JOBS} run",
+            value=round(per_trigger, 2),
+            unit="MB",
+            target=SMOKE_MB_PER_TRIGGER_LIMIT,
+            ours=f"{idle / 2**20:.0f} MB idle -> {max([idle, *sampler.samples]) / 2**20:.0f} MB peak",
+            note="regression limit",
+        )
+    )
+    return m
+
+
 def run(bench: Bench) -> Measurement:
+    if bench.smoke:
+        return run_smoke(bench)
     plan = settings(bench.smoke)
     job_seconds = float(plan["job_seconds"])
     m = Measurement("worker_slots", TITLE)
