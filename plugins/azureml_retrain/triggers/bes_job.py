@@ -31,6 +31,7 @@ from azureml_retrain.links import LINK_XCOM_KEY, bes_job_link
 from azureml_retrain.redaction import redact
 from azureml_retrain.storage import StorageAccount
 from azureml_retrain.triggers.blocking import run_blocking, run_status_call
+from azureml_retrain.triggers.shared import shared_client
 
 
 def next_poll_interval(current: float, maximum: float) -> float:
@@ -125,7 +126,8 @@ class BesJobTrigger(BaseTrigger):
         )
 
     def _hook(self) -> AzureMLWebServiceHook:
-        return AzureMLWebServiceHook(self.azureml_conn_id)
+        conn_id = self.azureml_conn_id
+        return shared_client((AzureMLWebServiceHook, conn_id), lambda: AzureMLWebServiceHook(conn_id))
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         events = self.watch(
@@ -325,9 +327,10 @@ class BesSubmitTrigger(BesJobTrigger):
 
     def _claimed_job(self, hook: AzureMLWebServiceHook, location: BlobLocation) -> dict[str, Any]:
         """The job this task instance runs: the claimed one if it can still be used, else a new one."""
-        # One storage client for the claim and the request: each connection lookup is a round trip to
-        # the triggerer's supervisor, shared by every trigger of the process.
-        storage = StorageAccount(self.wasb_conn_id)
+        # One storage client for the claim and the request, shared with the process's other triggers:
+        # each connection lookup is a round trip to the triggerer's supervisor.
+        wasb_conn_id = self.wasb_conn_id
+        storage = shared_client((StorageAccount, wasb_conn_id), lambda: StorageAccount(wasb_conn_id))
         if self.create_output_containers:  # the claim blob goes there too
             ensure_output_containers(storage, self.outputs)
         claims = JobClaims(storage)
