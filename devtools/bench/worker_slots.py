@@ -200,10 +200,11 @@ def run_size(bench: Bench, mode: str, n: int, job_seconds: float) -> dict[str, A
 # by the trigger the triggerer runs, on one event loop as its trigger runner does.
 SMOKE_JOBS = 40
 SMOKE_JOB_SECONDS = 5.0
-# Regression limits, not the targets: 40 jobs took 1.7x the wall time of one (the same trigger, its
-# polls included), 0.23 MB per trigger (2-core machine, load average 12); a pool, a connection or a
-# TLS context per trigger, or triggers queueing behind each other, would pass them.
-SMOKE_RATIO_LIMIT = 2.5
+# Regression limits, not the targets: 40 jobs took 1.2-1.7x the wall time of one (the same trigger,
+# its polls included; 2.7x with a 500-job bench running beside it), 0.19-0.23 MB per trigger (2-core
+# machine, load average 9-12). Jobs started one after another (about 40x), or a pool, a connection
+# or a TLS context per trigger, would pass them.
+SMOKE_RATIO_LIMIT = 4.0
 SMOKE_MB_PER_TRIGGER_LIMIT = 1.0
 
 
