@@ -59,6 +59,17 @@ AIRFLOW_INSTALLATION_MODULES = (
 )
 
 
+@pytest.fixture(autouse=True)
+def _triggers_share_nothing_across_tests() -> Iterator[None]:
+    """Triggers share hooks and storage clients per process for a minute (triggers/shared.py); a
+    test that changes a connection must not get the client an earlier test built."""
+    from azureml_retrain.triggers import shared
+
+    shared._clients.clear()
+    yield
+    shared._clients.clear()
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from xdist.scheduler import LoadScopeScheduling
 

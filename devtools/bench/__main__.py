@@ -28,11 +28,12 @@ MEASUREMENTS = (
     "models",
     "backfill",
 )
-# Those that need no Airflow scheduler: the smoke run, seconds each (scale's smoke part runs in process).
-SMOKE = ("parse_cost", "sensor_listing", "status_calls", "scale", "models")
+# Those that need no Airflow scheduler: the smoke run, seconds each (scale's and worker_slots' smoke parts
+# run in process).
+SMOKE = ("parse_cost", "worker_slots", "sensor_listing", "status_calls", "scale", "models")
 # Those that run on an Airflow, so once per database; models starts an Airflow of its own.
 ON_AIRFLOW = frozenset({"worker_slots", "loop_latency", "scale", "models", "backfill"})
-ON_AIRFLOW_IN_SMOKE = ON_AIRFLOW - {"scale", "models"}  # their smoke parts run in process
+ON_AIRFLOW_IN_SMOKE = ON_AIRFLOW - {"worker_slots", "scale", "models"}  # their smoke parts run in process
 NEEDS_CLUSTER = ON_AIRFLOW - {"models"}
 # --database: one of DATABASES, or all of them in turn (the measurements without Airflow run once).
 DATABASE_CHOICES = (*DATABASES, "both")

@@ -13,6 +13,7 @@ the task fails without retrying (a wrong key does not fix itself).
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ DEFAULT_SAS_LIFETIME = timedelta(hours=1)
 # rebuilds its pattern on every addition (a long-lived triggerer minting per job slows down).
 SAS_REUSE_WINDOW = timedelta(minutes=5)
 _recent_tokens: dict[tuple[str, str, str, bool, timedelta], tuple[datetime, str]] = {}
+# The triggers mint tokens from many threads at once (triggers/blocking.py): pruning the dict while
+# another thread adds to it failed jobs with "dictionary changed size during iteration".
+_recent_tokens_lock = threading.Lock()
 
 
 def sas_signature(token: str) -> str | None:
@@ -233,7 +237,8 @@ class StorageAccount:
 
         now = datetime.now(UTC)
         key = (self.account_name, location.container, location.blob_name, write, lifetime)
-        reusable = _recent_tokens.get(key)
+        with _recent_tokens_lock:
+            reusable = _recent_tokens.get(key)
         if reusable is not None and now - reusable[0] < SAS_REUSE_WINDOW:
             return reusable[1]
         start, expiry = now - timedelta(minutes=5), now + lifetime  # tolerate clock skew
@@ -255,9 +260,10 @@ class StorageAccount:
         # The signature is the secret part: masking it alone hides the token in any log line, and keeps
         # the masker's pattern (rebuilt for each new secret) short in processes that mint many.
         mask_once(sas_signature(token) or token)
-        for stale in [k for k, (minted, _) in _recent_tokens.items() if now - minted >= SAS_REUSE_WINDOW]:
-            del _recent_tokens[stale]
-        _recent_tokens[key] = (now, f"?{token}")
+        with _recent_tokens_lock:
+            for stale in [k for k, (minted, _) in _recent_tokens.items() if now - minted >= SAS_REUSE_WINDOW]:
+                del _recent_tokens[stale]
+            _recent_tokens[key] = (now, f"?{token}")
         return f"?{token}"
 
     def _user_delegation_key(self, start: datetime, expiry: datetime) -> Any:

@@ -1,8 +1,10 @@
 """
 ### Bench: N concurrent BES jobs
 
-`bench_slots_deferrable_<n>`: N of the project's `SubmitBesJobOperator` tasks, started in the
-triggerer (`start_from_trigger=True`, its default poll schedule), outputs templated per run.
+`bench_slots_deferrable_<n>_<part>`: N of the project's `SubmitBesJobOperator` tasks, started in the
+triggerer (`start_from_trigger=True`, its default poll schedule), outputs templated per run, in DAGs
+of a few tasks each (the triggerer receives and builds a task's whole DAG for each
+trigger, so one DAG of N such tasks would cost it N copies of an N-task DAG).
 `bench_slots_polling_<n>`: what users ran before, the Studio-generated BES sample (submit, start,
 GET the status every second) in a `PythonOperator`, mapped over N jobs.
 """
@@ -48,11 +50,12 @@ def studio_sample(outputs: dict[str, str], input_blob: str, global_parameters: d
     )
 
 
-for n in PARAMS.get("deferrable_sizes", []):
-    if WANTED not in (None, f"bench_slots_deferrable_{n}"):
+# dag_id -> [n, first job, end]: the bench's split of N jobs into DAGs (devtools/bench/worker_slots.py).
+for dag_id, (n, first, end) in PARAMS.get("deferrable_dags", {}).items():
+    if WANTED not in (None, dag_id):
         continue
-    with DAG(dag_id=f"bench_slots_deferrable_{n}", schedule=None, start_date=START, catchup=False, tags=["bench"]):
-        for i, outputs in enumerate(outputs_of("deferrable", n)):
+    with DAG(dag_id=dag_id, schedule=None, start_date=START, catchup=False, tags=["bench"]):
+        for i, outputs in enumerate(outputs_of("deferrable", n)[first:end], first):
             SubmitBesJobOperator(
                 task_id=f"train_{i}",
                 azureml_conn_id=PARAMS["azureml_conn_id"],

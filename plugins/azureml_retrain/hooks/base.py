@@ -20,6 +20,7 @@ import email.utils
 import enum
 import json
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -39,6 +40,7 @@ from azureml_retrain.redaction import mask_once, redact, strip_query
 if TYPE_CHECKING:
     # Imported where used: DAG files import the operators, hence this module, at every parse.
     import requests
+    import requests.adapters
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # The 4xx answers that say "not now" rather than "not this request": a later try may succeed.
@@ -181,6 +183,35 @@ def expect_objects(operation: str, resource: str, body: Any) -> list[dict[str, A
             message=f"expected a JSON array of objects, got {type(body).__name__}",
         )
     return [dict(item) for item in body]
+
+
+# Connections kept open per host by the shared adapter: one per thread of the triggers' pool
+# (triggers/blocking.py), so none waits for a connection and none is opened twice.
+POOL_MAXSIZE = 32
+_shared_adapters: dict[int, requests.adapters.HTTPAdapter] = {}
+_shared_adapters_lock = threading.Lock()
+
+
+def shared_adapter() -> requests.adapters.HTTPAdapter:
+    """The process's one ``requests`` transport, which every hook's session uses.
+
+    A triggerer follows hundreds of jobs, each with its own hook: with a transport per hook each held
+    its own pools, an idle keep-alive connection per host and, over TLS, a context with the CA bundle
+    loaded. The pools are keyed by host and TLS settings (``verify`` is passed per request), so hooks
+    with different CA bundles or timeouts still get their own connections; the credentials are
+    headers of each request, not of the transport. One per process id: a forked child opens its own.
+    """
+    import os
+
+    from requests.adapters import HTTPAdapter
+
+    pid = os.getpid()
+    with _shared_adapters_lock:
+        adapter = _shared_adapters.get(pid)
+        if adapter is None:
+            _shared_adapters.clear()
+            adapter = _shared_adapters[pid] = HTTPAdapter(pool_maxsize=POOL_MAXSIZE)
+        return adapter
 
 
 class AzureMLBaseHook(BaseHook):
@@ -332,10 +363,14 @@ class AzureMLHttpHook(AzureMLBaseHook):
 
     @cached_property
     def session(self) -> requests.Session:
+        """This hook's session (its headers and cookies), on the process's shared connection pools."""
         import requests
 
         session = requests.Session()
         session.headers["User-Agent"] = "azureml-retrain-airflow"
+        adapter = shared_adapter()
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
         return session
 
     def get_conn(self) -> requests.Session:

@@ -30,7 +30,8 @@ from azureml_retrain.hooks.web_service import AzureMLWebServiceHook, BesJobStatu
 from azureml_retrain.links import LINK_XCOM_KEY, bes_job_link
 from azureml_retrain.redaction import redact
 from azureml_retrain.storage import StorageAccount
-from azureml_retrain.triggers.blocking import run_blocking
+from azureml_retrain.triggers.blocking import run_blocking, run_status_call
+from azureml_retrain.triggers.shared import shared_client
 
 # The on_kill work under way, held so that it is not collected while it runs unawaited.
 _KILLS: set[asyncio.Future[None]] = set()
@@ -128,7 +129,8 @@ class BesJobTrigger(BaseTrigger):
         )
 
     def _hook(self) -> AzureMLWebServiceHook:
-        return AzureMLWebServiceHook(self.azureml_conn_id)
+        conn_id = self.azureml_conn_id
+        return shared_client((AzureMLWebServiceHook, conn_id), lambda: AzureMLWebServiceHook(conn_id))
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         events = self.watch(
@@ -175,7 +177,7 @@ class BesJobTrigger(BaseTrigger):
         while True:
             job = None
             try:
-                job = await run_blocking(hook.get_job, job_id)
+                job = await run_status_call(hook.get_job, job_id)
                 polls += 1
             except AzureMLServiceError as error:
                 if not is_transient(error):
@@ -223,7 +225,7 @@ class BesJobTrigger(BaseTrigger):
     async def _cancel(self, hook: AzureMLWebServiceHook, job_id: str, *, reason: str) -> None:
         self.log.warning("BES job %s: cancelling (%s)", job_id, reason)
         try:
-            await run_blocking(hook.cancel_job, job_id)
+            await run_status_call(hook.cancel_job, job_id)
         except AzureMLServiceError as error:
             self.log.error("BES job %s: cancel failed: %s", job_id, error)
 
@@ -368,9 +370,10 @@ class BesSubmitTrigger(BesJobTrigger):
 
     def _claimed_job(self, hook: AzureMLWebServiceHook, location: BlobLocation) -> dict[str, Any]:
         """The job this task instance runs: the claimed one if it can still be used, else a new one."""
-        # One storage client for the claim and the request: each connection lookup is a round trip to
-        # the triggerer's supervisor, shared by every trigger of the process.
-        storage = StorageAccount(self.wasb_conn_id)
+        # One storage client for the claim and the request, shared with the process's other triggers:
+        # each connection lookup is a round trip to the triggerer's supervisor.
+        wasb_conn_id = self.wasb_conn_id
+        storage = shared_client((StorageAccount, wasb_conn_id), lambda: StorageAccount(wasb_conn_id))
         if self.create_output_containers:  # the claim blob goes there too
             ensure_output_containers(storage, self.outputs)
         claims = JobClaims(storage)

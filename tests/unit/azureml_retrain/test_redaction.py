@@ -46,3 +46,46 @@ def test_a_blob_read_again_within_minutes_shares_its_token(monkeypatch: pytest.M
     storage._recent_tokens[key] = (minted - timedelta(minutes=6), token)
     account.sas_token(data, write=False)
     assert storage._recent_tokens[key][0] >= minted  # older than the reuse window: minted again
+
+
+def test_tokens_are_minted_from_many_threads_at_once(monkeypatch: pytest.MonkeyPatch):
+    """The triggers mint SAS tokens in a thread pool: the reuse cache must not break under it."""
+    import sys
+    import threading
+    from datetime import UTC, datetime
+
+    from azureml_retrain import storage
+    from azureml_retrain.blobs import BlobLocation
+
+    # Many fresh tokens already cached: each pruning pass walks them all while other threads add.
+    now = datetime.now(UTC)
+    monkeypatch.setattr(
+        storage,
+        "_recent_tokens",
+        {("a", "c", str(i), True, storage.DEFAULT_SAS_LIFETIME): (now, "?t") for i in range(20000)},
+    )
+    monkeypatch.setattr(storage, "mask_once", lambda secret: None)
+    monkeypatch.setattr(storage.StorageAccount, "account_name", "devstoreaccount1")
+    monkeypatch.setattr(storage.StorageAccount, "_account_key", "a2V5" * 11)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: the unlocked cache failed at once
+    errors: list[BaseException] = []
+
+    def mint(thread: int) -> None:
+        account = storage.StorageAccount("wasb_default")
+        for i in range(40):
+            try:
+                account.sas_token(BlobLocation("out", f"{thread}/{i}"), write=True)
+            except BaseException as error:
+                errors.append(error)
+
+    threads = [threading.Thread(target=mint, args=(t,)) for t in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert len(storage._recent_tokens) == 20000 + 8 * 40

@@ -6,7 +6,7 @@ import asyncio
 import contextvars
 import threading
 
-from azureml_retrain.triggers.blocking import MAX_THREADS, run_blocking
+from azureml_retrain.triggers.blocking import MAX_THREADS, run_blocking, run_status_call
 
 TRIGGER = contextvars.ContextVar("trigger", default="none")
 
@@ -32,3 +32,18 @@ def test_more_blocking_calls_wait_at_once_than_the_default_executor_has_threads(
         return await asyncio.gather(*(run_blocking(barrier.wait, 10) for _ in range(waiting)))
 
     assert sorted(asyncio.run(main())) == list(range(waiting))
+
+
+def test_a_status_read_does_not_wait_behind_jobs_being_started() -> None:
+    """Every thread of the main pool busy (jobs being started): a status read still runs at once."""
+    release = threading.Event()
+
+    async def main() -> str:
+        starting = [asyncio.ensure_future(run_blocking(release.wait, 10)) for _ in range(MAX_THREADS + 5)]
+        try:
+            return await asyncio.wait_for(run_status_call(lambda: threading.current_thread().name), timeout=5)
+        finally:
+            release.set()
+            await asyncio.gather(*starting)
+
+    assert asyncio.run(main()).startswith("azureml-retrain-status")
