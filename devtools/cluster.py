@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -622,9 +623,23 @@ class AirflowCluster:
         self.api("PATCH", f"dags/{dag_id}", json={"is_paused": paused})
 
     def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None, logical_date: str | None = None) -> str:
-        """Trigger a DAG run through the REST API; returns its run id."""
-        body: dict[str, Any] = {"logical_date": logical_date, "conf": dict(conf or {})}
-        return str(self.api("POST", f"dags/{dag_id}/dagRuns", json=body)["dag_run_id"])
+        """Trigger a DAG run through the REST API; returns its run id.
+
+        The run id is chosen here, so that a request that got no answer in time can be sent once
+        more (see :meth:`api`): if the first one had created the run, the second is refused with 409."""
+        run_id = f"manual__{datetime.now(UTC).isoformat()}"
+        body: dict[str, Any] = {"dag_run_id": run_id, "logical_date": logical_date, "conf": dict(conf or {})}
+        for attempt in (1, 2):
+            try:
+                return str(self.api("POST", f"dags/{dag_id}/dagRuns", json=body)["dag_run_id"])
+            except requests.Timeout:
+                if attempt == 2:
+                    raise
+            except RuntimeError as error:
+                if attempt == 2 and " -> 409:" in str(error):
+                    return run_id
+                raise
+        raise AssertionError("unreachable")
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         return str(self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}")["state"])
