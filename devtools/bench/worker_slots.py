@@ -39,6 +39,7 @@ TRAINING_ROWS = 60
 GLOBAL_PARAMETERS = {"Number of trees": "5"}
 
 TITLE = "Worker slots during long jobs"
+OUTPUTS_CONTAINER = "bench-slots-out"
 
 
 # Job counts of the full run, replaceable (comma-separated) to measure one size on its own, e.g. "100".
@@ -56,7 +57,9 @@ def dag_params(bench: Bench) -> dict[str, Any]:
     plan = settings(bench.smoke)
     return {
         "worker_slots": {
-            "container": "bench-slots",
+            # Inputs and outputs in containers of their own, as the shipped configs have them (the
+            # outputs then share one write token per container: see bes.build_request).
+            "container": OUTPUTS_CONTAINER,
             "input": "bench-slots/input/churn.csv",
             "azureml_conn_id": "azureml_churn_training",
             "global_parameters": GLOBAL_PARAMETERS,
@@ -217,7 +220,10 @@ async def follow_jobs(first: int, count: int) -> list[Any]:
     async def one(i: int) -> Any:
         trigger = BesSubmitTrigger(
             inputs={"input1": "bench-slots/input/churn.csv"},
-            outputs={"output1": f"bench-slots/smoke/{i}/model.ilearner", "output2": f"bench-slots/smoke/{i}/e.csv"},
+            outputs={
+                "output1": f"{OUTPUTS_CONTAINER}/smoke/{i}/model.ilearner",
+                "output2": f"{OUTPUTS_CONTAINER}/smoke/{i}/e.csv",
+            },
             global_parameters=GLOBAL_PARAMETERS,
             azureml_conn_id="azureml_churn_training",
         )
@@ -298,6 +304,9 @@ def run(bench: Bench) -> Measurement:
     from emulator.datasets import generate_csv
 
     bench.upload("bench-slots", "input/churn.csv", generate_csv("churn", rows=TRAINING_ROWS, window=1).encode())
+    outputs = bench.blob_service().get_container_client(OUTPUTS_CONTAINER)
+    if not outputs.exists():  # the Studio sample does not create it
+        outputs.create_container()
     bench.write_dags(dag_params(bench))
     bench.set_job_duration(job_seconds)
     deferrable = {}

@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azureml_retrain.blobs import BlobLocation
@@ -33,6 +33,8 @@ CLAIM_SUFFIX = ".bes-job.json"
 STALE_CLAIM_SECONDS = 60.0
 # The longest a running job's log stays silent: a six-hour job still says how it is doing.
 PROGRESS_EVERY_SECONDS = 300.0
+# Output tokens outlive the job's deadline by this much: the service writes the outputs as the job ends.
+OUTPUT_SAS_MARGIN = timedelta(minutes=10)
 
 
 # Error classes of the data-plane envelope that blame the request's own input.
@@ -207,8 +209,16 @@ def build_request(
     *,
     storage: StorageAccount,
     reference_mode: str,
+    job_timeout: timedelta,
 ) -> dict[str, Any]:
-    """The BES request body. It carries storage credentials: never log or return it."""
+    """The BES request body. It carries storage credentials: never log or return it.
+
+    In the SAS form inputs get blob-scoped read-only tokens. Outputs get their container's shared
+    create+write token (no read, list or delete; see :meth:`StorageAccount.output_sas_token`),
+    valid until the job's deadline (``job_timeout``), since the service writes them when the job
+    ends. An output in a container that also holds one of the job's inputs gets a token for its own
+    blob instead: no output token can overwrite training data.
+    """
     if reference_mode not in REFERENCE_MODES:
         raise ConfigurationError(f"reference_mode: expected one of {REFERENCE_MODES}, got {reference_mode!r}")
     input_locations = validate_locations(inputs, "inputs", outputs=False)
@@ -218,9 +228,19 @@ def build_request(
     if global_parameters is not None and not isinstance(global_parameters, Mapping):
         raise ConfigurationError("global_parameters: expected a mapping of parameter name to value")
     mode: Any = reference_mode
+    input_containers = {location.container for location in input_locations.values()}
     return {
         "Inputs": {n: storage.bes_reference(loc, mode=mode, write=False) for n, loc in input_locations.items()},
-        "Outputs": {n: storage.bes_reference(loc, mode=mode, write=True) for n, loc in output_locations.items()},
+        "Outputs": {
+            n: storage.bes_reference(
+                loc,
+                mode=mode,
+                write=True,
+                lifetime=job_timeout + OUTPUT_SAS_MARGIN,
+                container_token=loc.container not in input_containers,
+            )
+            for n, loc in output_locations.items()
+        },
         # BES samples send every value as a string.
         "GlobalParameters": {str(k): str(v) for k, v in (global_parameters or {}).items()},
     }

@@ -39,7 +39,11 @@ DEFAULT_SAS_LIFETIME = timedelta(hours=1)
 # token: each new token is one more secret for the process's masker, which never forgets one and
 # rebuilds its pattern on every addition (a long-lived triggerer minting per job slows down).
 SAS_REUSE_WINDOW = timedelta(minutes=5)
-_recent_tokens: dict[tuple[str, str, str, bool, timedelta], tuple[datetime, str]] = {}
+# Jobs that write into the same output container within this window share one container-scoped
+# create+write token (see StorageAccount.output_sas_token): a token per output blob was two new
+# secrets per job, and 500 jobs starting at once spent most of the triggerer's CPU in the masker.
+OUTPUT_SAS_REUSE_WINDOW = timedelta(minutes=15)
+_recent_tokens: dict[tuple[Any, ...], tuple[datetime, str]] = {}
 # The triggers mint tokens from many threads at once (triggers/blocking.py): pruning the dict while
 # another thread adds to it failed jobs with "dictionary changed size during iteration".
 _recent_tokens_lock = threading.Lock()
@@ -228,40 +232,72 @@ class StorageAccount:
         return f"{self.base_location}{location.relative_location}"
 
     def sas_token(self, location: BlobLocation, *, write: bool, lifetime: timedelta = DEFAULT_SAS_LIFETIME) -> str:
-        """A blob-scoped SAS (with a leading ``?``): read-only, or create+write for outputs.
+        """A blob-scoped SAS (with a leading ``?``): read-only, or read+create+write.
 
         Signed with the account key when the connection has one, else with a user delegation key
         (connections that authenticate with Azure AD).
         """
         from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 
+        def mint(start: datetime, expiry: datetime) -> str:
+            return generate_blob_sas(
+                account_name=self.account_name,
+                container_name=location.container,
+                blob_name=location.blob_name,
+                permission=BlobSasPermissions(read=True, write=write, create=write),
+                start=start,
+                expiry=expiry,
+                **self._signing(start, expiry),
+            )
+
+        key = ("blob", self.account_name, location.container, location.blob_name, write, lifetime)
+        return self._reused_token(key, SAS_REUSE_WINDOW, lifetime, mint)
+
+    def output_sas_token(self, container: str, *, lifetime: timedelta) -> str:
+        """A container-scoped SAS (with a leading ``?``) that creates and writes blobs in ``container``
+        and nothing else: no read, list or delete. Valid for at least ``lifetime`` from now.
+
+        One token serves every job that writes into the container within
+        :data:`OUTPUT_SAS_REUSE_WINDOW` (it is minted valid for ``lifetime`` plus that window): each
+        new token is a secret the process's masker keeps for good and rebuilds its pattern for.
+        Callers keep it away from containers that hold a job's inputs (see :func:`bes.build_request`).
+        """
+        from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+        def mint(start: datetime, expiry: datetime) -> str:
+            return generate_container_sas(
+                account_name=self.account_name,
+                container_name=container,
+                permission=ContainerSasPermissions(create=True, write=True),
+                start=start,
+                expiry=expiry,
+                **self._signing(start, expiry),
+            )
+
+        key = ("container-output", self.account_name, container, lifetime)
+        return self._reused_token(key, OUTPUT_SAS_REUSE_WINDOW, lifetime + OUTPUT_SAS_REUSE_WINDOW, mint)
+
+    def _signing(self, start: datetime, expiry: datetime) -> dict[str, Any]:
+        if self._account_key:
+            return {"account_key": self._account_key}
+        return {"user_delegation_key": self._user_delegation_key(start, expiry)}
+
+    @staticmethod
+    def _reused_token(key: tuple[Any, ...], window: timedelta, valid_for: timedelta, mint: Any) -> str:
+        """The token cached under ``key`` if minted within ``window``, else a new one,
+        ``mint(start, expiry)`` valid for ``valid_for`` from now, registered with the masker and cached."""
         now = datetime.now(UTC)
-        key = (self.account_name, location.container, location.blob_name, write, lifetime)
         with _recent_tokens_lock:
             reusable = _recent_tokens.get(key)
-        if reusable is not None and now - reusable[0] < SAS_REUSE_WINDOW:
+        if reusable is not None and now - reusable[0] < window:
             return reusable[1]
-        start, expiry = now - timedelta(minutes=5), now + lifetime  # tolerate clock skew
-        permission = BlobSasPermissions(read=True, write=write, create=write)
-        signing: dict[str, Any] = (
-            {"account_key": self._account_key}
-            if self._account_key
-            else {"user_delegation_key": self._user_delegation_key(start, expiry)}
-        )
-        token = generate_blob_sas(
-            account_name=self.account_name,
-            container_name=location.container,
-            blob_name=location.blob_name,
-            permission=permission,
-            start=start,
-            expiry=expiry,
-            **signing,
-        )
+        token = mint(now - timedelta(minutes=5), now + valid_for)  # the start tolerates clock skew
         # The signature is the secret part: masking it alone hides the token in any log line, and keeps
         # the masker's pattern (rebuilt for each new secret) short in processes that mint many.
         mask_once(sas_signature(token) or token)
+        longest = max(SAS_REUSE_WINDOW, OUTPUT_SAS_REUSE_WINDOW)
         with _recent_tokens_lock:
-            for stale in [k for k, (minted, _) in _recent_tokens.items() if now - minted >= SAS_REUSE_WINDOW]:
+            for stale in [k for k, (minted, _) in _recent_tokens.items() if now - minted >= longest]:
                 del _recent_tokens[stale]
             _recent_tokens[key] = (now, f"?{token}")
         return f"?{token}"
@@ -285,13 +321,30 @@ class StorageAccount:
         mask_once(value)
         return value
 
-    def bes_reference(self, location: BlobLocation, *, mode: ReferenceMode, write: bool) -> dict[str, str]:
-        """A BES ``AzureBlobDataReference`` for the blob, in the SAS or connection-string form."""
+    def bes_reference(
+        self,
+        location: BlobLocation,
+        *,
+        mode: ReferenceMode,
+        write: bool,
+        lifetime: timedelta = DEFAULT_SAS_LIFETIME,
+        container_token: bool = False,
+    ) -> dict[str, str]:
+        """A BES ``AzureBlobDataReference`` for the blob, in the SAS or connection-string form.
+
+        In the SAS form the token is valid for ``lifetime``: blob-scoped (read-only, or with ``write``
+        read+create+write), or with ``container_token`` the container's shared create+write token
+        (:meth:`output_sas_token`).
+        """
         if mode == "sas":
+            if container_token:
+                token = self.output_sas_token(location.container, lifetime=lifetime)
+            else:
+                token = self.sas_token(location, write=write, lifetime=lifetime)
             return {
                 "BaseLocation": self.base_location,
                 "RelativeLocation": location.relative_location,
-                "SasBlobToken": self.sas_token(location, write=write),
+                "SasBlobToken": token,
             }
         if mode == "connection_string":
             return {"ConnectionString": self.connection_string(), "RelativeLocation": location.relative_location}

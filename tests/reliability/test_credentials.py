@@ -200,52 +200,100 @@ def sas_fields(token: str) -> dict[str, str]:
     return {key: values[0] for key, values in parse_qs(token.lstrip("?")).items()}
 
 
+JOB_TIMEOUT = timedelta(hours=2)
+
+
 @pytest.fixture
-def minted(emulator: RunningEmulator, upload: Callable[..., str], container: str) -> dict[str, Any]:
-    """The BES request SubmitBesJob builds (SAS mode, the default) for real blobs."""
+def minted(
+    emulator: RunningEmulator, upload: Callable[..., str], container: str, blob_service: Any
+) -> dict[str, dict[str, Any]]:
+    """The BES requests SubmitBesJob builds (SAS mode, the default) for real blobs: ``own`` writes
+    into a container of its own (as the shipped configs do), ``beside`` next to its input."""
     from azureml_retrain.operators.submit_bes_job import SubmitBesJobOperator
 
     data = upload("in/churn.csv", dataset="churn", rows=50, window=1, seed=1)
     upload("in/other.csv", b"a,b\n1,2\n")
-    operator = SubmitBesJobOperator(
-        task_id="train",
-        inputs={"input1": data},
-        outputs={"output1": f"{container}/out/model.ilearner", "output2": f"{container}/out/evaluation.csv"},
-        azureml_conn_id="azureml_churn_training",
-    )
-    return operator.build_request()
+    outputs_container = f"{container}out"
+    blob_service.create_container(outputs_container)
+    requests_by_layout = {}
+    for layout, folder in (("own", outputs_container), ("beside", container)):
+        operator = SubmitBesJobOperator(
+            task_id="train",
+            inputs={"input1": data},
+            outputs={"output1": f"{folder}/out/model.ilearner", "output2": f"{folder}/out/evaluation.csv"},
+            azureml_conn_id="azureml_churn_training",
+            job_timeout=JOB_TIMEOUT,
+        )
+        requests_by_layout[layout] = operator.build_request()
+    return requests_by_layout
 
 
-def test_minted_sas_tokens_are_blob_scoped_least_privilege_and_short_lived(minted: dict[str, Any]):
-    tokens = {f"input {n}": (r, "r") for n, r in minted["Inputs"].items()}
-    tokens |= {f"output {n}": (r, "rcw") for n, r in minted["Outputs"].items()}
-    for what, (reference, permissions) in tokens.items():
+def validity(fields: dict[str, str]) -> tuple[timedelta, timedelta]:
+    """How long a token is valid from now, and in all (from its start)."""
+    from datetime import UTC
+
+    expiry, start = datetime.fromisoformat(fields["se"]), datetime.fromisoformat(fields["st"])
+    return expiry - datetime.now(UTC), expiry - start
+
+
+def test_minted_sas_tokens_are_least_privilege_and_live_as_long_as_the_job(minted: dict[str, dict[str, Any]]):
+    # scope, permissions, and the validity each must have: at least / at most (from its start).
+    window, margin, skew = timedelta(minutes=15), timedelta(minutes=10), timedelta(minutes=5)
+    expected = {
+        "input": ("b", "r", timedelta(minutes=55), timedelta(hours=1) + skew),
+        "output in its own container": ("c", "cw", JOB_TIMEOUT, JOB_TIMEOUT + margin + window + skew),
+        "output beside the input": ("b", "rcw", JOB_TIMEOUT, JOB_TIMEOUT + margin + skew),
+    }
+    tokens = [("input", r) for r in minted["own"]["Inputs"].values()]
+    tokens += [("output in its own container", r) for r in minted["own"]["Outputs"].values()]
+    tokens += [("output beside the input", r) for r in minted["beside"]["Outputs"].values()]
+    for what, reference in tokens:
+        scope, permissions, at_least, at_most = expected[what]
         fields = sas_fields(reference["SasBlobToken"])
-        assert fields["sr"] == "b", f"{what}: not scoped to one blob: {sorted(fields)}"
+        assert fields["sr"] == scope, f"{what}: scope {fields['sr']!r}, expected {scope!r}"
         assert fields["sp"] == permissions, f"{what}: permissions {fields['sp']!r}, expected {permissions!r}"
-        lifetime = datetime.fromisoformat(fields["se"]) - datetime.fromisoformat(fields["st"])
-        assert lifetime <= timedelta(hours=1, minutes=5), f"{what}: valid for {lifetime}"
+        remaining, lifetime = validity(fields)
+        assert remaining >= at_least, f"{what}: valid for {remaining} more, the job may need {at_least}"
+        assert lifetime <= at_most, f"{what}: valid for {lifetime}"
         assert "sig" in fields
         assert not {"srt", "ss", "si"} & set(fields), f"{what}: an account SAS or stored policy: {sorted(fields)}"
         assert "AccountKey" not in str(reference) and "ConnectionString" not in reference
+    # The outputs of a container share its token (one secret for the masker, not one per blob).
+    assert len({r["SasBlobToken"] for r in minted["own"]["Outputs"].values()}) == 1
+    assert len({r["SasBlobToken"] for r in minted["beside"]["Outputs"].values()}) == 2
 
 
-def test_minted_sas_tokens_reach_only_their_blob_and_only_as_allowed(minted: dict[str, Any], upload):
-    reference = minted["Inputs"]["input1"]
+def put(url: str, token: str) -> int:
+    return requests.put(url + token, data=b"m", headers={"x-ms-blob-type": "BlockBlob"}, timeout=30).status_code
+
+
+def test_minted_sas_tokens_reach_only_their_blob_and_only_as_allowed(minted: dict[str, dict[str, Any]]):
+    reference = minted["own"]["Inputs"]["input1"]
     url = reference["BaseLocation"] + reference["RelativeLocation"]
     token = reference["SasBlobToken"]
     assert requests.get(url + token, timeout=30).status_code == 200
     sibling = url.rsplit("/", 1)[0] + "/other.csv"
     assert requests.get(sibling + token, timeout=30).status_code == 403  # another blob
-    written = requests.put(url + token, data=b"x", headers={"x-ms-blob-type": "BlockBlob"}, timeout=30)
-    assert written.status_code == 403  # read-only
+    assert put(url, token) == 403  # read-only
     assert requests.delete(url + token, timeout=30).status_code == 403
     assert requests.get(url + token, timeout=30).content.startswith(b"Tenure")
 
-    output = minted["Outputs"]["output1"]
+    # The container's output token: creates and writes blobs there, and nothing else.
+    output = minted["own"]["Outputs"]["output1"]
     output_url = output["BaseLocation"] + output["RelativeLocation"]
-    put = requests.put(output_url + output["SasBlobToken"], data=b"m", headers={"x-ms-blob-type": "BlockBlob"})
-    assert put.status_code == 201
-    assert requests.delete(output_url + output["SasBlobToken"], timeout=30).status_code == 403  # no delete
-    listing = output_url.rsplit("/", 2)[0] + "?restype=container&comp=list&" + output["SasBlobToken"].lstrip("?")
+    output_token = output["SasBlobToken"]
+    assert put(output_url, output_token) == 201
+    assert requests.get(output_url + output_token, timeout=30).status_code == 403  # no read
+    assert requests.delete(output_url + output_token, timeout=30).status_code == 403  # no delete
+    listing = output_url.rsplit("/", 2)[0] + "?restype=container&comp=list&" + output_token.lstrip("?")
     assert requests.get(listing, timeout=30).status_code == 403  # no listing of the container
+    assert put(url, output_token) == 403  # not the inputs' container
+    assert put(sibling, output_token) == 403
+    assert requests.get(url + token, timeout=30).content.startswith(b"Tenure")  # the input is intact
+
+    # Beside an input: a token for that one blob only.
+    beside = minted["beside"]["Outputs"]["output1"]
+    beside_url = beside["BaseLocation"] + beside["RelativeLocation"]
+    assert put(beside_url, beside["SasBlobToken"]) == 201
+    assert put(url, beside["SasBlobToken"]) == 403
+    assert requests.delete(beside_url + beside["SasBlobToken"], timeout=30).status_code == 403

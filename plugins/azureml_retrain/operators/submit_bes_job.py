@@ -66,8 +66,9 @@ class SubmitBesJobOperator(BaseOperator):
     :param azureml_conn_id: ``azureml_web_service`` connection of the training endpoint (Host: its API
         location; Password: its API key). (templated)
     :param wasb_conn_id: storage connection holding the inputs and outputs. (templated)
-    :param reference_mode: ``"sas"`` (default: blob-scoped, short-lived tokens) or
-        ``"connection_string"`` (the account key travels to the service). (templated)
+    :param reference_mode: ``"sas"`` (default: short-lived tokens, read-only for an input's blob,
+        create+write for the outputs' container, or for an output's own blob when an input shares
+        its container) or ``"connection_string"`` (the account key travels to the service). (templated)
     :param create_output_containers: create the outputs' containers when missing, before submitting
         (BES writes into existing containers only: a missing one fails the job with a "blob not
         found"). Turn off for a credential that may not create containers.
@@ -216,6 +217,7 @@ class SubmitBesJobOperator(BaseOperator):
             self.global_parameters,
             storage=StorageAccount(self.wasb_conn_id),
             reference_mode=self.reference_mode,
+            job_timeout=self.job_timeout,
         )
 
     # --- lifecycle -----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
@@ -398,6 +399,7 @@ class BesSubmitTrigger(BesJobTrigger):
                 self.global_parameters,
                 storage=storage,
                 reference_mode=self.reference_mode,
+                job_timeout=timedelta(seconds=self.job_timeout_seconds),
             )
             self.log.info("Submitting BES job: %s", describe_request(body))
             job_id = hook.submit_job(body)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from azureml_retrain import redaction
@@ -41,7 +43,7 @@ def test_a_blob_read_again_within_minutes_shares_its_token(monkeypatch: pytest.M
     assert account.sas_token(data, write=False) == first
     assert account.sas_token(data, write=True) != first  # other permissions: its own token
     assert account.sas_token(other, write=False) != first
-    key = ("devstoreaccount1", "in", "data.csv", False, storage.DEFAULT_SAS_LIFETIME)
+    key = ("blob", "devstoreaccount1", "in", "data.csv", False, storage.DEFAULT_SAS_LIFETIME)
     minted, token = storage._recent_tokens[key]
     storage._recent_tokens[key] = (minted - timedelta(minutes=6), token)
     account.sas_token(data, write=False)
@@ -89,3 +91,80 @@ def test_tokens_are_minted_from_many_threads_at_once(monkeypatch: pytest.MonkeyP
         sys.setswitchinterval(interval)
     assert errors == []
     assert len(storage._recent_tokens) == 20000 + 8 * 40
+
+
+def account_with_a_key(monkeypatch: pytest.MonkeyPatch) -> Any:
+    from azureml_retrain import storage
+
+    monkeypatch.setattr(storage, "_recent_tokens", {})
+    monkeypatch.setattr(storage.StorageAccount, "account_name", "devstoreaccount1")
+    monkeypatch.setattr(storage.StorageAccount, "_account_key", "a2V5" * 11)
+    return storage.StorageAccount("wasb_default")
+
+
+def test_jobs_writing_into_one_container_share_its_output_token(monkeypatch: pytest.MonkeyPatch):
+    """500 jobs starting at once made 1,000 output tokens, each a new secret for the masker."""
+    from datetime import timedelta
+
+    from azureml_retrain import storage
+    from azureml_retrain.bes import build_request
+
+    registered: list[str] = []
+    monkeypatch.setattr(storage, "mask_once", registered.append)
+    account = account_with_a_key(monkeypatch)
+    bodies = [
+        build_request(
+            {"input1": "data/day.csv"},
+            {"model": f"models/{job}/model.ilearner", "evaluation": f"models/{job}/evaluation.csv"},
+            None,
+            storage=account,
+            reference_mode="sas",
+            job_timeout=timedelta(hours=6),
+        )
+        for job in range(50)
+    ]
+    tokens = {r["SasBlobToken"] for body in bodies for r in body["Outputs"].values()}
+    assert len(tokens) == 1 and "sr=c&" in next(iter(tokens))
+    assert len(registered) == 2  # the input's token and the container's
+
+    # Another container, or another lifetime (a job that may run longer): a token of its own.
+    elsewhere = account.output_sas_token("archive", lifetime=timedelta(hours=6, minutes=10))
+    longer = account.output_sas_token("models", lifetime=timedelta(hours=12, minutes=10))
+    assert len(tokens | {elsewhere, longer}) == 3
+
+
+def test_an_output_token_is_minted_again_once_its_window_has_passed(monkeypatch: pytest.MonkeyPatch):
+    from datetime import UTC, datetime, timedelta
+
+    from azureml_retrain import storage
+
+    account = account_with_a_key(monkeypatch)
+    lifetime = timedelta(hours=2)
+    first = account.output_sas_token("models", lifetime=lifetime)
+    expiry = datetime.fromisoformat(dict(p.split("=", 1) for p in first[1:].split("&"))["se"].replace("%3A", ":"))
+    # Valid for the lifetime from any moment it is handed out: minted with the reuse window on top.
+    assert expiry - datetime.now(UTC) > lifetime + storage.OUTPUT_SAS_REUSE_WINDOW - timedelta(minutes=1)
+    key = ("container-output", "devstoreaccount1", "models", lifetime)
+    minted, token = storage._recent_tokens[key]
+    storage._recent_tokens[key] = (minted - storage.OUTPUT_SAS_REUSE_WINDOW, token)
+    account.output_sas_token("models", lifetime=lifetime)
+    assert storage._recent_tokens[key][0] >= minted  # older than the reuse window: minted again
+
+
+def test_an_output_beside_an_input_gets_a_token_for_its_own_blob_only(monkeypatch: pytest.MonkeyPatch):
+    """A container token where the training data is could overwrite it."""
+    from datetime import timedelta
+
+    from azureml_retrain.bes import build_request
+
+    monkeypatch.setattr("azureml_retrain.storage.mask_once", lambda secret: None)
+    body = build_request(
+        {"input1": "data/day.csv"},
+        {"model": "data/out/model.ilearner", "evaluation": "results/evaluation.csv"},
+        None,
+        storage=account_with_a_key(monkeypatch),
+        reference_mode="sas",
+        job_timeout=timedelta(hours=1),
+    )
+    assert "sr=b&" in body["Outputs"]["model"]["SasBlobToken"] and "sp=rcw&" in body["Outputs"]["model"]["SasBlobToken"]
+    assert "sr=c&" in body["Outputs"]["evaluation"]["SasBlobToken"]

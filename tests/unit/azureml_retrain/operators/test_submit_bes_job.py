@@ -66,16 +66,16 @@ def calls(transport: FakeTransport) -> list[str]:
     ]
 
 
-def test_build_request_sas_form_uses_blob_scoped_tokens():
+def test_build_request_sas_form_reads_inputs_by_blob_and_writes_outputs_with_their_containers_token():
     op, _ = make_operator()
     body = op.build_request()
-    model = body["Outputs"]["model"]
+    model, evaluation = body["Outputs"]["model"], body["Outputs"]["evaluation"]
     assert model["BaseLocation"].startswith("http://127.0.0.1:")
     assert model["RelativeLocation"] == "models/run1/model.ilearner"
     assert model["SasBlobToken"].startswith("?") and "sig=" in model["SasBlobToken"]
-    assert "sp=rcw" in model["SasBlobToken"]
-    assert "sr=b" in model["SasBlobToken"]
-    assert "sp=r&" in body["Inputs"]["input1"]["SasBlobToken"]
+    assert "sp=cw&" in model["SasBlobToken"] and "sr=c&" in model["SasBlobToken"]
+    assert evaluation["SasBlobToken"] == model["SasBlobToken"]  # one token for the container
+    assert "sp=r&" in body["Inputs"]["input1"]["SasBlobToken"] and "sr=b&" in body["Inputs"]["input1"]["SasBlobToken"]
     assert body["GlobalParameters"] == {"Learning rate": "0.1"}
 
 
