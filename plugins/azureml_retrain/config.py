@@ -268,6 +268,17 @@ class RetrainingConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _ledger_apart_from_outputs(self) -> RetrainingConfig:
+        # A training job's outputs share one write token for their container (bes.build_request).
+        if self.ledger_container == self.outputs.container:
+            raise ValueError(
+                f"ledger_container: {self.ledger_container!r} is also outputs.container, and a training job may "
+                f"write anywhere in its outputs' container; keep the ledger in a container of its own "
+                f"(default {DEFAULT_LEDGER_CONTAINER!r})"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _approval_matches(self) -> RetrainingConfig:
         if self.approval is None:
             return self

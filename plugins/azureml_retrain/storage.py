@@ -44,6 +44,8 @@ SAS_REUSE_WINDOW = timedelta(minutes=5)
 # secrets per job, and 500 jobs starting at once spent most of the triggerer's CPU in the masker.
 OUTPUT_SAS_REUSE_WINDOW = timedelta(minutes=15)
 _recent_tokens: dict[tuple[Any, ...], tuple[datetime, str]] = {}
+# Azure Storage signs user delegation keys, so the SAS they sign, for at most 7 days.
+MAX_USER_DELEGATION = timedelta(days=7)
 # The triggers mint tokens from many threads at once (triggers/blocking.py): pruning the dict while
 # another thread adds to it failed jobs with "dictionary changed size during iteration".
 _recent_tokens_lock = threading.Lock()
@@ -280,6 +282,12 @@ class StorageAccount:
     def _signing(self, start: datetime, expiry: datetime) -> dict[str, Any]:
         if self._account_key:
             return {"account_key": self._account_key}
+        if expiry - start > MAX_USER_DELEGATION:
+            raise ConfigurationError(
+                f"a SAS signed with a user delegation key (connection '{self.wasb_conn_id}' has no account key) is "
+                f"valid for at most 7 days, and this one would need {expiry - start}: shorten job_timeout (a BES "
+                "job's outputs) or sas_lifetime (a promotion's model), or give the connection an account key"
+            )
         return {"user_delegation_key": self._user_delegation_key(start, expiry)}
 
     @staticmethod

@@ -76,6 +76,16 @@ def test_duplicate_target_names():
         parse_config(data, "churn.yaml")
 
 
+def test_the_ledger_may_not_share_the_outputs_container():
+    """A training job's write token covers its outputs' container: the ledger stays out of its reach."""
+    data = copy.deepcopy(BASE)
+    data["ledger_container"] = data["outputs"]["container"]
+    with pytest.raises(ConfigurationError, match=r"ledger_container: 'models' is also outputs\.container"):
+        parse_config(data, "churn.yaml")
+    data["ledger_container"] = "model-ledger"
+    assert parse_config(data, "churn.yaml").ledger_container == "model-ledger"
+
+
 def test_unknown_metric_lists_the_known_ones():
     with pytest.raises(ConfigurationError, match="AUC"):
         parse_config(with_change("evaluation.metric", "Precission"), "churn.yaml")

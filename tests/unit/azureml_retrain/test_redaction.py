@@ -168,3 +168,24 @@ def test_an_output_beside_an_input_gets_a_token_for_its_own_blob_only(monkeypatc
     )
     assert "sr=b&" in body["Outputs"]["model"]["SasBlobToken"] and "sp=rcw&" in body["Outputs"]["model"]["SasBlobToken"]
     assert "sr=c&" in body["Outputs"]["evaluation"]["SasBlobToken"]
+
+
+def test_a_token_signed_by_a_user_delegation_key_cannot_outlive_it(monkeypatch: pytest.MonkeyPatch):
+    """Azure AD connections sign with a user delegation key, valid 7 days at most: a longer job says so
+    before anything is submitted, naming the setting to change."""
+    from datetime import timedelta
+
+    from azureml_retrain import storage
+    from azureml_retrain.exceptions import ConfigurationError
+
+    monkeypatch.setattr(storage, "_recent_tokens", {})
+    monkeypatch.setattr(storage.StorageAccount, "account_name", "devstoreaccount1")
+    monkeypatch.setattr(storage.StorageAccount, "_account_key", None)
+    asked: list[timedelta] = []
+    monkeypatch.setattr(
+        storage.StorageAccount, "_user_delegation_key", lambda self, start, expiry: asked.append(expiry - start)
+    )
+    account = storage.StorageAccount("aad_storage")
+    with pytest.raises(ConfigurationError, match=r"shorten job_timeout .* or give the connection an account key"):
+        account.output_sas_token("models", lifetime=timedelta(days=7))
+    assert asked == []  # refused before asking the service for a key
