@@ -61,9 +61,7 @@ def prepare(bench: Bench) -> None:
 def land(bench: Bench, days: list[datetime]) -> None:
     from emulator.datasets import generate_csv
 
-    container = bench.blob_service().get_container_client(DATA_CONTAINER)
-    if not container.exists():
-        container.create_container()
+    container = bench.container(DATA_CONTAINER)
     for index, day in enumerate(days):
         data = generate_csv("churn", rows=60, window=1 + index % 3).encode()
         container.upload_blob(f"{day:%Y-%m-%d}/part-0.csv", data, overwrite=True)

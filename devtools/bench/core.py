@@ -358,12 +358,15 @@ class Bench:
 
         return BlobServiceClient.from_connection_string(self.connection_string)
 
-    def upload(self, container: str, blob: str, data: bytes) -> None:
-        service = self.blob_service()
-        client = service.get_container_client(container)
+    def container(self, name: str) -> Any:
+        """The client of container ``name`` in Azurite, which is created if missing."""
+        client = self.blob_service().get_container_client(name)
         if not client.exists():
             client.create_container()
-        client.upload_blob(blob, data, overwrite=True)
+        return client
+
+    def upload(self, container: str, blob: str, data: bytes) -> None:
+        self.container(container).upload_blob(blob, data, overwrite=True)
 
     # Airflow -------------------------------------------------------------------------------------
 

@@ -128,9 +128,7 @@ def one_sample(bench: Bench, day: datetime, window: int) -> dict[str, Any]:
 def run(bench: Bench) -> Measurement:
     m = Measurement("loop_latency", TITLE)
     cluster = bench.cluster
-    service = bench.blob_service()
-    if not service.get_container_client(DATA_CONTAINER).exists():
-        service.create_container(DATA_CONTAINER)
+    bench.container(DATA_CONTAINER)
     cluster.wait_for_dag(DAG_ID, timeout=180)
     cluster.set_paused(DAG_ID, False)
     results = []

@@ -167,10 +167,8 @@ def per_model(samples: list[float], models: int) -> float:
 
 
 def run_cluster(bench: Bench, m: Measurement) -> None:
-    service = bench.blob_service()
     for container in (DATA_CONTAINER, "bench-models", "bench-models-ledger"):
-        if not service.get_container_client(container).exists():
-            service.create_container(container)
+        bench.container(container)
     folder = prepare_folder(bench, SIZES[0])
     bench.stop_cluster()  # the shared Airflow's DAG processor would parse beside this one's
     cluster = bench.start_cluster(bench.work / "models-airflow", folder)

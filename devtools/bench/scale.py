@@ -47,9 +47,7 @@ def prepare(bench: Bench) -> None:
 def land(bench: Bench, prefix: str, rows: int, window: int) -> None:
     from emulator.datasets import generate_csv
 
-    container = bench.blob_service().get_container_client(DATA_CONTAINER)
-    if not container.exists():
-        container.create_container()
+    container = bench.container(DATA_CONTAINER)
     data = generate_csv("churn", rows=rows, window=window).encode()
     container.upload_blob(f"{prefix}part-0.csv", data, overwrite=True)
     container.upload_blob(f"{prefix}_SUCCESS", b"", overwrite=True)

@@ -304,9 +304,7 @@ def run(bench: Bench) -> Measurement:
     from emulator.datasets import generate_csv
 
     bench.upload("bench-slots", "input/churn.csv", generate_csv("churn", rows=TRAINING_ROWS, window=1).encode())
-    outputs = bench.blob_service().get_container_client(OUTPUTS_CONTAINER)
-    if not outputs.exists():  # the Studio sample does not create it
-        outputs.create_container()
+    bench.container(OUTPUTS_CONTAINER)  # the Studio sample does not create it
     bench.write_dags(dag_params(bench))
     bench.set_job_duration(job_seconds)
     deferrable = {}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -291,7 +291,9 @@ class StorageAccount:
         return {"user_delegation_key": self._user_delegation_key(start, expiry)}
 
     @staticmethod
-    def _reused_token(key: tuple[Any, ...], window: timedelta, valid_for: timedelta, mint: Any) -> str:
+    def _reused_token(
+        key: tuple[Any, ...], window: timedelta, valid_for: timedelta, mint: Callable[[datetime, datetime], str]
+    ) -> str:
         """The token cached under ``key`` if minted within ``window``, else a new one,
         ``mint(start, expiry)`` valid for ``valid_for`` from now, registered with the masker and cached."""
         now = datetime.now(UTC)
