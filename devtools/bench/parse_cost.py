@@ -39,8 +39,8 @@ def shipped_dag_files() -> list[str]:
 
 
 SAME_SHAPE_TEMPLATE = """\
-\"\"\"Same shape as {name}: its DAGs (schedule, start date, tags, docs, default arguments), task
-counts and trigger-form params, every task an EmptyOperator.\"\"\"
+\"\"\"Same shape as {name}: its DAGs (schedule, start date, tags, docs, default arguments), tasks
+and the edges between them, and trigger-form params, every task an EmptyOperator.\"\"\"
 
 from __future__ import annotations
 
@@ -76,13 +76,14 @@ for spec in SHAPE:
         }},
         params=params,
     ):
-        for i in range(spec["tasks"]):
-            EmptyOperator(task_id=f"task_{{i}}")
+        tasks = [EmptyOperator(task_id=f"task_{{i}}") for i in range(spec["tasks"])]
+        for task, upstream in zip(tasks, spec.get("upstream") or [[]] * len(tasks)):
+            task.set_upstream([tasks[i] for i in upstream])
 """
 
 
 def same_shape_file(bench: Bench, name: str, shape: list[dict[str, Any]]) -> Path:
-    """An EmptyOperator file with ``name``'s DAG and task counts and trigger-form params."""
+    """An EmptyOperator file with ``name``'s DAGs, their schedules, tasks, edges and trigger-form params."""
     folder = bench.work / "same-shape"
     folder.mkdir(exist_ok=True)
     path = folder / f"same_shape_{name.replace('/', '_')}"

@@ -2,10 +2,10 @@
 
 ``python -m devtools.bench.parse_probe SPEC``, SPEC being JSON ``{"files": [{"name", "path",
 "bundle_path"}], "rounds": N, "out": PATH}``, writes JSON samples to PATH (Airflow logs to stdout).
-Like the DAG processor manager, this process imports the manager and pre-imports the Airflow modules
-each file names, once; each parse then runs in a forked child (``BundleDagBag`` of the file, then
-serialisation of its DAGs), which counts the modules it had to import itself: what every re-parse of
-the file costs again.
+Like the DAG processor manager, this process imports the manager, loads the plugins (as the
+manager's job does when it starts) and pre-imports the Airflow modules each file names, once; each
+parse then runs in a forked child (``BundleDagBag`` of the file, then serialisation of its DAGs),
+which counts the modules it had to import itself: what every re-parse of the file costs again.
 """
 
 from __future__ import annotations
@@ -44,11 +44,13 @@ def parse_in_child(path: str, bundle_path: str, log: Any) -> dict[str, Any]:
 
 
 def dag_shape(dag: Any) -> dict[str, Any]:
-    """What a same-shape baseline needs of a DAG: its task count and trigger-form params, and what the
-    DAG itself declares (schedule, start date, tags, docs, default arguments), so that the baseline
-    differs in its tasks only."""
+    """What a same-shape baseline needs of a DAG: its tasks and the edges between them (``upstream``:
+    for each task, the positions of its upstream tasks), its trigger-form params, and what the DAG
+    itself declares (schedule, start date, tags, docs, default arguments), so that the baseline
+    differs in what its tasks are only."""
     from airflow.sdk.definitions._internal.types import is_arg_set
 
+    position = {task.task_id: index for index, task in enumerate(dag.tasks)}
     params = {}
     for name, param in dag.params.items():
         params[name] = {
@@ -57,13 +59,14 @@ def dag_shape(dag: Any) -> dict[str, Any]:
             "schema": param.schema,
         }
     timetable = dag.timetable
-    cron = getattr(timetable, "_expression", None)
+    cron = getattr(timetable, "expression", None)  # the SDK's cron timetables
     defaults = dag.default_args or {}
     return {
         "dag_id": dag.dag_id,
         "tasks": len(dag.tasks),
+        "upstream": [sorted(position[u] for u in task.upstream_task_ids) for task in dag.tasks],
         "params": params,
-        "cron": {"expression": cron, "timezone": str(timetable._timezone)} if cron else None,
+        "cron": {"expression": cron, "timezone": str(timetable.timezone)} if cron else None,
         "start_date": dag.start_date.isoformat() if dag.start_date else None,
         "catchup": bool(dag.catchup),
         "max_active_runs": dag.max_active_runs,
@@ -106,8 +109,10 @@ def main(argv: list[str]) -> int:
     import structlog
     from airflow.dag_processing import manager  # noqa: F401  (what the manager process has imported)
     from airflow.dag_processing.processor import _pre_import_airflow_modules
+    from airflow.listeners.listener import get_listener_manager
 
     log = structlog.get_logger("parse_probe")
+    get_listener_manager()  # what a job does as it starts (airflow.jobs.job.Job): the plugins load
     for item in spec["files"]:
         _pre_import_airflow_modules(item["path"], log)
     samples: dict[str, list[dict[str, Any]]] = {item["name"]: [] for item in spec["files"]}

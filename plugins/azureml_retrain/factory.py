@@ -65,6 +65,7 @@ from azureml_retrain.config import (
 )
 from azureml_retrain.evaluation import parse_rules, rules_json_schema
 from azureml_retrain.operators.evaluate import DECISION_XCOM_KEY, EvaluateModelOperator
+from azureml_retrain.operators.submit_bes_job import SubmitBesJobOperator
 
 PROMOTE_MODES = ("auto", "never", "force")
 SENSOR_TASK = "wait_for_data"
@@ -199,6 +200,21 @@ def rules_param() -> Any:
     guards are checked by the model itself when the run plans, before any money is spent. (A schema
     with each field's type doubled the DAG's serialisation: Airflow checks every param's schema
     against its metaschema again for each task of each parse.)"""
+    description_md, required, fields = _rules_form()
+    return form_param(
+        None,
+        title="Evaluation rules override",
+        description=None,
+        description_md=description_md,
+        type=["null", "object"],
+        required=list(required),
+        propertyNames={"enum": list(fields)},
+    )
+
+
+@functools.cache
+def _rules_form() -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """The rules param's description, required fields and fields: the same for every DAG of a parse."""
     from azureml_retrain.evaluation import METRICS
 
     schema = rules_json_schema()
@@ -220,15 +236,7 @@ def rules_param() -> Any:
     for metric, spec in METRICS.items():
         by_task.setdefault(spec.task, []).append(metric)
     lines += ["", "Metrics: " + "; ".join(f"*{task}*: {', '.join(names)}" for task, names in by_task.items()) + "."]
-    return form_param(
-        None,
-        title="Evaluation rules override",
-        description=None,
-        description_md="\n".join(lines),
-        type=["null", "object"],
-        required=schema["required"],
-        propertyNames={"enum": list(schema["properties"])},
-    )
+    return "\n".join(lines), tuple(schema["required"]), tuple(schema["properties"])
 
 
 def build_plan(config: RetrainingConfig, context: Any) -> dict[str, Any]:
@@ -298,9 +306,10 @@ def run_training_input(ti: Any) -> str:
     return training_input(ti.xcom_pull(task_ids=SENSOR_TASK), ti.xcom_pull(task_ids=PLAN_TASK))
 
 
-def prepare_training(config: RetrainingConfig, context: Any) -> None:
-    """``train``'s pre-execute step: a dry run stops here; several accepted blobs are concatenated into
-    the plan's ``staged_input`` (again on a retry: the sensor may have accepted new blobs since)."""
+def prepare_training(wasb_conn_id: str, context: Any) -> None:
+    """``train``'s pre-execute step (:class:`RetrainingTrainOperator`): a dry run stops here; several
+    accepted blobs are concatenated into the plan's ``staged_input`` through ``wasb_conn_id`` (again on
+    a retry: the sensor may have accepted new blobs since)."""
     from azureml_retrain.exceptions import ConfigurationError
     from azureml_retrain.windows import parse_datetime
 
@@ -316,7 +325,7 @@ def prepare_training(config: RetrainingConfig, context: Any) -> None:
             "clear both tasks to re-run the window"
         )
     if training_input(arrival, plan) == plan["staged_input"]:
-        stage_training_input(config, arrival, BlobLocation.parse(plan["staged_input"], "staged_input"))
+        stage_training_input(wasb_conn_id, arrival, BlobLocation.parse(plan["staged_input"], "staged_input"))
 
 
 def ensure_container(wasb_conn_id: str, container: str) -> None:
@@ -326,7 +335,7 @@ def ensure_container(wasb_conn_id: str, container: str) -> None:
     StorageAccount(wasb_conn_id).ensure_container(container)
 
 
-def stage_training_input(config: RetrainingConfig, arrival: dict[str, Any], staged: BlobLocation) -> None:
+def stage_training_input(wasb_conn_id: str, arrival: dict[str, Any], staged: BlobLocation) -> None:
     """Concatenate the accepted CSV blobs (header once) into one input blob for BES.
 
     Each blob is read at the etag the sensor accepted, so the run trains on exactly those bytes. The
@@ -336,7 +345,7 @@ def stage_training_input(config: RetrainingConfig, arrival: dict[str, Any], stag
     """
     from azureml_retrain.storage import StorageAccount
 
-    storage = StorageAccount(config.data.wasb_conn_id)
+    storage = StorageAccount(wasb_conn_id)
     with storage.call(f"staging the training input {staged}"):
         _stage(storage.client, arrival, staged)
 
@@ -498,11 +507,7 @@ def build_dag(config: RetrainingConfig) -> Any:
     from airflow.providers.standard.operators.empty import EmptyOperator
     from airflow.sdk import DAG, CronDataIntervalTimetable, TriggerRule, XComArg
 
-    from azureml_retrain.operators import (
-        PatchEndpointOperator,
-        SubmitBesJobOperator,
-        UpdateWebServiceDefinitionOperator,
-    )
+    from azureml_retrain.operators import PatchEndpointOperator, UpdateWebServiceDefinitionOperator
     from azureml_retrain.sensors import BlobArrivalSensor
 
     asset = model_asset(config)
@@ -554,7 +559,7 @@ def build_dag(config: RetrainingConfig) -> Any:
         run_plan: Any = step(plan, task_id=PLAN_TASK, multiple_outputs=True)()
 
         training = config.training
-        train = SubmitBesJobOperator(
+        train = RetrainingTrainOperator(
             task_id="train",
             azureml_conn_id=training.azureml_conn_id,
             wasb_conn_id=data.wasb_conn_id,
@@ -563,7 +568,6 @@ def build_dag(config: RetrainingConfig) -> Any:
             global_parameters=dict(training.global_parameters),
             poll_interval=training.poll_interval_seconds,
             job_timeout=timedelta(minutes=training.job_timeout_minutes),
-            pre_execute=functools.partial(prepare_training, config),
         )
         evaluate = RetrainingEvaluateOperator(
             task_id=EVALUATE_TASK,
@@ -672,6 +676,15 @@ def all_targets_promoted(config: RetrainingConfig, **context: Any) -> None:
     The run's state follows its leaf tasks, and ``report`` is not one: this task is what makes
     a run whose promotions (some or all) failed end failed."""
     end_of_promotions(config, context)
+
+
+class RetrainingTrainOperator(SubmitBesJobOperator):
+    """``train`` of a retraining DAG: :func:`prepare_training` before the job is submitted. A method
+    rather than a ``pre_execute`` callable, which Airflow would serialise as its source code, read
+    from the file at each parse of each DAG."""
+
+    def pre_execute(self, context: Any) -> None:
+        prepare_training(self.wasb_conn_id, context)
 
 
 class RetrainingEvaluateOperator(EvaluateModelOperator):

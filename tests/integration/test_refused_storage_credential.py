@@ -209,7 +209,8 @@ def test_plan_step_names_the_connection(container: str, shape: str):
 def test_staging_the_training_input_names_the_connection(container: str, connection_string_shape: str):
     arrival = {"container": container, "blobs": [{"name": "incoming/a.csv", "etag": "0x1"}]}
     with pytest.raises(ConfigurationError) as refused:
-        stage_training_input(churn_config(container), arrival, BlobLocation(container, "staged/input.csv"))
+        staged = BlobLocation(container, "staged/input.csv")
+        stage_training_input(churn_config(container).data.wasb_conn_id, arrival, staged)
     assert_names_the_credential(refused.value, connection_string_shape, "staging the training input")
 
 

@@ -221,10 +221,10 @@ def test_a_window_in_several_files_trains_on_their_concatenation(emulator, blob_
     staged_blob = blob_service.get_blob_client(container, name)
     etag = staged_blob.get_blob_properties().etag
     accepted = xcom(run, "wait_for_data")
-    stage_training_input(churn.config, accepted, BlobLocation.parse(staged))
+    stage_training_input(churn.config.data.wasb_conn_id, accepted, BlobLocation.parse(staged))
     assert staged_blob.get_blob_properties().etag == etag
     first_two = [b for b in accepted["blobs"] if b["name"].endswith(("part-0.csv", "part-1.csv"))]
-    stage_training_input(churn.config, {**accepted, "blobs": first_two}, BlobLocation.parse(staged))
+    stage_training_input(churn.config.data.wasb_conn_id, {**accepted, "blobs": first_two}, BlobLocation.parse(staged))
     assert staged_blob.get_blob_properties().etag != etag
     assert len(staged_blob.download_blob().readall().decode().splitlines()) == 1 + 267  # rows of parts 0 and 1
 

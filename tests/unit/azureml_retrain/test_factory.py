@@ -24,6 +24,7 @@ from azureml_retrain.factory import (
     ROLLBACK_CLASSIC_TASK,
     ROLLBACK_DAG_ID,
     SKIP_TASK,
+    RetrainingTrainOperator,
     attempted_targets,
     build_dag,
     choose_branches,
@@ -626,8 +627,6 @@ def test_a_dry_run_stops_at_train_and_other_runs_go_on():
 
 
 def test_built_dag_shape():
-    import functools
-
     from airflow.sdk import CronDataIntervalTimetable
 
     dag = build_dag(CHURN)
@@ -665,8 +664,10 @@ def test_built_dag_shape():
         "report",
         "all_targets_promoted",
     }
-    hook = dag.task_dict["train"]._pre_execute_hook
-    assert isinstance(hook, functools.partial) and hook.func is prepare_training and hook.args == (CHURN,)
+    train = dag.task_dict["train"]
+    # prepare_training runs as the operator's pre_execute method: no callable for Airflow to serialise.
+    assert isinstance(train, RetrainingTrainOperator) and train._pre_execute_hook is None
+    assert train.wasb_conn_id == CHURN.data.wasb_conn_id
     assert dag.task_dict["train"].inputs == {"input1": "{{ training_input(ti) }}"}
     assert "training_input" in dag.user_defined_macros
     # The ledger records what each promoted model was trained on: the same input as ``train``'s.
@@ -712,16 +713,16 @@ def test_prepare_training_stages_several_blobs_only(monkeypatch: pytest.MonkeyPa
 
     staged: list[tuple[list[str], str]] = []
 
-    def fake_stage(config: Any, accepted: dict[str, Any], where: Any) -> None:
+    def fake_stage(wasb_conn_id: str, accepted: dict[str, Any], where: Any) -> None:
         staged.append(([b["name"] for b in accepted["blobs"]], where.relative_location))
 
     monkeypatch.setattr(factory, "stage_training_input", fake_stage)
     plan = {"window": WINDOW, "staged_input": STAGED}
     context = {"params": {}, "ti": FakeTi(wait_for_data=arrival("churn/a.csv"), plan=plan)}
-    prepare_training(CHURN, context)
+    prepare_training(CHURN.data.wasb_conn_id, context)
     assert staged == []
     context["ti"] = FakeTi(wait_for_data=arrival("churn/a.csv", "churn/b.csv"), plan=plan)
-    prepare_training(CHURN, context)
+    prepare_training(CHURN.data.wasb_conn_id, context)
     assert staged == [(["churn/a.csv", "churn/b.csv"], STAGED)]
 
 
@@ -729,18 +730,18 @@ def test_prepare_training_refuses_data_of_another_window_than_the_plan():
     other = {"start": "2026-11-19T02:00:00Z", "end": "2026-11-20T02:00:00Z"}
     ti = FakeTi(wait_for_data=arrival("churn/a.csv", window=other), plan={"window": WINDOW, "staged_input": STAGED})
     with pytest.raises(ConfigurationError, match=r"window: the sensor accepted data for .* but the plan is for"):
-        prepare_training(CHURN, {"params": {}, "ti": ti})
+        prepare_training(CHURN.data.wasb_conn_id, {"params": {}, "ti": ti})
     # The same instants written differently agree.
     same = {"start": "2026-11-18T02:00:00Z", "end": "2026-11-19T02:00:00Z"}
     ti = FakeTi(wait_for_data=arrival("churn/a.csv", window=same), plan={"window": WINDOW, "staged_input": STAGED})
-    prepare_training(CHURN, {"params": {}, "ti": ti})
+    prepare_training(CHURN.data.wasb_conn_id, {"params": {}, "ti": ti})
 
 
 def test_prepare_training_stops_a_dry_run_before_touching_the_data():
     from airflow.sdk.exceptions import AirflowSkipException
 
     with pytest.raises(AirflowSkipException, match="dry run"):
-        prepare_training(CHURN, {"params": {"dry_run": True}, "ti": FakeTi()})
+        prepare_training(CHURN.data.wasb_conn_id, {"params": {"dry_run": True}, "ti": FakeTi()})
 
 
 def test_the_dag_file_builds_every_valid_config_and_the_rollback_dag_each_on_its_own(tmp_path: Path, caplog):
