@@ -239,6 +239,14 @@ def _rules_form() -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     return "\n".join(lines), tuple(schema["required"]), tuple(schema["properties"])
 
 
+def warm_parse_caches() -> None:
+    """Build now what every parse builds once whatever the configs (the trigger form's rules field,
+    the step operators' class). Called where plugins load: the DAG processor's manager does it once
+    and every parse it forks inherits the result."""
+    _rules_form()
+    step_operator_class()
+
+
 def build_plan(config: RetrainingConfig, context: Any) -> dict[str, Any]:
     """Everything the run does, decided once (see the module docstring)."""
     from azureml_retrain.ledger import NO_MODEL, PromotionLedger
@@ -470,18 +478,17 @@ def step_operator_class() -> type:
         """A retraining DAG's own step: ``step(**inputs, **context)``, its result the task's XCom
         (``inputs`` is templated, so XComArgs in it resolve, and set the task's upstreams).
 
-        A plain operator rather than ``@task``: when Airflow builds a task it copies the DAG's
+        A plain operator rather than ``@task``, and without an ``__init__`` of its own (:func:`step`
+        sets ``step`` and ``inputs`` on the built task; Airflow sets the upstreams of XComArgs
+        assigned to a template field then too): when Airflow builds a task it copies the DAG's
         trigger-form params once per ``__init__`` in the operator's class chain, four times for a
-        ``@task`` and twice here; that was most of what building a retraining DAG cost beyond the
+        ``@task`` and once here; that was most of what building a retraining DAG cost beyond the
         same DAG of EmptyOperators (bench 7)."""
 
         template_fields = ("inputs",)
         ui_color = "#ffefeb"
-
-        def __init__(self, *, step: Any, inputs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.step = step
-            self.inputs = dict(inputs or {})
+        step: Any = None
+        inputs: dict[str, Any] = {}  # noqa: RUF012  (replaced, never changed in place)
 
         def execute(self, context: Any) -> Any:
             return self.step(**self.inputs, **context)
@@ -497,8 +504,10 @@ def step(function: Any, *bound: Any, **operator_args: Any) -> Any:
 
     def add(**inputs: Any) -> Any:
         operator_args.setdefault("task_id", function.__name__)
-        call = functools.partial(function, *bound) if bound else function
-        return step_operator_class()(step=call, inputs=inputs, **operator_args).output
+        task = step_operator_class()(**operator_args)
+        task.step = functools.partial(function, *bound) if bound else function
+        task.inputs = inputs
+        return task.output
 
     return add
 
@@ -571,13 +580,15 @@ def build_dag(config: RetrainingConfig) -> Any:
         )
         evaluate = RetrainingEvaluateOperator(
             task_id=EVALUATE_TASK,
-            config=config,
             evaluation_results=train.output,
             output_name=training.evaluation_output,
             rules=run_plan["rules"],
             champion_metrics=run_plan["champion_metrics"],
             wasb_conn_id=data.wasb_conn_id,
+            promote_task_ids=[CLASSIC_TARGETS_TASK, ARM_TARGETS_TASK],
+            reject_task_ids=[SKIP_TASK],
         )
+        evaluate.config = config
         # In branch mode the verdict is in the "decision" XCom (a branching task's return value is
         # dropped when it skips tasks).
         verdict: Any = XComArg(evaluate, key=DECISION_XCOM_KEY)
@@ -689,13 +700,10 @@ class RetrainingTrainOperator(SubmitBesJobOperator):
 
 class RetrainingEvaluateOperator(EvaluateModelOperator):
     """``evaluate`` of a retraining DAG: the verdict, then the run's promote policy picks the branch
-    (:func:`choose_branches`)."""
+    (:func:`choose_branches`). :func:`build_dag` sets its ``config`` on the built task (an ``__init__``
+    of its own would copy the DAG's trigger-form params once more, see :func:`step_operator_class`)."""
 
-    def __init__(self, *, config: RetrainingConfig, **kwargs: Any) -> None:
-        super().__init__(
-            promote_task_ids=[CLASSIC_TARGETS_TASK, ARM_TARGETS_TASK], reject_task_ids=[SKIP_TASK], **kwargs
-        )
-        self.config = config
+    config: RetrainingConfig
 
     def choose_branch(self, context: Any, decision: dict[str, Any]) -> list[str]:
         # The decision log is written once the run knows what happened to each target: here when
