@@ -21,13 +21,13 @@ from devtools.services import ROOT
 
 TARGET_RATIO = 1.3
 BASELINE = "bench_parse_baseline.py"
-# A retraining DAG file builds one DAG of 11 tasks, the rollback file one of 6 and the hand-written
-# example one of 5, and they miss the 1.3x target against a one-task DAG (docs/performance.md): the
-# smoke run guards them against regressions instead, at about 1.5x-3x their figures of 2026-12-07.
+# The retraining DAG file builds three DAGs of 27 tasks and the hand-written example one of 5: they
+# miss the 1.3x time target against a one-task DAG (docs/performance.md), so the smoke run guards
+# their times against regressions instead, at about twice their figures of 2026-12-07 evening (3.0x
+# and 1.3x). Every file meets the modules target since the plugins folder preloads the package.
 REGRESSION_LIMITS = {
-    "retraining_dags.py": {"time": 16.0, "modules": 3.5},
-    "retraining_config_errors.py": {"time": 6.0, "modules": 3.5},
-    "example_handwritten_retraining.py": {"time": 8.0, "modules": 3.5},
+    "retraining_dags.py": {"time": 6.0},
+    "example_handwritten_retraining.py": {"time": 3.0},
 }
 
 TITLE = "DAG parse cost"
