@@ -13,8 +13,7 @@ No plugin class: the module is all there is (the plugins manager imports every f
 
 from __future__ import annotations
 
-import azureml_retrain.operators
-import azureml_retrain.sensors  # noqa: F401
+import azureml_retrain.sensors  # noqa: F401  (the factory imports it when it builds a DAG)
 from azureml_retrain.factory import warm_parse_caches
 
 warm_parse_caches()

@@ -77,7 +77,7 @@ for spec in SHAPE:
         params=params,
     ):
         tasks = [EmptyOperator(task_id=f"task_{{i}}") for i in range(spec["tasks"])]
-        for task, upstream in zip(tasks, spec.get("upstream") or [[]] * len(tasks)):
+        for task, upstream in zip(tasks, spec["upstream"], strict=True):
             task.set_upstream([tasks[i] for i in upstream])
 """
 

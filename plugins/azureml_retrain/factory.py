@@ -65,6 +65,12 @@ from azureml_retrain.config import (
 )
 from azureml_retrain.evaluation import parse_rules, rules_json_schema
 from azureml_retrain.operators.evaluate import DECISION_XCOM_KEY, EvaluateModelOperator
+from azureml_retrain.operators.promote import (
+    REFUSAL_XCOM_KEY,
+    TARGET_RESULTS_XCOM_KEY,
+    PatchEndpointOperator,
+    UpdateWebServiceDefinitionOperator,
+)
 from azureml_retrain.operators.submit_bes_job import SubmitBesJobOperator
 
 PROMOTE_MODES = ("auto", "never", "force")
@@ -516,7 +522,6 @@ def build_dag(config: RetrainingConfig) -> Any:
     from airflow.providers.standard.operators.empty import EmptyOperator
     from airflow.sdk import DAG, CronDataIntervalTimetable, TriggerRule, XComArg
 
-    from azureml_retrain.operators import PatchEndpointOperator, UpdateWebServiceDefinitionOperator
     from azureml_retrain.sensors import BlobArrivalSensor
 
     asset = model_asset(config)
@@ -764,7 +769,6 @@ def _flat_dicts(values: Any) -> list[dict[str, Any]]:
 def promotion_results(ti: Any) -> list[dict[str, Any]]:
     """Per-target results of every promotion that succeeded: the batches' return values, and the
     ``target_results`` of a batch that failed for some of its targets (one result per target)."""
-    from azureml_retrain.operators.promote import TARGET_RESULTS_XCOM_KEY
 
     by_target: dict[str, dict[str, Any]] = {}
     for task_id in (CLASSIC_TASK, ARM_TASK):
@@ -778,7 +782,6 @@ def promotion_results(ti: Any) -> list[dict[str, Any]]:
 
 def promotion_refusals(ti: Any) -> dict[str, str]:
     """``{target: why}`` for every promotion the ledger's guard refused (those tasks are skipped)."""
-    from azureml_retrain.operators.promote import REFUSAL_XCOM_KEY
 
     refusals: dict[str, str] = {}
     for task_id in (CLASSIC_TASK, ARM_TASK):
@@ -1055,7 +1058,6 @@ def build_rollback_dag(configs: list[RetrainingConfig]) -> Any:
     from airflow.sdk import DAG
 
     from azureml_retrain.ledger import DEFAULT_LEDGER_CONTAINER
-    from azureml_retrain.operators import PatchEndpointOperator, UpdateWebServiceDefinitionOperator
 
     by_target = {t.name: c for c in configs for t in c.targets}
     with DAG(
