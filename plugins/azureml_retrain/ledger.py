@@ -4,10 +4,10 @@ Each target (a classic endpoint or a Resource Manager web service) has one appen
 lines: promotions, rollbacks, and the model found serving when the ledger started. The last record
 says what serves now and with which metrics (the champion EvaluateModel compares against).
 
-Promotions to one target are serialised with a blob lease (a lock that expires by itself if its
-holder dies), and are compare-and-set: a promotion applies only if the ledger still shows the model
-the run evaluated against, and a model trained on an older data window never replaces one trained
-on a newer window.
+Promotions to one target are serialised with a lease on its ledger blob (a lock that expires by
+itself if its holder dies; while it is held, no one else can append), and are compare-and-set: a
+promotion applies only if the ledger still shows the model the run evaluated against, and a model
+trained on an older data window never replaces one trained on a newer window.
 """
 
 from __future__ import annotations
@@ -88,6 +88,26 @@ def target_blob_stem(target: str) -> str:
     return stem
 
 
+def _lease_refused(error: Any) -> bool:
+    """A write refused for the lock: another run holds it, or this run's lease was lost (expired and taken)."""
+    code = getattr(error, "error_code", None)
+    return getattr(error, "status_code", None) == 412 and str(getattr(code, "value", code) or "").startswith("Lease")
+
+
+@dataclass(frozen=True)
+class LedgerLock:
+    """The lock on a target's ledger, as :meth:`PromotionLedger.lock` holds it.
+
+    :param lease: the blob lease (pass it to :meth:`PromotionLedger.append`).
+    :param empty_etag: the etag of the ledger this lock created and found unchanged when it took the
+        lease (an etag changes with every write, a lease does not change it): the ledger is empty.
+        None: read it.
+    """
+
+    lease: Any
+    empty_etag: str | None = None
+
+
 def window_end(record: LedgerRecord | None) -> datetime | None:
     if record is None or not record.window or not record.window.get("end"):
         return None
@@ -152,16 +172,26 @@ class PromotionLedger:
 
     # --- writing -------------------------------------------------------------------------------
 
-    def append(self, record: LedgerRecord, *, etag: str | None, before: tuple[LedgerRecord, ...] = ()) -> str:
+    def append(
+        self,
+        record: LedgerRecord,
+        *,
+        etag: str | None,
+        before: tuple[LedgerRecord, ...] = (),
+        lease: Any = None,
+    ) -> str:
         """Append ``before`` and then ``record`` in one block, only if the ledger is still at ``etag``
-        (None: only if it is empty); returns the ledger's new etag.
+        (None: only if it does not exist yet); returns the ledger's new etag.
 
         One block is atomic: a reader sees all of its records or none. Safe to retry: when an attempt
         landed but its answer was lost, the storage client's retry meets the changed etag; the ledger
         is then read back, and ending with ``record`` counts as written.
+
+        :param lease: the target's lock (see :meth:`lock`) when the caller holds it; without it, the
+            append is refused while anyone else holds the lock.
         """
         from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+        from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError
 
         blob = self._records_blob(record.target)
         lines = b"".join((json.dumps(r.to_dict(), sort_keys=True) + "\n").encode() for r in (*before, record))
@@ -171,9 +201,11 @@ class PromotionLedger:
                 if etag is None:
                     # The service answers with the new blob's etag: no read-back needed.
                     etag = str(blob.create_append_blob(match_condition=MatchConditions.IfMissing)["etag"])
-                answer = blob.append_block(lines, etag=etag, match_condition=MatchConditions.IfNotModified)
+                answer = blob.append_block(lines, etag=etag, match_condition=MatchConditions.IfNotModified, lease=lease)
                 return str(answer["etag"])
-        except (ResourceModifiedError, ResourceExistsError) as error:
+        except (ResourceModifiedError, ResourceExistsError, HttpResponseError) as error:
+            if not isinstance(error, (ResourceModifiedError, ResourceExistsError)) and not _lease_refused(error):
+                raise
             if self._last_record_is(record):
                 log.warning("Ledger of %s: an earlier attempt of this append had landed", record.target)
                 return str(self.read(record.target)[1])
@@ -211,15 +243,19 @@ class PromotionLedger:
 
     # --- the promotion guard -------------------------------------------------------------------
 
-    def _acquire(self, lease: Any, target: str) -> None:
-        """Take ``lease``, waiting up to ``lock_timeout`` while another run holds it."""
-        from azure.core.exceptions import HttpResponseError
+    def _acquire(self, lease: Any, target: str, created: str | None = None) -> str | None:
+        """Take ``lease``, waiting up to ``lock_timeout`` while another run holds it; a ledger that
+        does not exist yet is created (empty) to be leased. Returns the etag the ledger had when this
+        call (or the caller: ``created``) created it, if it is still the one the lease reports."""
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
         deadline = time.monotonic() + self.lock_timeout
         while True:
             try:
                 lease.acquire(lease_duration=LEASE_SECONDS)
-                return
+                return created if created is not None and lease.etag == created else None
+            except ResourceNotFoundError:
+                created = self._create_records_blob(target)
             except HttpResponseError as error:
                 if is_refused_credential(error):
                     raise  # not a conflict: the caller's storage_call names the credential
@@ -234,26 +270,42 @@ class PromotionLedger:
                     ) from error
                 time.sleep(2)
 
+    def _create_records_blob(self, target: str) -> str | None:
+        """Create ``target``'s ledger, empty; returns its etag, or None when it already existed."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            answer = self._records_blob(target).create_append_blob(match_condition=MatchConditions.IfMissing)
+        except ResourceExistsError:
+            return None
+        return str(answer["etag"])
+
     @contextmanager
-    def lock(self, target: str, *, owner: str | None = None) -> Iterator[None]:
-        """Hold the target's lease (renewed in the background) for the duration of the block.
+    def lock(self, target: str, *, owner: str | None = None, new: bool = False) -> Iterator[LedgerLock]:
+        """Hold the lease on the target's ledger (renewed in the background) for the duration of the block.
+
+        The lock is the ledger blob's own lease: taking it is one request (two more for a ledger that
+        does not exist yet, which is created empty), and while it is held only its holder can append.
 
         :param owner: who takes the lock, stable across retries (a task instance). A retry whose
             earlier try died holding the lock takes it over at once instead of waiting for the
             lease to expire; anyone else waits.
+        :param new: the caller expects no ledger yet (a run that evaluated against an empty one): it is
+            created before the lease is taken instead of after a refused one. A ledger this call
+            created, and found unchanged when the lease is taken, is known to be empty (see
+            :class:`LedgerLock`).
         """
-        from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
+        from azure.core.exceptions import AzureError, HttpResponseError
         from azure.storage.blob import BlobLeaseClient
 
-        lock_blob = self._client.get_blob_client(f"locks/{target_blob_stem(target)}")
         # The lease id names the owner: acquiring a lease with the id it already has succeeds.
         lease_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"azureml-retrain-lock/{target}/{owner}")) if owner else None
-        lease = BlobLeaseClient(lock_blob, lease_id=lease_id)
+        lease = BlobLeaseClient(self._records_blob(target), lease_id=lease_id)
         with self._call(f"taking the lock of {target}"):
             self._ensure_container()
-            with contextlib.suppress(ResourceExistsError):
-                lock_blob.upload_blob(b"", overwrite=False)
-            self._acquire(lease, target)
+            created = self._create_records_blob(target) if new else None
+            held = LedgerLock(lease, empty_etag=self._acquire(lease, target, created))
         stop = threading.Event()
 
         def renew() -> None:
@@ -273,7 +325,7 @@ class PromotionLedger:
         renewer = threading.Thread(target=renew, name=f"lease-{target}", daemon=True)
         renewer.start()
         try:
-            yield
+            yield held
         finally:
             stop.set()
             renewer.join(timeout=5)
@@ -305,8 +357,13 @@ class PromotionLedger:
             someone else.
         :param owner: the lock's owner (see :meth:`lock`).
         """
-        with self.lock(target, owner=owner):
-            records, etag = self.read(target)
+        with self.lock(target, owner=owner, new=expected_model_uri == NO_MODEL) as held:
+            records: list[LedgerRecord]
+            etag: str | None
+            if held.empty_etag is not None:
+                records, etag = [], held.empty_etag  # created by this lock and unchanged since: empty
+            else:
+                records, etag = self.read(target)
             head = records[-1] if records else None
             own_head = head is not None and run is not None and (head.dag_id, head.run_id) == run
             if (
@@ -325,7 +382,7 @@ class PromotionLedger:
                     f"{target} serves a model trained on data up to {newer.isoformat()}; a model trained on an "
                     f"older window (up to {window['end']}) does not replace it"
                 )
-            yield PromotionGuard(self, target, head, etag)
+            yield PromotionGuard(self, target, head, etag, held.lease)
 
 
 @dataclass
@@ -336,6 +393,7 @@ class PromotionGuard:
     target: str
     head: LedgerRecord | None
     etag: str | None
+    lease: Any = None
 
     def record(self, record: LedgerRecord, *, baseline_uri: str | None = None) -> None:
         """Append ``record``; on an empty ledger, first record what served before (``baseline_uri``),
@@ -354,5 +412,5 @@ class PromotionGuard:
                     recorded_at=record.recorded_at,
                 ),
             )
-        self.etag = self.ledger.append(record, etag=self.etag, before=before)
+        self.etag = self.ledger.append(record, etag=self.etag, before=before, lease=self.lease)
         self.head = record

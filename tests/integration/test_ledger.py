@@ -109,6 +109,28 @@ def test_lock_gives_up_with_a_clear_error(ledger, azurite):
         pytest.fail("must not enter")
 
 
+def test_while_the_lock_is_held_no_one_else_appends(ledger):
+    other = PromotionLedger(container=ledger.container, lock_timeout=0.5)
+    with ledger.lock("ws/retrain01"):
+        with pytest.raises(PromotionConflictError, match="changed while this run was writing"):
+            other.append(promotion("intruder"), etag=None)  # the ledger exists (locked) but is empty
+        with pytest.raises(PromotionConflictError, match="changed while this run was writing"):
+            other.append(promotion("intruder"), etag=other.read("ws/retrain01")[1])
+    assert ledger.records("ws/retrain01") == []
+    other.append(promotion("after"), etag=other.read("ws/retrain01")[1])  # free again
+    assert [r.model_uri for r in ledger.records("ws/retrain01")] == ["after"]
+
+
+def test_a_lost_lock_records_nothing(ledger):
+    other = PromotionLedger(container=ledger.container, lock_timeout=5)
+    with ledger.guard("ws/retrain01", expected_model_uri=NO_MODEL, window=WINDOW_1) as guard:
+        # The lease ends under this run (as when it expires and another run takes it).
+        guard.lease.break_lease(lease_break_period=0)
+        with other.lock("ws/retrain01"), pytest.raises(PromotionConflictError, match="nothing was recorded"):
+            guard.record(promotion("mine", window=WINDOW_1))  # the etag still matches: the lease refuses it
+    assert ledger.records("ws/retrain01") == []
+
+
 def test_a_guarded_promotion_costs_few_storage_requests(ledger, monkeypatch):
     """A batch promotes to many targets at once, each through its ledger: the record is written with
     the etag the service returned (no read-back), a first record with its baseline in one block."""
@@ -125,13 +147,13 @@ def test_a_guarded_promotion_costs_few_storage_requests(ledger, monkeypatch):
     monkeypatch.setattr(requests.Session, "send", counted)
     with ledger.guard("ws/retrain01", expected_model_uri=NO_MODEL, window=WINDOW_1) as guard:
         guard.record(promotion("m1", window=WINDOW_1, previous_model_uri="m0"), baseline_uri="m0")
-    # Lock blob, lease; read (none yet); create the ledger, append both records; release.
-    assert sorted(sent) == ["GET", "PUT", "PUT", "PUT", "PUT", "PUT"]
+    # Create the ledger, lease it (unchanged since created: empty, not read), append both records, release.
+    assert sent == ["PUT", "PUT", "PUT", "PUT"]
     sent.clear()
     with ledger.guard("ws/retrain01", expected_model_uri="m1", window=WINDOW_2) as guard:
         guard.record(promotion("m2", previous_model_uri="m1"))
-    # Lock blob (exists), lease; read; append; release.
-    assert sorted(sent) == ["GET", "PUT", "PUT", "PUT", "PUT"]
+    # Lease; read; append; release.
+    assert sent == ["PUT", "GET", "PUT", "PUT"]
     assert [(r.kind, r.model_uri) for r in ledger.records("ws/retrain01")] == [
         ("baseline", "m0"),
         ("promotion", "m1"),

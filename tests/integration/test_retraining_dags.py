@@ -544,8 +544,8 @@ def test_concurrent_promotions_to_one_target_are_serialised(emulator, trained):
     first = threading.Thread(target=promote, args=("first", trained["w1"]))
     first.start()
     deadline = time.monotonic() + 10
-    while ledger._client.get_blob_client("locks/churn-retrain01").exists() is False or (
-        ledger._client.get_blob_client("locks/churn-retrain01").get_blob_properties().lease.state != "leased"
+    while ledger._client.get_blob_client("records/churn-retrain01.jsonl").exists() is False or (
+        ledger._client.get_blob_client("records/churn-retrain01.jsonl").get_blob_properties().lease.state != "leased"
     ):
         assert time.monotonic() < deadline, "the first promotion never took the lock"
         time.sleep(0.05)
