@@ -121,6 +121,8 @@ class PromotionLedger:
     wasb_conn_id: str = "wasb_default"
     container: str = DEFAULT_LEDGER_CONTAINER
     lock_timeout: float = 300.0
+    # A batch's threads share one ledger object: the first to write creates the container, the others wait for it.
+    _container_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @cached_property
     def _client(self) -> Any:
@@ -135,9 +137,12 @@ class PromotionLedger:
 
         if self.__dict__.get("_container_ready"):
             return  # seen to exist by this ledger object (one task's promotions: one request, not one per write)
-        with contextlib.suppress(ResourceExistsError):
-            self._client.create_container()
-        self.__dict__["_container_ready"] = True
+        with self._container_lock:
+            if self.__dict__.get("_container_ready"):
+                return
+            with contextlib.suppress(ResourceExistsError):
+                self._client.create_container()
+            self.__dict__["_container_ready"] = True
 
     def _records_blob(self, target: str) -> Any:
         return self._client.get_blob_client(f"records/{target_blob_stem(target)}.jsonl")
