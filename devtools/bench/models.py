@@ -177,7 +177,8 @@ def run_cluster(bench: Bench, m: Measurement) -> None:
         bench.container(container)
     folder = prepare_folder(bench, SIZES[0])
     bench.stop_cluster()  # the shared Airflow's DAG processor would parse beside this one's
-    cluster = bench.start_cluster(bench.work / "models-airflow", folder)
+    # Re-parses are what this measures: as often as the test clusters make them.
+    cluster = bench.start_cluster(bench.work / "models-airflow", folder, reparse_seconds=5)
     try:
         cluster.wait_for_dag(f"retrain_{model_name(0)}", timeout=300)
         idle = loop_times(bench)

@@ -157,8 +157,12 @@ class ArmWebServiceTarget(_Strict):
 
 Target = Annotated[ClassicEndpointTarget | ArmWebServiceTarget, Field(discriminator="kind")]
 
-#: Targets one promotion task instance promotes (concurrently): up to 50 targets take one task instance.
-DEFAULT_PROMOTION_BATCH_SIZE = 50
+#: Targets one promotion task instance promotes (concurrently): 50 targets take two task instances.
+#: A task instance is one process, whose promotion threads share one interpreter lock (HTTP clients,
+#: the storage SDK and Airflow's secrets masker are Python work), and its masker rebuilds one pattern
+#: of every secret for each endpoint key a smoke test registers (work that grows with the square of
+#: the batch): two instances of 25 promote 50 endpoints sooner than one of 50 (docs/performance.md, row 6).
+DEFAULT_PROMOTION_BATCH_SIZE = 25
 MAX_PROMOTION_BATCH_SIZE = 200
 
 

@@ -192,10 +192,10 @@ def test_target_batches_split_the_targets_in_order_by_batch_size():
     expected = {f"t{i:02d}": "uri" for i in range(60)}
     run = {**plan(), "expected_models": expected}
     batches = target_batches(config, run, ClassicEndpointTarget)
-    assert [len(b["targets"]) for b in batches] == [50]  # the default batch size: 50 targets, 1 task
+    assert [len(b["targets"]) for b in batches] == [25, 25]  # the default batch size: 50 targets, 2 tasks
     assert [t for b in batches for t in b["targets"]] == target_kwargs(config, run, ClassicEndpointTarget)
     assert target_batches(config, run, ArmWebServiceTarget) == []
-    assert [len(b["targets"]) for b in target_batches(many_targets(60), run, ClassicEndpointTarget)] == [50, 10]
+    assert [len(b["targets"]) for b in target_batches(many_targets(60), run, ClassicEndpointTarget)] == [25, 25, 10]
     small = many_targets(5, batch_size=2)
     assert [[t["target_name"] for t in b["targets"]] for b in target_batches(small, run, ClassicEndpointTarget)] == [
         ["t00", "t01"],
