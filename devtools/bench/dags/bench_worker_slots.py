@@ -5,6 +5,9 @@
 triggerer (`start_from_trigger=True`, its default poll schedule), outputs templated per run, in DAGs
 of a few tasks each (the triggerer receives and builds a task's whole DAG for each
 trigger, so one DAG of N such tasks would cost it N copies of an N-task DAG).
+`bench_slots_held_<n>`: N of the same tasks as the retraining DAGs run them: each submits and
+starts its job on a worker, then defers (the triggerer follows the job); the bench holds the jobs
+running with the emulator's controls while it reads the triggerer's memory.
 `bench_slots_polling_<n>`: what users ran before, the Studio-generated BES sample (submit, start,
 GET the status every second) in a `PythonOperator`, mapped over N jobs.
 """
@@ -68,6 +71,31 @@ for dag_id, (n, first, end) in PARAMS.get("deferrable_dags", {}).items():
                 global_parameters=PARAMS["global_parameters"],
                 start_from_trigger=True,
                 deferrable=True,  # what this DAG measures, whatever [operators] default_deferrable says
+                retries=0,
+            )
+
+for n in PARAMS.get("held_sizes", []):
+    if WANTED not in (None, f"bench_slots_held_{n}"):
+        continue
+    with DAG(
+        dag_id=f"bench_slots_held_{n}",
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        tags=["bench"],
+        max_active_tasks=n,  # every job deferred at once (the default caps a DAG's active tasks at 16)
+    ):
+        for i, outputs in enumerate(outputs_of("held", n)):
+            SubmitBesJobOperator(
+                task_id=f"train_{i}",
+                azureml_conn_id=PARAMS["azureml_conn_id"],
+                inputs={"input1": PARAMS["input"]},
+                outputs={
+                    name: path.replace("/model", RUN_FOLDER + "model").replace("/evaluation", RUN_FOLDER + "evaluation")
+                    for name, path in outputs.items()
+                },
+                global_parameters=PARAMS["global_parameters"],
+                deferrable=True,
                 retries=0,
             )
 
