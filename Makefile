@@ -36,7 +36,7 @@ e2e-distributed: venv node  ## docker-compose.yaml's topology as local processes
 # Airflow's metadata database for `make bench`: sqlite, postgresql, or both (2, 3, 6, 7, 8 on each in turn: 30-45 min).
 BENCH_DATABASE ?= sqlite
 
-bench: venv node  ## Benchmarks vs the baselines users would otherwise run, Airflow on SQLite (15-20 min): table + test-artifacts/bench.json
+bench: venv node  ## Benchmarks vs the baselines users would otherwise run, Airflow on SQLite (about 21 min): table + test-artifacts/bench.json
 	@$(BIN)/python -m devtools.bench --database $(BENCH_DATABASE)
 
 bench-postgres: venv node  ## The benchmarks that run on Airflow (2, 3, 6, 7, 8), on PostgreSQL (15-26 min): test-artifacts/bench-postgres.json
