@@ -53,26 +53,31 @@ def studio_sample(outputs: dict[str, str], input_blob: str, global_parameters: d
     )
 
 
+def train(i: int, outputs: dict[str, str], *, start_from_trigger: bool) -> SubmitBesJobOperator:
+    """Job ``i``, deferrable whatever ``[operators] default_deferrable`` says (that is what is measured)."""
+    return SubmitBesJobOperator(
+        task_id=f"train_{i}",
+        azureml_conn_id=PARAMS["azureml_conn_id"],
+        inputs={"input1": PARAMS["input"]},
+        # Rendered per run (by the triggerer for start_from_trigger): each run writes (and claims) its own blobs.
+        outputs={
+            name: path.replace("/model", RUN_FOLDER + "model").replace("/evaluation", RUN_FOLDER + "evaluation")
+            for name, path in outputs.items()
+        },
+        global_parameters=PARAMS["global_parameters"],
+        start_from_trigger=start_from_trigger,
+        deferrable=True,
+        retries=0,
+    )
+
+
 # dag_id -> [n, first job, end]: the bench's split of N jobs into DAGs (devtools/bench/worker_slots.py).
 for dag_id, (n, first, end) in PARAMS.get("deferrable_dags", {}).items():
     if WANTED not in (None, dag_id):
         continue
     with DAG(dag_id=dag_id, schedule=None, start_date=START, catchup=False, tags=["bench"]):
         for i, outputs in enumerate(outputs_of("deferrable", n)[first:end], first):
-            SubmitBesJobOperator(
-                task_id=f"train_{i}",
-                azureml_conn_id=PARAMS["azureml_conn_id"],
-                inputs={"input1": PARAMS["input"]},
-                # Rendered by the triggerer: each run writes (and claims) its own blobs.
-                outputs={
-                    name: path.replace("/model", RUN_FOLDER + "model").replace("/evaluation", RUN_FOLDER + "evaluation")
-                    for name, path in outputs.items()
-                },
-                global_parameters=PARAMS["global_parameters"],
-                start_from_trigger=True,
-                deferrable=True,  # what this DAG measures, whatever [operators] default_deferrable says
-                retries=0,
-            )
+            train(i, outputs, start_from_trigger=True)
 
 for n in PARAMS.get("held_sizes", []):
     if WANTED not in (None, f"bench_slots_held_{n}"):
@@ -86,18 +91,7 @@ for n in PARAMS.get("held_sizes", []):
         max_active_tasks=n,  # every job deferred at once (the default caps a DAG's active tasks at 16)
     ):
         for i, outputs in enumerate(outputs_of("held", n)):
-            SubmitBesJobOperator(
-                task_id=f"train_{i}",
-                azureml_conn_id=PARAMS["azureml_conn_id"],
-                inputs={"input1": PARAMS["input"]},
-                outputs={
-                    name: path.replace("/model", RUN_FOLDER + "model").replace("/evaluation", RUN_FOLDER + "evaluation")
-                    for name, path in outputs.items()
-                },
-                global_parameters=PARAMS["global_parameters"],
-                deferrable=True,
-                retries=0,
-            )
+            train(i, outputs, start_from_trigger=False)
 
 for n in PARAMS.get("polling_sizes", []):
     if WANTED not in (None, f"bench_slots_polling_{n}"):
