@@ -249,7 +249,7 @@ def fanout_checks(m: Measurement, fanout: dict[int, dict[str, Any]]) -> None:
 
 def rounds_note(result: dict[str, Any], smallest: dict[str, Any]) -> str:
     """The rounds behind a row's medians."""
-    if len(result.get("rounds_seconds", ())) < 2:
+    if len(result["rounds_seconds"]) < 2:
         return ""
     ours = ", ".join(fmt_seconds(seconds) for seconds in result["rounds_seconds"])
     note = f"median of {len(result['rounds_seconds'])} rounds: {ours}"

@@ -142,6 +142,13 @@ class MemorySampler:
             self.peaks[pid] = max(size, self.peaks.get(pid, 0))
         return sum(sizes.values())
 
+    def measure_idle(self) -> tuple[int, dict[int, int]]:
+        """The tree's size now and each process's, before sampling starts (the peaks start afresh)."""
+        idle = self.measure()
+        per_process = dict(self.peaks)
+        self.peaks.clear()
+        return idle, per_process
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             self.samples.append(self.measure())
@@ -154,6 +161,13 @@ class MemorySampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+
+def peak_processes(result: dict[str, Any]) -> str:
+    """A run's peak per process of the triggerer's tree, for a row's note: "supervisor 121, child 150"."""
+    return ", ".join(
+        f"{name.split(' (')[0]} {mb:.0f}" for name, mb in result["triggerer_pss_peak_mb_per_process"].items()
+    )
 
 
 def run_dags(bench: Bench, dag_ids: list[str], timeout: float) -> dict[str, Any]:
@@ -194,9 +208,7 @@ def run_held(bench: Bench, n: int, timeout: float = 900.0) -> dict[str, Any]:
     known_jobs = bench.job_ids()
     triggerer = cluster.processes["triggerer"]
     sampler = MemorySampler(triggerer.pid)
-    idle = sampler.measure()
-    idle_per_process = dict(sampler.peaks)
-    sampler.peaks.clear()
+    idle, idle_per_process = sampler.measure_idle()
     cluster.wait_for_dag(dag_id, timeout=180)
     cluster.set_paused(dag_id, False)
     bench.admin("POST", "faults/jobs", json={"outcome": "hang"})
@@ -222,7 +234,7 @@ def run_held(bench: Bench, n: int, timeout: float = 900.0) -> dict[str, Any]:
             held = sampler.samples[held_from:]
     finally:
         bench.admin("DELETE", "faults")
-        bench.set_job_duration(0)
+        bench.set_job_duration(0)  # released jobs end at once (the caller sets it back)
         for job in bench.jobs_since(known_jobs):
             bench.admin("POST", f"jobs/{job['id']}/release")
     state = cluster.wait_for_run(dag_id, run_id, timeout=timeout)
@@ -246,9 +258,7 @@ def run_size(bench: Bench, mode: str, n: int, job_seconds: float) -> dict[str, A
     known_jobs = bench.job_ids()
     triggerer = bench.cluster.processes["triggerer"]
     sampler = MemorySampler(triggerer.pid)
-    idle = sampler.measure()
-    idle_per_process = dict(sampler.peaks)
-    sampler.peaks.clear()
+    idle, idle_per_process = sampler.measure_idle()
     with sampler:
         run = run_dags(bench, dag_ids, timeout=max(900.0, job_seconds * n))
     started = parse_time(run["start_date"]) or 0.0
@@ -431,9 +441,6 @@ def run(bench: Bench) -> Measurement:
     for n, result in deferrable.items():
         if n != MEMORY_TARGET_N and n != max(deferrable):
             continue
-        processes = ", ".join(
-            f"{name.split(' (')[0]} {mb:.0f}" for name, mb in result["triggerer_pss_peak_mb_per_process"].items()
-        )
         m.checks.append(
             Check(
                 case=f"triggerer memory (PSS of its processes) with N={n} deferred",
@@ -442,13 +449,10 @@ def run(bench: Bench) -> Measurement:
                 target=MEMORY_TARGET_MB if n == MEMORY_TARGET_N else None,
                 ours=f"{result['triggerer_pss_idle_mb']:.0f} MB idle -> {result['triggerer_pss_peak_mb']:.0f} MB peak",
                 baseline="no triggerer; 4 worker slots busy",
-                note=f"peak per process, MB: {processes}",
+                note=f"peak per process, MB: {peak_processes(result)}",
             )
         )
     for n, result in held.items():
-        processes = ", ".join(
-            f"{name.split(' (')[0]} {mb:.0f}" for name, mb in result["triggerer_pss_peak_mb_per_process"].items()
-        )
         m.checks.append(
             Check(
                 case=f"triggerer memory (PSS of its processes) with N={n} jobs deferred from workers, as the "
@@ -459,7 +463,7 @@ def run(bench: Bench) -> Measurement:
                 ours=f"{result['triggerer_pss_idle_mb']:.0f} MB idle -> {result['triggerer_pss_held_mb']:.0f} MB "
                 f"with all {n} deferred",
                 baseline="no triggerer; 4 worker slots busy",
-                note=f"jobs held running by the emulator; peak per process, MB: {processes}",
+                note=f"jobs held running by the emulator; peak per process, MB: {peak_processes(result)}",
             )
         )
     m.notes.append(

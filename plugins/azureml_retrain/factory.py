@@ -769,7 +769,6 @@ def _flat_dicts(values: Any) -> list[dict[str, Any]]:
 def promotion_results(ti: Any) -> list[dict[str, Any]]:
     """Per-target results of every promotion that succeeded: the batches' return values, and the
     ``target_results`` of a batch that failed for some of its targets (one result per target)."""
-
     by_target: dict[str, dict[str, Any]] = {}
     for task_id in (CLASSIC_TASK, ARM_TASK):
         # map_indexes left unset: every map index's value. A task's return value wins over the
@@ -782,7 +781,6 @@ def promotion_results(ti: Any) -> list[dict[str, Any]]:
 
 def promotion_refusals(ti: Any) -> dict[str, str]:
     """``{target: why}`` for every promotion the ledger's guard refused (those tasks are skipped)."""
-
     refusals: dict[str, str] = {}
     for task_id in (CLASSIC_TASK, ARM_TASK):
         for value in _flat_dicts(ti.xcom_pull(task_ids=task_id, key=REFUSAL_XCOM_KEY, default=None)):

@@ -208,7 +208,7 @@ class PromotionLedger:
                     etag = str(blob.create_append_blob(match_condition=MatchConditions.IfMissing)["etag"])
                 answer = blob.append_block(lines, etag=etag, match_condition=MatchConditions.IfNotModified, lease=lease)
                 return str(answer["etag"])
-        except (ResourceModifiedError, ResourceExistsError, HttpResponseError) as error:
+        except HttpResponseError as error:
             if not isinstance(error, (ResourceModifiedError, ResourceExistsError)) and not _lease_refused(error):
                 raise
             if self._last_record_is(record):
