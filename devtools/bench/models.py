@@ -18,8 +18,9 @@ trigger forms, every task an ``EmptyOperator``. N grows 1 -> 10 -> 100 in the sa
   the loop with no DAG active.
 
 ``--smoke`` (in ``make test``) has no Airflow: it parses both files for N = 1 and 10 the way the DAG
-processor's child does (``parse_probe``), and guards the cost per model against the same-shape file
-with a regression limit.
+processor's child does (``parse_probe``) and reports the time per model against the same-shape file;
+its regression limit is on the function calls per model (counted, so the same on any machine under
+any load): timed on 2 busy cores, the same code moved between 1.06x and 1.46x.
 """
 
 from __future__ import annotations
@@ -42,10 +43,12 @@ LOADER = "retraining_dags.py"
 SAME_SHAPE = "same_shape.py"
 GROWTH_TARGET = 1.2  # cost per model at 100 over its cost at 10
 SAME_SHAPE_TARGET = 1.15  # cost per model over the same-shape file's
-# The smoke run's probe (a forked child, not the DAG processor) against the same-shape file: a
-# regression guard: 1.15x-1.18x on 2026-12-07 evening (1.45x before the plugins folder preloaded
-# the package and the same-shape file had its DAGs' schedules and edges).
-SMOKE_SAME_SHAPE_LIMIT = 1.4
+# The smoke run's regression limit: function calls per model at 10 models over the same-shape
+# file's, about 10% over the 1.057x of 2026-12-08 (timed, the same code gave 1.06x-1.31x on a quiet
+# machine and 1.46x in a busy test run). Our parse's extra work is partly C (YAML, pydantic-core), so
+# its calls ratio is below its time ratio (about 1.17x in CPU time): a limit on calls is tighter
+# than it looks.
+SMOKE_CALLS_LIMIT = 1.15
 # Re-parses per file and size: their median. Two files parse side by side with the scheduler and
 # the triggerer on 2 cores; a median of 4 moved by 10-15% between runs of the same code.
 PARSE_SAMPLES = 8
@@ -200,7 +203,12 @@ def run_cluster(bench: Bench, m: Measurement) -> None:
             }
     finally:
         cluster.stop()
-    add_checks(m, {n: r["per_model_seconds"] for n, r in results.items()}, "the DAG processor's last_parse_duration")
+    add_checks(
+        m,
+        {n: r["per_model_seconds"] for n, r in results.items()},
+        "the DAG processor's last_parse_duration",
+        target=SAME_SHAPE_TARGET,
+    )
     for models, result in results.items():
         m.checks.append(
             Check(
@@ -216,6 +224,7 @@ def run_cluster(bench: Bench, m: Measurement) -> None:
 
 def run_smoke(bench: Bench, m: Measurement) -> None:
     per_size: dict[int, dict[str, float]] = {}
+    calls: dict[int, dict[str, float]] = {}
     for models in SMOKE_SIZES:
         folder = prepare_folder(bench, models)
         files = {f"{models}/{LOADER}": folder / LOADER, f"{models}/{SAME_SHAPE}": folder / SAME_SHAPE}
@@ -224,24 +233,36 @@ def run_smoke(bench: Bench, m: Measurement) -> None:
             name.split("/", 1)[1]: min(s["process_seconds"] for s in values) / models
             for name, values in samples.items()
         }
-    m.raw["sizes"] = {n: {"per_model_seconds": v} for n, v in per_size.items()}
-    add_checks(m, per_size, "a forked child like the DAG processor's (best of 5)", smoke=True)
+        calls[models] = {name.split("/", 1)[1]: values[0]["calls"] / models for name, values in samples.items()}
+    m.raw["sizes"] = {n: {"per_model_seconds": v, "per_model_calls": calls[n]} for n, v in per_size.items()}
+    add_checks(m, per_size, "a forked child like the DAG processor's (best of 5)", target=None)
+    largest = max(SMOKE_SIZES)
+    ours, same = calls[largest][LOADER], calls[largest][SAME_SHAPE]
+    m.checks.append(
+        Check(
+            case=f"{largest} model(s): function calls of a parse per model vs a same-shape EmptyOperator DAG",
+            value=round(ours / same, 3),
+            unit="x",
+            target=SMOKE_CALLS_LIMIT,
+            ours=f"{ours:,.0f} calls",
+            baseline=f"{same:,.0f} calls",
+            note="regression limit; counted under cProfile in one more forked child",
+        )
+    )
 
 
-def add_checks(m: Measurement, per_size: dict[int, dict[str, float]], how: str, *, smoke: bool = False) -> None:
+def add_checks(m: Measurement, per_size: dict[int, dict[str, float]], how: str, *, target: float | None) -> None:
     sizes = sorted(per_size)
     for models in sizes:
         ours, same = per_size[models][LOADER], per_size[models][SAME_SHAPE]
-        checked = models >= 10
         m.checks.append(
             Check(
                 case=f"{models} model(s): parse cost per model vs a same-shape EmptyOperator DAG ({how})",
                 value=round(ours / same, 2),
                 unit="x",
-                target=(SMOKE_SAME_SHAPE_LIMIT if smoke else SAME_SHAPE_TARGET) if checked else None,
+                target=target if models >= 10 else None,
                 ours=fmt_seconds(ours),
                 baseline=fmt_seconds(same),
-                note="regression limit" if smoke and checked else "",
             )
         )
     if len(sizes) >= 2:

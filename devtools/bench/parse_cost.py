@@ -21,13 +21,17 @@ from devtools.services import ROOT
 
 TARGET_RATIO = 1.3
 BASELINE = "bench_parse_baseline.py"
-# The retraining DAG file builds three DAGs of 27 tasks and the hand-written example one of 5: they
-# miss the 1.3x time target against a one-task DAG (docs/performance.md), so the smoke run guards
-# their times against regressions instead, at about twice their figures of 2026-12-07 evening (3.0x
-# and 1.3x). Every file meets the modules target since the plugins folder preloads the package.
-REGRESSION_LIMITS = {
-    "retraining_dags.py": {"time": 6.0},
-    "example_handwritten_retraining.py": {"time": 3.0},
+# The smoke run's regression limits on the function calls of a parse (counted, so the same on any
+# machine under any load; the time ratios, reported beside them, moved by a third in busy test runs):
+# against the EmptyOperator DAGs of the same shape where the file has several tasks, else against
+# the one-task DAG. About 10% over the counts of 2026-12-08: 1.22x, 1.31x, 0.67x and 1.07x. A file
+# not named here gets the time target's figure. The retraining DAG file (three DAGs of 27 tasks) and
+# the hand-written example (5 tasks) miss the 1.3x time target against one task (docs/performance.md).
+CALLS_LIMITS = {
+    "check_connections.py": 1.35,
+    "example_handwritten_retraining.py": 1.45,
+    "retraining_config_errors.py": 0.75,
+    "retraining_dags.py": 1.18,
 }
 
 TITLE = "DAG parse cost"
@@ -329,29 +333,37 @@ def run(bench: Bench) -> Measurement:
         for name, values in samples.items()
     }
 
-    def gate(name: str, kind: str) -> tuple[float, str]:
-        limit = REGRESSION_LIMITS.get(name, {}).get(kind)
-        if bench.smoke and limit is not None:
-            return limit, f"regression limit; the {TARGET_RATIO:g}x target is missed"
-        return TARGET_RATIO, ""
-
     for name in shipped_dag_files():
         values = samples[name]
         dags, tasks = values[0]["dags"], values[0]["tasks"]
         info = f"{dags} DAG{'s' * (dags != 1)}, {tasks} task{'s' * (tasks != 1)}"
-        target, note = gate(name, "time")
         m.checks.append(
             Check(
                 case=f"{name} parse time ({info})",
                 value=round(best_time_ratio(values, base, "process_seconds"), 2),
                 unit="x",
-                target=target,
+                target=None if bench.smoke else TARGET_RATIO,
                 ours=fmt_seconds(median(s["process_seconds"] for s in values)),
                 baseline=fmt_seconds(base_seconds),
-                note=note,
+                note="reported; the smoke run checks the calls" if bench.smoke else "",
             )
         )
         twin = samples.get(f"same shape as {name}")
+        # Against what the file would be made of EmptyOperators where it has several tasks: against one
+        # task, calls say little (the baseline's parse is mostly Airflow's fixed work, much of it C).
+        counted = twin or base
+        m.checks.append(
+            Check(
+                case=f"{name} function calls per parse vs "
+                + ("EmptyOperator DAGs of the same shape" if twin else "the one-task DAG"),
+                value=round(values[0]["calls"] / counted[0]["calls"], 2),
+                unit="x",
+                target=CALLS_LIMITS.get(name, TARGET_RATIO) if bench.smoke else None,
+                ours=f"{values[0]['calls']:,}",
+                baseline=f"{counted[0]['calls']:,}",
+                note="regression limit" if bench.smoke else "",
+            )
+        )
         if twin is not None:
             m.checks.append(
                 Check(
@@ -365,16 +377,14 @@ def run(bench: Bench) -> Measurement:
                 )
             )
         modules = median(s["modules"] for s in values)
-        target, note = gate(name, "modules")
         m.checks.append(
             Check(
                 case=f"{name} modules imported per parse",
                 value=round(modules / base_modules, 2),
                 unit="x",
-                target=target,
+                target=TARGET_RATIO,
                 ours=f"{modules:.0f}",
                 baseline=f"{base_modules:.0f}",
-                note=note,
             )
         )
     if not bench.smoke:
@@ -400,6 +410,6 @@ def run(bench: Bench) -> Measurement:
     m.notes.append(
         "parse time: a child forked from a process like the DAG processor manager imports, builds and serialises "
         f"the file's DAGs; best of {rounds} interleaved rounds of the file over the baseline's best. Modules: those "
-        "the child had to import itself."
+        "the child had to import itself. Function calls: counted under cProfile in one more child per file."
     )
     return m

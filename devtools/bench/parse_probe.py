@@ -6,6 +6,11 @@ Like the DAG processor manager, this process imports the manager, loads the plug
 manager's job does when it starts) and pre-imports the Airflow modules each file names, once; each
 parse then runs in a forked child (``BundleDagBag`` of the file, then serialisation of its DAGs),
 which counts the modules it had to import itself: what every re-parse of the file costs again.
+
+After the timed rounds, one more child per file parses it under ``cProfile`` and counts the function
+calls (Python and built-in) of the parse: the work of a parse in a figure that does not depend on the
+machine's speed or load, which the smoke run's regression limits check. Every sample of the file
+carries it as ``calls``.
 """
 
 from __future__ import annotations
@@ -18,18 +23,26 @@ from pathlib import Path
 from typing import Any
 
 
-def parse_in_child(path: str, bundle_path: str, log: Any) -> dict[str, Any]:
+def parse_in_child(path: str, bundle_path: str, log: Any, *, count_calls: bool = False) -> dict[str, Any]:
+    import cProfile
+
     from airflow.dag_processing.dagbag import BundleDagBag
     from airflow.dag_processing.processor import _serialize_dags
 
+    profile = cProfile.Profile() if count_calls else None
     before = set(sys.modules)
+    if profile is not None:
+        profile.enable()
     started = time.perf_counter()
     bag = BundleDagBag(dag_folder=path, bundle_path=Path(bundle_path), bundle_name="dags-folder", load_op_links=False)
     parsed = time.perf_counter()
     serialized, errors = _serialize_dags(bag, log)
     done = time.perf_counter()
+    if profile is not None:
+        profile.disable()
     new = sorted(set(sys.modules) - before)
     return {
+        "calls": sum(entry.callcount for entry in profile.getstats()) if profile is not None else None,
         "shape": [dag_shape(dag) for dag in bag.dags.values()],
         "parse_seconds": parsed - started,
         "serialize_seconds": done - parsed,
@@ -82,14 +95,14 @@ def dag_shape(dag: Any) -> dict[str, Any]:
     }
 
 
-def forked_sample(path: str, bundle_path: str, log: Any) -> dict[str, Any]:
+def forked_sample(path: str, bundle_path: str, log: Any, *, count_calls: bool = False) -> dict[str, Any]:
     read_end, write_end = os.pipe()
     started = time.perf_counter()
     pid = os.fork()
     if pid == 0:  # the child: parse, report, leave without running any exit handler of the parent
         os.close(read_end)
         try:
-            payload = json.dumps(parse_in_child(path, bundle_path, log)).encode()
+            payload = json.dumps(parse_in_child(path, bundle_path, log, count_calls=count_calls)).encode()
         except BaseException as error:
             payload = json.dumps({"failure": repr(error)}).encode()
         with os.fdopen(write_end, "wb") as out:
@@ -120,6 +133,10 @@ def main(argv: list[str]) -> int:
         # Interleaved, so that load on the machine hits every file alike.
         for item in spec["files"]:
             samples[item["name"]].append(forked_sample(item["path"], item["bundle_path"], log))
+    for item in spec["files"]:
+        counted = forked_sample(item["path"], item["bundle_path"], log, count_calls=True)
+        for sample in samples[item["name"]]:
+            sample["calls"] = counted.get("calls")
     Path(spec["out"]).write_text(json.dumps(samples))
     return 0
 
