@@ -21,16 +21,14 @@ from devtools.services import ROOT
 
 TARGET_RATIO = 1.3
 BASELINE = "bench_parse_baseline.py"
-# The smoke run's regression limits on the function calls of a parse (counted, so the same on any
-# machine under any load; the time ratios, reported beside them, moved by a third in busy test runs):
-# against the EmptyOperator DAGs of the same shape where the file has several tasks, else against
-# the one-task DAG. About 10% over the counts of 2026-12-08: 1.22x, 1.31x, 0.67x and 1.07x. A file
-# not named here gets the time target's figure. The retraining DAG file (three DAGs of 27 tasks) and
-# the hand-written example (5 tasks) miss the 1.3x time target against one task (docs/performance.md).
+# The smoke run checks the function calls of a parse (counted, so the same on any machine under any
+# load; the time ratios, reported beside them, moved by a third in busy test runs) against the
+# EmptyOperator DAGs of the same shape where the file has several tasks, else against the one-task
+# DAG: within the 1.3x target, or for the two files that miss the time target against one task
+# (docs/performance.md) within a regression limit, about 10% over their counts of 2026-12-08 (1.31x
+# and 1.07x against their same-shape files).
 CALLS_LIMITS = {
-    "check_connections.py": 1.35,
     "example_handwritten_retraining.py": 1.45,
-    "retraining_config_errors.py": 0.75,
     "retraining_dags.py": 1.18,
 }
 
@@ -361,7 +359,7 @@ def run(bench: Bench) -> Measurement:
                 target=CALLS_LIMITS.get(name, TARGET_RATIO) if bench.smoke else None,
                 ours=f"{values[0]['calls']:,}",
                 baseline=f"{counted[0]['calls']:,}",
-                note="regression limit" if bench.smoke else "",
+                note="regression limit" if bench.smoke and name in CALLS_LIMITS else "",
             )
         )
         if twin is not None:
