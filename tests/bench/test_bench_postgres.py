@@ -14,7 +14,7 @@ import sqlalchemy
 
 from devtools.bench.core import Bench
 
-pytestmark = [pytest.mark.bench, pytest.mark.integration]
+pytestmark = [pytest.mark.bench, pytest.mark.integration, pytest.mark.cluster]
 
 # The components that record themselves in the metadata database's job table while they run.
 JOB_TYPES = {"SchedulerJob", "TriggererJob", "DagProcessorJob"}
