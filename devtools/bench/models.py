@@ -228,12 +228,9 @@ def run_smoke(bench: Bench, m: Measurement) -> None:
     for models in SMOKE_SIZES:
         folder = prepare_folder(bench, models)
         files = {f"{models}/{LOADER}": folder / LOADER, f"{models}/{SAME_SHAPE}": folder / SAME_SHAPE}
-        samples = probe(bench, 5, files, shipped=False)
-        per_size[models] = {
-            name.split("/", 1)[1]: min(s["process_seconds"] for s in values) / models
-            for name, values in samples.items()
-        }
-        calls[models] = {name.split("/", 1)[1]: values[0]["calls"] / models for name, values in samples.items()}
+        by_file = {name.split("/", 1)[1]: values for name, values in probe(bench, 5, files, shipped=False).items()}
+        per_size[models] = {file: min(s["process_seconds"] for s in runs) / models for file, runs in by_file.items()}
+        calls[models] = {file: runs[0]["calls"] / models for file, runs in by_file.items()}
     m.raw["sizes"] = {n: {"per_model_seconds": v, "per_model_calls": calls[n]} for n, v in per_size.items()}
     add_checks(m, per_size, "a forked child like the DAG processor's (best of 5)", target=None)
     largest = max(SMOKE_SIZES)

@@ -15,6 +15,7 @@ carries it as ``calls``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -33,15 +34,14 @@ def parse_in_child(path: str, bundle_path: str, log: Any, *, count_calls: bool =
 
         profile = cProfile.Profile()
     before = set(sys.modules)
-    if profile is not None:
-        profile.enable()
-    started = time.perf_counter()
-    bag = BundleDagBag(dag_folder=path, bundle_path=Path(bundle_path), bundle_name="dags-folder", load_op_links=False)
-    parsed = time.perf_counter()
-    serialized, errors = _serialize_dags(bag, log)
-    done = time.perf_counter()
-    if profile is not None:
-        profile.disable()
+    with profile or contextlib.nullcontext():  # a Profile records while its block runs
+        started = time.perf_counter()
+        bag = BundleDagBag(
+            dag_folder=path, bundle_path=Path(bundle_path), bundle_name="dags-folder", load_op_links=False
+        )
+        parsed = time.perf_counter()
+        serialized, errors = _serialize_dags(bag, log)
+        done = time.perf_counter()
     new = sorted(set(sys.modules) - before)
     return {
         "calls": sum(entry.callcount for entry in profile.getstats()) if profile is not None else None,
@@ -137,8 +137,11 @@ def main(argv: list[str]) -> int:
             samples[item["name"]].append(forked_sample(item["path"], item["bundle_path"], log))
     for item in spec["files"]:
         counted = forked_sample(item["path"], item["bundle_path"], log, count_calls=True)
+        if "failure" in counted:  # reported as the file's failure, as a timed parse's would be
+            samples[item["name"]] = [counted]
+            continue
         for sample in samples[item["name"]]:
-            sample["calls"] = counted.get("calls")
+            sample["calls"] = counted["calls"]
     Path(spec["out"]).write_text(json.dumps(samples))
     return 0
 

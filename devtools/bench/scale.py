@@ -9,6 +9,7 @@ is a target's first); the row is each size's median round.
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -180,8 +181,6 @@ def sequential_requests(bench: Bench, model: str, names: list[str]) -> dict[str,
     """Promote ``model`` to ``names`` in one task, and count from the emulator's log the endpoint
     requests (each held ``SMOKE_LATENCY_SECONDS``) and the most of them in flight at once: their
     ratio is how many such waits the task made one after another."""
-    import re
-
     bench.admin("DELETE", "requests")
     seconds = promote_in_process(model, names)
     endpoint = re.compile(SMOKE_ENDPOINT_PATH)
