@@ -25,4 +25,6 @@ RUN pip install --no-cache-dir -r /opt/project/requirements.txt
 # compose file mounts the live plugins/ over /opt/airflow/plugins; the install points there. Its
 # dependencies (plugins/pyproject.toml) are in the lock installed above.
 COPY --chown=airflow:root plugins /opt/airflow/plugins
+# airflow_local_settings.py, which every Airflow process imports from $AIRFLOW_HOME/config.
+COPY --chown=airflow:root config /opt/airflow/config
 RUN pip install --no-cache-dir --no-deps -e /opt/airflow/plugins

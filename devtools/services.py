@@ -26,6 +26,9 @@ AIRFLOW_HOME = ROOT / ".airflow"
 RUN_DIR = AIRFLOW_HOME / "run"
 LOG_DIR = AIRFLOW_HOME / "logs"
 DATA_DIR = AIRFLOW_HOME / "data"
+# The deployment's Airflow config folder (airflow_local_settings.py). The image has it where Airflow
+# looks, $AIRFLOW_HOME/config; the local homes are elsewhere, so local processes get it on the path.
+CONFIG_DIR = ROOT / "config"
 
 HOST = "127.0.0.1"
 AZURITE_PORT = int(os.environ.get("AZURITE_PORT", "10000"))
@@ -137,10 +140,18 @@ def airflow_connections(ports: LocalPorts | None = None) -> dict[str, str]:
     return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(value) for conn_id, value in connections.items()}
 
 
+def python_path(*first: Path | str) -> str:
+    """``PYTHONPATH`` for a local Airflow process: ``first``, the deployment's config folder, then what
+    this process's ``PYTHONPATH`` already holds."""
+    entries = [*(str(path) for path in first), str(CONFIG_DIR), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    return os.pathsep.join(dict.fromkeys(entry for entry in entries if entry))
+
+
 def airflow_environment(home: Path = AIRFLOW_HOME, ports: LocalPorts | None = None) -> dict[str, str]:
     """The environment every local Airflow process gets (CLI, standalone, tests' DAG runs)."""
     env = {
         "AIRFLOW_HOME": str(home),
+        "PYTHONPATH": python_path(),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

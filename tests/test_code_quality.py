@@ -10,10 +10,10 @@ from pathlib import Path
 from devtools.services import ROOT
 
 BIN = Path(sys.executable).parent
-PYTHON_SOURCES = [d for d in ("dags", "plugins", "emulator", "devtools", "tests") if (ROOT / d).is_dir()]
+PYTHON_SOURCES = [d for d in ("dags", "plugins", "config", "emulator", "devtools", "tests") if (ROOT / d).is_dir()]
 TYPED_PACKAGES = [
     p
-    for p in ("plugins/azureml_retrain", "plugins/model_history_plugin.py", "emulator", "devtools")
+    for p in ("plugins/azureml_retrain", "plugins/model_history_plugin.py", "config", "emulator", "devtools")
     if (ROOT / p).exists()
 ]
 

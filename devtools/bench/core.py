@@ -38,6 +38,7 @@ from devtools.services import (
     azurite_service,
     emulator_service,
     free_port,
+    python_path,
     stop_process,
 )
 
@@ -441,7 +442,7 @@ class Bench:
                 # DAGs run only when a benchmark unpauses them (the shipped DAG copies never do).
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
                 # Bench DAG files import the Studio sample from devtools.
-                "PYTHONPATH": str(ROOT),
+                "PYTHONPATH": python_path(ROOT),
                 "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
                 # The scheduler's loop time (scheduler.scheduler_loop_duration) and the others.
                 "AIRFLOW__METRICS__STATSD_ON": "True",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from devtools.bench.core import DAG_TEMPLATES, Bench, Check, Measurement, fmt_seconds, median, run_python
-from devtools.services import ROOT
+from devtools.services import ROOT, python_path
 
 TARGET_RATIO = 1.3
 BASELINE = "bench_parse_baseline.py"
@@ -118,7 +118,11 @@ def probe(
     environment = bench.environment()
     package = (plugins or ROOT / "plugins") / "azureml_retrain" / "__init__.py"
     if plugins is not None:
-        environment = {**environment, "PYTHONPATH": f"{plugins}:{ROOT}", "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins)}
+        environment = {
+            **environment,
+            "PYTHONPATH": python_path(plugins, ROOT),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins),
+        }
     run_python(
         f"import sys; from devtools.bench.parse_probe import main; sys.exit(main([{json.dumps(json.dumps(spec))}]))",
         environment,
