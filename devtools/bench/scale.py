@@ -167,7 +167,9 @@ def most_in_flight(requests: list[dict[str, Any]], slack_ms: float = 20.0) -> in
     ``slack_ms`` do not count."""
     events: list[tuple[float, int]] = []
     for request in requests:
-        answered = parse_time(request["time"]) or 0.0
+        answered = parse_time(request["time"])
+        if answered is None:  # a request placed at the epoch would overlap nothing and hide a fan-out
+            raise ValueError(f"an emulator request log entry without its time: {request}")
         started = answered - request["duration_ms"] / 1000
         events += [(started, 1), (max(started, answered - slack_ms / 1000), -1)]
     most = current = 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from devtools.bench.scale import most_in_flight
 
 T0 = datetime(2026, 12, 8, tzinfo=UTC)
@@ -30,3 +32,8 @@ def test_overlapping_requests_are_counted_at_their_busiest_moment():
 
 def test_no_requests_none_in_flight():
     assert most_in_flight([]) == 0
+
+
+def test_an_entry_without_its_time_is_an_error_not_a_request_at_the_epoch():
+    with pytest.raises(ValueError, match="without its time"):
+        most_in_flight([logged(0, 200), {"time": None, "duration_ms": 200.0}])
